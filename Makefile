@@ -1,0 +1,61 @@
+# replaybench: the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# The test suite runs against real PostgreSQL and Redis on their standard local ports.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/replaybench
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run serve test lint format pytest bench bench-quick requirements clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.base-installed: requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements/dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $(VENV)/.base-installed $@
+
+## run: install, migrate, load the demo data and serve HTTP + websockets on $(HOST):$(PORT)
+run: $(VENV)/.base-installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, pages: /tests/, API: /api/v5/artifacts/test/...)"
+	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+
+## test: lint (ruff, mypy) and the whole pytest suite against PostgreSQL and Redis
+test: lint pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+pytest: $(VENV)/.dev-installed
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: the performance scenarios (bench/README.md); bench-quick is a smoke run
+bench: $(VENV)/.dev-installed
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench
+
+bench-quick: $(VENV)/.dev-installed
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench --quick
+
+## requirements: recompile the pinned lists from pyproject.toml
+requirements: $(VENV)/.dev-installed
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-find-links --no-emit-index-url -o requirements/base.txt pyproject.toml
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-find-links --no-emit-index-url --extra dev -o requirements/dev.txt pyproject.toml
+
+clean:
+	rm -rf $(VENV) data staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,17 @@
+"""The Celery application. Settings come from Django's settings (CELERY_* names).
+
+Start a worker (I/O-bound replays: a thread pool, sized for concurrent model calls):
+
+    celery -A config worker --pool=threads --concurrency=32 --loglevel=INFO
+    celery -A config beat --loglevel=INFO    # the reaper and the analytics refresh
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("replaybench")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,351 @@
+"""One settings module, driven by the environment.
+
+Two runtimes (DESIGN §7):
+
+* **embedded** (no environment set): SQLite in ``data/``, local-memory cache, in-memory channel
+  layer, background work on an in-process thread after commit. Meant for ``make run`` and demos.
+* **production** (``REPLAYBENCH_MODE=production``): PostgreSQL through psycopg 3 (``DATABASE_URL``),
+  Redis for the cache, the channel layer and Celery (``REDIS_URL``), a real ``SECRET_KEY`` and
+  ``ALLOWED_HOSTS``. A missing or malformed required setting stops the process at start with a
+  message that names it.
+
+``DATABASE_URL`` and ``REDIS_URL`` also work on their own outside production mode: the test suite
+uses them to run against real PostgreSQL and Redis while keeping debug-friendly settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if not raw:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from error
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    raw = _env(name)
+    if not raw:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+RUNTIME_MODE = _env("REPLAYBENCH_MODE", "embedded").lower()
+if RUNTIME_MODE not in {"embedded", "production"}:
+    raise ImproperlyConfigured(
+        f"REPLAYBENCH_MODE must be 'embedded' or 'production', got {RUNTIME_MODE!r}"
+    )
+PRODUCTION = RUNTIME_MODE == "production"
+
+DATABASE_URL = _env("DATABASE_URL")
+REDIS_URL = _env("REDIS_URL")
+
+if PRODUCTION:
+    _missing = [
+        name
+        for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS")
+        if not _env(name)
+    ]
+    if _missing:
+        raise ImproperlyConfigured(
+            "Production mode (REPLAYBENCH_MODE=production) needs these environment variables: "
+            + ", ".join(_missing)
+        )
+    if len(_env("SECRET_KEY")) < 50:
+        raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long in production")
+    if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
+        raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL in production")
+
+if REDIS_URL:
+    _redis = urlparse(REDIS_URL)
+    if _redis.scheme not in {"redis", "rediss"} or not _redis.hostname:
+        raise ImproperlyConfigured(
+            f"REDIS_URL must look like redis://host:6379/0, got {REDIS_URL!r}"
+        )
+
+# The embedded key is only for a local demo; production refuses to start without its own.
+SECRET_KEY = _env("SECRET_KEY") or "embedded-only-insecure-key-replaybench-0123456789abcdefghijklmn"
+DEBUG = _env_bool("DEBUG", default=not PRODUCTION)
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _env_list(
+    "CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "tests_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------
+DATA_DIR = Path(_env("REPLAYBENCH_DATA_DIR") or BASE_DIR / "data")
+
+if DATABASE_URL:
+    try:
+        _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"DATABASE_URL is malformed: {error}") from error
+    # psycopg 3's pool: one per process, so web and worker processes scale out independently.
+    # The pool is opt-in outside production: the test suite creates and drops databases, which a
+    # pool would hold open.
+    if _database["ENGINE"] == "django.db.backends.postgresql" and _env_bool(
+        "DATABASE_POOL", default=PRODUCTION
+    ):
+        _database["CONN_MAX_AGE"] = 0
+        _database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": _env_int("DATABASE_POOL_MIN", 1),
+            "max_size": _env_int("DATABASE_POOL_MAX", 20),
+            "timeout": 10,
+        }
+    DATABASES = {"default": _database}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "replaybench.sqlite3"),
+            # A request thread and the in-process replay thread write at once: WAL lets readers
+            # go on, IMMEDIATE takes the write lock up front (no upgrade deadlock), and the busy
+            # timeout makes a writer wait instead of failing with "database is locked".
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+                ),
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache, channel layer, background work ---------------------------------------------------
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": _env("CACHE_KEY_PREFIX", "replaybench"),
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": _env("CHANNEL_PREFIX", "replaybench"),
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# "celery" hands work to Celery workers on Redis; "thread" runs it in this process on a thread
+# after commit (the embedded default, where no broker exists).
+BACKGROUND_BACKEND = _env("BACKGROUND_BACKEND", "celery" if REDIS_URL else "thread")
+if BACKGROUND_BACKEND not in {"celery", "thread"}:
+    raise ImproperlyConfigured(
+        f"BACKGROUND_BACKEND must be 'celery' or 'thread', got {BACKGROUND_BACKEND!r}"
+    )
+if BACKGROUND_BACKEND == "celery" and not REDIS_URL:
+    raise ImproperlyConfigured("BACKGROUND_BACKEND=celery needs REDIS_URL")
+BACKGROUND_THREADS = _env_int("BACKGROUND_THREADS", 8)
+
+# The slowest replay we allow: many turns against a slow model. Soft limit lets the task record
+# the failure; the hard limit kills it; the visibility timeout must exceed both, or Redis would
+# hand a still-running replay to a second worker.
+REPLAY_SOFT_TIME_LIMIT = _env_int("REPLAY_SOFT_TIME_LIMIT", 1800)
+REPLAY_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT + 60
+# A running invocation whose heartbeat is older than this is presumed dead (worker killed).
+REPLAY_HEARTBEAT_TIMEOUT = _env_int("REPLAY_HEARTBEAT_TIMEOUT", 120)
+REPLAY_MAX_ATTEMPTS = _env_int("REPLAY_MAX_ATTEMPTS", 3)
+# Concurrent model calls allowed per target (model + base_url) across all workers.
+TARGET_MAX_CONCURRENCY = _env_int("TARGET_MAX_CONCURRENCY", 32)
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = REPLAY_TIME_LIMIT
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": REPLAY_TIME_LIMIT + 600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-invocations": {
+        "task": "tests_app.tasks.reap_stale_invocations",
+        "schedule": float(_env_int("REAPER_INTERVAL_S", 30)),
+    },
+    "refresh-analytics": {
+        "task": "tests_app.tasks.refresh_analytics",
+        "schedule": float(_env_int("ANALYTICS_REFRESH_INTERVAL_S", 300)),
+    },
+}
+
+# --- the AI judge -----------------------------------------------------------------------------
+# With no JUDGE_MODEL the offline reference grader is used (and says so in every grade).
+JUDGE_MODEL = _env("JUDGE_MODEL")
+JUDGE_BASE_URL = _env("JUDGE_BASE_URL")
+JUDGE_API_KEY_ENV = _env("JUDGE_API_KEY_ENV", "JUDGE_API_KEY")
+JUDGE_TEMPERATURE = float(_env("JUDGE_TEMPERATURE", "0") or 0)
+JUDGE_SEED = _env_int("JUDGE_SEED", 7)
+JUDGE_TIMEOUT_S = _env_int("JUDGE_TIMEOUT_S", 60)
+JUDGE_MAX_ATTEMPTS = _env_int("JUDGE_MAX_ATTEMPTS", 3)
+
+# --- auth, REST, OpenAPI ----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/tests/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tests_app.api.authentication.ApiKeyAuthentication",
+        "tests_app.api.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "tests_app.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["tests_app.api.throttling.CallerRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"caller": _env("API_THROTTLE_RATE", "6000/min")},
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "replaybench API",
+    "DESCRIPTION": "Run benchmark tests that replay recorded conversations against models.",
+    "VERSION": "5.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- i18n, static, storage --------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = (
+    [BASE_DIR / "tests_app" / "static_src"]
+    if (BASE_DIR / "tests_app" / "static_src").exists()
+    else []
+)
+MEDIA_ROOT = Path(_env("MEDIA_ROOT") or DATA_DIR / "media")
+MEDIA_URL = "/media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- security ---------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # the pages' scripts read it to call the API with CSRF
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+# --- logging: never log secrets (API keys are hashed before they reach a log or the database) ---
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# API pages, limits
+GET_RUNS_PAGE_SIZE = 100
+GET_RUNS_PAGE_SIZE_MAX = 500

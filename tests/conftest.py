@@ -1,0 +1,94 @@
+"""Named actors and shared fixtures.
+
+The world: department Research (operator, viewer) and Support (outsider is its operator);
+``staff`` sees everything. ``client_for(user)`` gives an API client that sends that user's key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests import factories
+from tests_app.models import Membership
+
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_service(reason: str) -> None:
+    """A missing service fails the run in CI and skips the test elsewhere."""
+    if CI:
+        pytest.fail(f"CI=true and a required service is missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
+    # Unit and API tests run background work inline on commit and use the in-memory channel
+    # layer and cache; integration tests keep the real ones (Celery on Redis, channels-redis).
+    if request.node.get_closest_marker("integration") is None:
+        settings.BACKGROUND_BACKEND = "sync"
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+@pytest.fixture
+def research(db: Any) -> Any:
+    return factories.DepartmentFactory(name="Research", slug="research")
+
+
+@pytest.fixture
+def support(db: Any) -> Any:
+    return factories.DepartmentFactory(name="Support", slug="support")
+
+
+@pytest.fixture
+def staff(db: Any) -> Any:
+    return factories.UserFactory(username="staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def operator(research: Any) -> Any:
+    user = factories.UserFactory(username="operator", first_name="Olive", last_name="Operator")
+    factories.MembershipFactory(user=user, department=research, role=Membership.Role.OPERATOR)
+    return user
+
+
+@pytest.fixture
+def viewer(research: Any) -> Any:
+    user = factories.UserFactory(username="viewer")
+    factories.MembershipFactory(user=user, department=research, role=Membership.Role.VIEWER)
+    return user
+
+
+@pytest.fixture
+def outsider(support: Any) -> Any:
+    user = factories.UserFactory(username="outsider")
+    factories.MembershipFactory(user=user, department=support, role=Membership.Role.OPERATOR)
+    return user
+
+
+@pytest.fixture
+def client_for(db: Any) -> Callable[..., APIClient]:
+    """An API client authenticated with a fresh API key of ``user`` (X-Api-Key header)."""
+
+    def make(user: Any, *, mcp: bool = False) -> APIClient:
+        _, key = factories.make_api_key(user)
+        client = APIClient()
+        headers = {"HTTP_X_API_KEY": key}
+        if mcp:
+            headers["HTTP_X_MCP"] = "1"
+        client.credentials(**headers)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def benchmark(research: Any) -> Any:
+    """A Research benchmark with two entries of three user turns, reference target."""
+    return factories.make_benchmark(department=research, entries=2, turns=3)

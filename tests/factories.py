@@ -1,0 +1,185 @@
+"""factory_boy factories for every model. Defaults build a small, valid, reference-target world."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from tests_app import models
+
+User = get_user_model()
+
+
+def conversation(
+    turns: int = 3, *, system: str | None = "You are a helpful assistant."
+) -> list[dict[str, str]]:
+    messages: list[dict[str, str]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    for turn in range(1, turns + 1):
+        messages.append({"role": "user", "content": f"Question {turn}?"})
+        messages.append({"role": "assistant", "content": f"Answer {turn}."})
+    return messages
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda o: f"{o.username}@example.com")
+    password = factory.django.Password("correct-horse-battery")
+
+
+class DepartmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Department
+
+    name = factory.Sequence(lambda n: f"Department {n}")
+    slug = factory.Sequence(lambda n: f"department-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Membership
+
+    user = factory.SubFactory(UserFactory)
+    department = factory.SubFactory(DepartmentFactory)
+    role = models.Membership.Role.VIEWER
+
+
+class RubricFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Rubric
+
+    name = factory.Sequence(lambda n: f"Rubric {n}")
+    description = "How well the answers match the references."
+    criteria = factory.LazyFunction(
+        lambda: [
+            {"name": "accuracy", "description": "Facts are right.", "weight": 3},
+            {"name": "tone", "description": "Polite and clear.", "weight": 1},
+        ]
+    )
+    pass_threshold = 0.7
+    judge_instructions = "Be strict about facts."
+
+
+class EvalFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Eval
+
+    name = factory.Sequence(lambda n: f"Eval {n}")
+    description = "Measures multi-turn helpfulness."
+    department = factory.SubFactory(DepartmentFactory)
+    rubric = factory.SubFactory(RubricFactory)
+
+
+class BenchmarkFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Benchmark
+
+    name = factory.Sequence(lambda n: f"Benchmark {n}")
+    eval = factory.SubFactory(EvalFactory)
+    target = factory.LazyFunction(lambda: {"kind": "reference"})
+    runs_per_entry = 1
+
+
+class BenchmarkEntryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.BenchmarkEntry
+
+    benchmark = factory.SubFactory(BenchmarkFactory)
+    position = factory.Sequence(lambda n: n + 1)
+    title = factory.Sequence(lambda n: f"Conversation {n}")
+    messages = factory.LazyFunction(conversation)
+
+
+class TestFactory(factory.django.DjangoModelFactory):
+    __test__ = False
+
+    class Meta:
+        model = models.Test
+
+    benchmark = factory.SubFactory(BenchmarkFactory)
+    eval = factory.LazyAttribute(lambda o: o.benchmark.eval)
+    department = factory.LazyAttribute(lambda o: o.benchmark.eval.department)
+
+
+class TestRunFactory(factory.django.DjangoModelFactory):
+    __test__ = False
+
+    class Meta:
+        model = models.TestRun
+
+    test = factory.SubFactory(TestFactory)
+    entry = factory.SubFactory(
+        BenchmarkEntryFactory, benchmark=factory.SelfAttribute("..test.benchmark")
+    )
+    cycle = 1
+    ordinal = factory.Sequence(lambda n: n + 1)
+
+
+class TestInvocationFactory(factory.django.DjangoModelFactory):
+    __test__ = False
+
+    class Meta:
+        model = models.TestInvocation
+
+    run = factory.SubFactory(TestRunFactory)
+    test = factory.SelfAttribute("run.test")
+
+
+class ReplayStepFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.ReplayStep
+
+    invocation = factory.SubFactory(TestInvocationFactory)
+    turn = factory.Sequence(lambda n: n + 1)
+    input = "Question?"
+    output = "Answer."
+    reference = "Answer."
+    latency_ms = 5
+
+
+class GradeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Grade
+
+    invocation = factory.SubFactory(TestInvocationFactory)
+    source = models.Grade.Source.AGENT
+    status = models.Grade.Status.DONE
+    score = 0.8
+    passed = True
+    feedback = "Good."
+
+
+class UploadFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Upload
+
+    test = factory.SubFactory(TestFactory)
+    file = factory.django.FileField(filename="export.zip", data=b"PK")
+    file_name = "export.zip"
+    row_count = 0
+    size_bytes = 2
+
+
+def make_api_key(user: Any, name: str = "test key") -> tuple[models.ApiKey, str]:
+    return models.ApiKey.objects.create_key(user=user, name=name)
+
+
+def make_benchmark(
+    *, department: models.Department, entries: int = 2, turns: int = 3, **kwargs: Any
+) -> models.Benchmark:
+    benchmark = BenchmarkFactory(eval__department=department, **kwargs)
+    for position in range(1, entries + 1):
+        BenchmarkEntryFactory(benchmark=benchmark, position=position, messages=conversation(turns))
+    return benchmark
+
+
+def now() -> Any:
+    return timezone.now()

@@ -1,0 +1,5 @@
+"""search, docs, refresh, export."""
+
+
+class DiscoveryActions:
+    pass

@@ -1,0 +1,18 @@
+"""The Test artifact API: one viewset, an action per endpoint (POST /api/v5/artifacts/test/<name>).
+
+The actions live in mixins by concern so that each file stays small; viewsets only wire: parse with
+an input serializer, call one service or selector, render with an output serializer.
+"""
+
+from rest_framework import viewsets
+
+from tests_app.api.discovery_views import DiscoveryActions
+from tests_app.api.lifecycle_views import BenchmarkActions, LifecycleActions
+
+
+class TestViewSet(LifecycleActions, DiscoveryActions, viewsets.ViewSet):
+    __test__ = False
+
+
+class BenchmarkViewSet(BenchmarkActions, viewsets.ViewSet):
+    pass

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class TestsAppConfig(AppConfig):
+    name = "tests_app"
+    verbose_name = "Benchmark tests"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,61 @@
+"""Hand work to the background after the current transaction commits.
+
+Backends (settings.BACKGROUND_BACKEND):
+* ``celery``: the task goes to Celery workers on Redis (production, integration tests).
+* ``thread``: the embedded default; the task runs in this process on a small thread pool, so the
+  request that enqueued it still returns at once.
+* ``sync``: the task runs in the on-commit callback itself (unit and API tests, where the test's
+  own transaction decides what is visible).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+
+logger = logging.getLogger(__name__)
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    # Per process, created lazily; only the embedded runtime uses it (no broker exists there).
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=settings.BACKGROUND_THREADS, thread_name_prefix="replaybench-bg"
+            )
+        return _executor
+
+
+def _run_in_thread(task: Any, args: tuple[Any, ...]) -> None:
+    close_old_connections()
+    try:
+        task.apply(args=args, throw=False)
+    except Exception:
+        logger.exception("Background task %s failed", task.name)
+    finally:
+        connection.close()
+
+
+def _dispatch(task: Any, args: tuple[Any, ...]) -> None:
+    backend = settings.BACKGROUND_BACKEND
+    if backend == "celery":
+        task.apply_async(args=args)
+    elif backend == "thread":
+        _thread_pool().submit(_run_in_thread, task, args)
+    else:
+        task.apply(args=args, throw=True)
+
+
+def enqueue_on_commit(task: Any, *args: Any) -> None:
+    """Run ``task(*args)`` in the background once the surrounding transaction has committed."""
+    transaction.on_commit(partial(_dispatch, task, tuple(str(a) for a in args)))

@@ -1,0 +1,430 @@
+"""The domain of DESIGN §2.
+
+Status fields are only ever changed by functions in ``tests_app.services``; the choices here are
+the vocabulary, the services own the transitions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+
+class BaseModel(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # A default rather than auto_now_add, so that imports and benchmarks can set it.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+# --- organisation ---------------------------------------------------------------------------
+
+
+class Department(BaseModel):
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(BaseModel):
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
+        OPERATOR = "operator", "Operator"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    department = models.ForeignKey(Department, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "department"], name="membership_unique_user"),
+            models.CheckConstraint(
+                condition=Q(role__in=["viewer", "operator"]), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.department} ({self.role})"
+
+
+# --- what is measured -----------------------------------------------------------------------
+
+
+class Rubric(BaseModel):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    criteria = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='A list of {"name", "description", "weight"}; weights need not sum to 1.',
+    )
+    pass_threshold = models.FloatField(
+        default=0.7, help_text="A run passes when its weighted score is at least this (0..1)."
+    )
+    judge_instructions = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(pass_threshold__gte=0) & Q(pass_threshold__lte=1),
+                name="rubric_threshold_0_1",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Eval(BaseModel):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="evals")
+    rubric = models.ForeignKey(Rubric, on_delete=models.PROTECT, related_name="evals")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "eval"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Benchmark(BaseModel):
+    class ReplayMode(models.TextChoices):
+        AUTOREGRESSIVE = "autoregressive", "Auto-regressive (the model sees its own answers)"
+        TEACHER_FORCED = "teacher_forced", "Teacher-forced (the model sees the recorded answers)"
+
+    name = models.CharField(max_length=200)
+    eval = models.ForeignKey(Eval, on_delete=models.PROTECT, related_name="benchmarks")
+    target = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            'The model under test, e.g. {"kind": "reference"} or {"kind": "openai", "model": '
+            '"...", "base_url": "...", "api_key_env": "OPENAI_API_KEY", "timeout_s": 60}. '
+            "Never a secret: only the name of the environment variable that holds it."
+        ),
+    )
+    runs_per_entry = models.PositiveIntegerField(default=1)
+    replay_mode = models.CharField(
+        max_length=20, choices=ReplayMode.choices, default=ReplayMode.AUTOREGRESSIVE
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(runs_per_entry__gte=1), name="benchmark_runs_per_entry_positive"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def target_kind(self) -> str:
+        return str((self.target or {}).get("kind") or "reference")
+
+
+class BenchmarkEntry(BaseModel):
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="entries")
+    position = models.PositiveIntegerField()
+    title = models.CharField(max_length=300, blank=True)
+    messages = models.JSONField(help_text="The recorded conversation in OpenAI chat format.")
+    # Number of user turns, kept with the messages so lists need not parse them.
+    turns = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["benchmark", "position"]
+        verbose_name_plural = "benchmark entries"
+        constraints = [
+            models.UniqueConstraint(fields=["benchmark", "position"], name="entry_unique_position")
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Entry {self.position}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.turns = count_user_turns(self.messages)
+        if kwargs.get("update_fields") is not None and "messages" in kwargs["update_fields"]:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "turns"}
+        super().save(*args, **kwargs)
+
+
+def count_user_turns(messages: Any) -> int:
+    if not isinstance(messages, list):
+        return 0
+    return sum(
+        1 for message in messages if isinstance(message, dict) and message.get("role") == "user"
+    )
+
+
+# --- execution ------------------------------------------------------------------------------
+
+
+class Test(BaseModel):
+    __test__ = False  # not a pytest test class
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        STOPPED = "stopped"
+
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.PROTECT, related_name="tests")
+    # Copied from the benchmark at start so search filters and scoping need no joins.
+    eval = models.ForeignKey(Eval, on_delete=models.PROTECT, related_name="tests")
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="tests")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    infinite_mode = models.BooleanField(default=False)
+    cycle = models.PositiveIntegerField(default=1)
+    is_archived = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    current_invocation = models.ForeignKey(
+        "TestInvocation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Denormalized counters, moved in the same transaction as the change they count.
+    total_runs = models.PositiveIntegerField(default=0)
+    completed_runs = models.PositiveIntegerField(default=0)
+    graded_runs = models.PositiveIntegerField(default=0)
+    passed_runs = models.PositiveIntegerField(default=0)
+    score_sum = models.FloatField(default=0)
+    # The last sequence number given to a realtime event of this test.
+    event_seq = models.PositiveBigIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["-created_at", "id"], name="test_created_idx"),
+            models.Index(fields=["department", "-created_at"], name="test_department_created_idx"),
+            models.Index(fields=["eval", "-created_at"], name="test_eval_created_idx"),
+            models.Index(fields=["is_archived", "-created_at"], name="test_archived_created_idx"),
+            models.Index(fields=["benchmark", "-created_at"], name="test_benchmark_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Test {str(self.id)[:8]} of {self.benchmark_id}"
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed_runs / self.graded_runs if self.graded_runs else None
+
+    @property
+    def mean_score(self) -> float | None:
+        return self.score_sum / self.graded_runs if self.graded_runs else None
+
+
+class TestRun(BaseModel):
+    __test__ = False
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        CLAIMED = "claimed"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        STOPPED = "stopped"
+
+    test = models.ForeignKey(Test, on_delete=models.CASCADE, related_name="runs")
+    entry = models.ForeignKey(BenchmarkEntry, on_delete=models.PROTECT, related_name="runs")
+    cycle = models.PositiveIntegerField(default=1)
+    ordinal = models.PositiveIntegerField(help_text="1-based position within its cycle.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    latest_invocation = models.ForeignKey(
+        "TestInvocation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The current grade of the run, denormalized for lists and counters.
+    score = models.FloatField(null=True, blank=True)
+    passed = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["cycle", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["test", "cycle", "ordinal"], name="run_unique_ordinal"),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | (Q(score__gte=0) & Q(score__lte=1)),
+                name="run_score_0_1",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["test", "status", "cycle", "ordinal"], name="run_claim_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.cycle}.{self.ordinal}"
+
+
+class TestInvocation(BaseModel):
+    __test__ = False
+
+    class Status(models.TextChoices):
+        CREATED = "created"
+        RUNNING = "running"
+        REPLAYED = "replayed"
+        ENDED = "ended"
+        FAILED = "failed"
+        STOPPED = "stopped"
+
+    class Client(models.TextChoices):
+        BROWSER = "browser"
+        AGENT = "agent"
+        MCP = "mcp"
+
+    test = models.ForeignKey(Test, on_delete=models.CASCADE, related_name="invocations")
+    run = models.ForeignKey(TestRun, on_delete=models.CASCADE, related_name="invocations")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    client = models.CharField(max_length=16, choices=Client.choices, default=Client.AGENT)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    task_id = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    stop_requested = models.BooleanField(default=False)
+    steps_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["test", "-created_at"], name="invocation_test_created_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="invocation_heartbeat_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Invocation {str(self.id)[:8]} ({self.status})"
+
+
+class ReplayStep(BaseModel):
+    invocation = models.ForeignKey(TestInvocation, on_delete=models.CASCADE, related_name="steps")
+    turn = models.PositiveIntegerField(help_text="1-based index of the user turn.")
+    input = models.TextField(help_text="The user message of this turn.")
+    output = models.TextField(blank=True)
+    # None means "no recorded answer for this turn", which differs from an empty answer.
+    reference = models.TextField(null=True, blank=True)  # noqa: DJ001
+    latency_ms = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["invocation", "turn"]
+        constraints = [
+            models.UniqueConstraint(fields=["invocation", "turn"], name="step_unique_turn")
+        ]
+
+    def __str__(self) -> str:
+        return f"Turn {self.turn}"
+
+
+class Grade(BaseModel):
+    class Source(models.TextChoices):
+        AI = "ai", "AI judge"
+        REFERENCE = "reference", "Reference comparison (offline, not an AI)"
+        AGENT = "agent", "Agent"
+        HUMAN = "human", "Human"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        FAILED = "failed"
+
+    invocation = models.ForeignKey(TestInvocation, on_delete=models.CASCADE, related_name="grades")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    score = models.FloatField(null=True, blank=True)
+    passed = models.BooleanField(null=True, blank=True)
+    feedback = models.TextField(blank=True)
+    criteria_scores = models.JSONField(default=list, blank=True)
+    provenance = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField(blank=True, help_text="Why a human overrode the earlier grade.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | (Q(score__gte=0) & Q(score__lte=1)),
+                name="grade_score_0_1",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["invocation", "status", "-created_at"], name="grade_current_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_source_display()} grade ({self.status})"
+
+
+class Upload(BaseModel):
+    class Kind(models.TextChoices):
+        EXPORT = "export"
+
+    test = models.ForeignKey(Test, on_delete=models.CASCADE, related_name="uploads")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.EXPORT)
+    file = models.FileField(upload_to="exports/%Y/%m/", max_length=500)
+    file_name = models.CharField(max_length=255)
+    row_count = models.PositiveIntegerField(default=0)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.file_name
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+class ApiKeyManager(BaseAPIKeyManager):
+    def assign_key(self, obj: AbstractAPIKey) -> str:
+        # The library makes "prefix.hash" the primary key; we keep UUID keys like every other
+        # table (the prefix and the hash still live in their own columns).
+        key = super().assign_key(obj)
+        obj.id = uuid.uuid4()  # type: ignore[assignment]
+        return key
+
+
+class ApiKey(AbstractAPIKey):
+    """An API key of one user. Only the hash is stored; the key is shown once, at creation."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # type: ignore[assignment]
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyManager()  # type: ignore[assignment,misc]
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"

@@ -1,0 +1,1 @@
+"""Celery tasks: thin and idempotent. Each takes ids and calls one service."""
