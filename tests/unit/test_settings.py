@@ -1,0 +1,92 @@
+"""The settings module: the embedded default, and production refusing to start half-configured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STRONG_KEY = "k" * 30 + "-production-secret-key-for-tests-only-0123456789"
+
+
+def run_django(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key
+        not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "REPLAYBENCH_MODE"}
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "REPLAYBENCH_MODE": "production",
+        "SECRET_KEY": STRONG_KEY,
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/replaybench",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "ALLOWED_HOSTS": "bench.example.com",
+    }
+    env.update(overrides)
+    return {key: value for key, value in env.items() if value}
+
+
+def test_production_without_settings_names_every_missing_one() -> None:
+    result = run_django({"REPLAYBENCH_MODE": "production"}, "check")
+    assert result.returncode != 0
+    for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"):
+        assert name in result.stderr
+
+
+def test_production_with_one_missing_names_only_that_one() -> None:
+    result = run_django(production_env(REDIS_URL=""), "check")
+    assert result.returncode != 0
+    assert "needs these environment variables: REDIS_URL" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("REDIS_URL", "localhost:6379", "REDIS_URL must look like"),
+        ("DATABASE_URL", "sqlite:///tmp.db", "DATABASE_URL must be a postgres:// URL"),
+        ("SECRET_KEY", "short", "SECRET_KEY must be at least 50 characters"),
+        ("DEBUG", "perhaps", "DEBUG must be a boolean"),
+    ],
+)
+def test_malformed_production_setting_is_named(name: str, value: str, message: str) -> None:
+    result = run_django(production_env(**{name: value}), "check")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_check_deploy_is_clean_in_production() -> None:
+    result = run_django(production_env(), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_embedded_default_needs_no_environment() -> None:
+    script = (
+        "from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.BACKGROUND_BACKEND, "
+        "s.CHANNEL_LAYERS['default']['BACKEND'])"
+    )
+    result = run_django({}, "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == [
+        "django.db.backends.sqlite3",
+        "thread",
+        "channels.layers.InMemoryChannelLayer",
+    ]
