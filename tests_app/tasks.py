@@ -1,36 +1,83 @@
 """Celery tasks: thin and idempotent. Each takes ids and calls one service.
 
 The services claim their work with a conditional update, so a task delivered twice (acks_late
-after a worker died) does nothing the second time.
+after a worker died) does nothing the second time. Only transient infrastructure errors (the
+database or Redis unreachable) are retried automatically; a target or judge error is recorded by
+the service on its row instead. Time limits are enforced by the prefork pool; under the threads
+pool (what the I/O-bound replays use) Celery cannot interrupt a thread, so the target's timeout
+and the reaper bound a replay instead.
 """
 
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
 
-@shared_task(name="tests_app.tasks.replay_invocation", ignore_result=True)
+@shared_task(
+    name="tests_app.tasks.replay_invocation",
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.REPLAY_SOFT_TIME_LIMIT,
+    time_limit=settings.REPLAY_TIME_LIMIT,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
 def replay_invocation(invocation_id: str) -> None:
     from tests_app.services.replay import replay_invocation as run_replay
 
     run_replay(invocation_id=invocation_id)
 
 
-@shared_task(name="tests_app.tasks.grade_invocation", ignore_result=True)
+@shared_task(
+    name="tests_app.tasks.grade_invocation",
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.REPLAY_SOFT_TIME_LIMIT,
+    time_limit=settings.REPLAY_TIME_LIMIT,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
 def grade_invocation(grade_id: str) -> None:
     from tests_app.services.grading import grade as run_grade
 
     run_grade(grade_id=grade_id)
 
 
-@shared_task(name="tests_app.tasks.reap_stale_invocations", ignore_result=True)
+# Periodic and cheap: a lost round is simply redone by the next beat, so no retries.
+@shared_task(
+    name="tests_app.tasks.reap_stale_invocations",
+    ignore_result=True,
+    acks_late=True,
+    soft_time_limit=120,
+    time_limit=180,
+)
 def reap_stale_invocations() -> None:
     from tests_app.services.reaper import reap_stale_invocations as reap
 
     reap()
 
 
-@shared_task(name="tests_app.tasks.refresh_analytics", ignore_result=True)
+@shared_task(
+    name="tests_app.tasks.refresh_analytics",
+    ignore_result=True,
+    acks_late=True,
+    soft_time_limit=120,
+    time_limit=180,
+)
 def refresh_analytics() -> None:
     from tests_app.services.refresh import refresh_analytics_views
 

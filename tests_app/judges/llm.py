@@ -1,0 +1,235 @@
+"""The AI judge: an OpenAI-compatible chat model grades a replay against the rubric.
+
+It is sent the rubric (criteria, weights, instructions), the eval's description and the transcript
+with the recorded references, and must answer with JSON only:
+
+    {"criteria": [{"name": "<criterion>", "score": 0..1, "feedback": "..."}], "feedback": "..."}
+
+A malformed answer (not JSON, a criterion missing, a score outside 0..1) is sent back with the
+reason and asked again, at most JUDGE_MAX_ATTEMPTS times in all. Transient HTTP errors are retried
+by the SDK. No ``response_format`` is sent: several local servers reject it, and the answer is
+validated anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from django.conf import settings
+
+from tests_app.judges import JudgeError, Transcript, Verdict
+
+PLACEHOLDER_API_KEY = "no-key-needed"
+# A transcript can be long; the judge gets each text cut to this many characters.
+MAX_TEXT_PER_FIELD = 8_000
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
+
+SYSTEM_PROMPT = (
+    "You are a strict, fair evaluator of a language model's answers in a recorded conversation. "
+    "Score each rubric criterion from 0 (fails it) to 1 (fully meets it), comparing the model's "
+    "answers with the reference answers where they help. Answer with one JSON object only, no "
+    'prose: {"criteria": [{"name": "<criterion name>", "score": <number 0..1>, "feedback": '
+    '"<one or two sentences>"}], "feedback": "<overall feedback>"}. Include every criterion '
+    "exactly once, with its name exactly as given."
+)
+
+
+class MalformedAnswer(ValueError):
+    pass
+
+
+def criteria_of(transcript: Transcript) -> list[dict[str, Any]]:
+    """The rubric's criteria with usable weights; a rubric without criteria gets one overall."""
+    criteria = []
+    for item in transcript.criteria or []:
+        if not isinstance(item, dict) or not str(item.get("name", "")).strip():
+            continue
+        weight = item.get("weight", 1)
+        weight = float(weight) if isinstance(weight, int | float) and weight >= 0 else 1.0
+        criteria.append(
+            {
+                "name": str(item["name"]).strip(),
+                "description": str(item.get("description", "")),
+                "weight": weight,
+            }
+        )
+    if not criteria:
+        criteria = [{"name": "overall", "description": "Overall quality.", "weight": 1.0}]
+    return criteria
+
+
+def _cut(text: str | None) -> str:
+    if text is None:
+        return "(none recorded)"
+    return text if len(text) <= MAX_TEXT_PER_FIELD else text[:MAX_TEXT_PER_FIELD] + " [...]"
+
+
+def build_prompt(transcript: Transcript, criteria: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# Eval: {transcript.eval_name}",
+        transcript.eval_description or "(no description)",
+        "",
+        f"# Rubric: {transcript.rubric_name}",
+        transcript.rubric_description or "",
+        f"Pass threshold (weighted score): {transcript.pass_threshold}",
+        "Criteria (name, weight: description):",
+    ]
+    lines += [f"- {c['name']}, weight {c['weight']:g}: {c['description']}" for c in criteria]
+    if transcript.judge_instructions:
+        lines += ["", "# Instructions for the judge", transcript.judge_instructions]
+    lines += ["", "# Transcript (each turn: the user's message, the model's answer, the reference)"]
+    for turn in transcript.turns:
+        lines += [
+            f"## Turn {turn.turn}",
+            f"User: {_cut(turn.input)}",
+            f"Model: {_cut(turn.output)}" + (f" (error: {turn.error})" if turn.error else ""),
+            f"Reference: {_cut(turn.reference)}",
+        ]
+    return "\n".join(lines)
+
+
+def parse_answer(content: str, criteria: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Validate the judge's answer; raise MalformedAnswer with a reason the judge can act on."""
+    text = _FENCE.sub("", content.strip())
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MalformedAnswer(f"the answer is not valid JSON ({error.msg})") from error
+    if not isinstance(data, dict) or not isinstance(data.get("criteria"), list):
+        raise MalformedAnswer('the answer must be an object with a "criteria" list')
+    given: dict[str, dict[str, Any]] = {}
+    for item in data["criteria"]:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            given[item["name"].strip()] = item
+    scored = []
+    for criterion in criteria:
+        item = given.get(criterion["name"])
+        if item is None:
+            raise MalformedAnswer(f"criterion {criterion['name']!r} has no score")
+        score = item.get("score")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+            raise MalformedAnswer(
+                f"the score of {criterion['name']!r} must be a number from 0 to 1, got {score!r}"
+            )
+        scored.append(
+            {
+                "name": criterion["name"],
+                "weight": criterion["weight"],
+                "score": float(score),
+                "feedback": str(item.get("feedback", "")),
+            }
+        )
+    feedback = data.get("feedback", "")
+    if not isinstance(feedback, str):
+        raise MalformedAnswer('"feedback" must be a string')
+    return scored, feedback
+
+
+def weighted_score(scored: list[dict[str, Any]]) -> float:
+    total_weight = sum(item["weight"] for item in scored)
+    if total_weight <= 0:
+        return round(sum(item["score"] for item in scored) / len(scored), 4)
+    return round(sum(item["score"] * item["weight"] for item in scored) / total_weight, 4)
+
+
+@dataclass(frozen=True)
+class LlmJudge:
+    model: str
+    base_url: str | None
+    api_key_env: str
+    temperature: float
+    seed: int
+    timeout_s: float
+    max_attempts: int
+    source = "ai"
+
+    @classmethod
+    def from_settings(cls) -> LlmJudge:
+        return cls(
+            model=settings.JUDGE_MODEL,
+            base_url=settings.JUDGE_BASE_URL or None,
+            api_key_env=settings.JUDGE_API_KEY_ENV,
+            temperature=settings.JUDGE_TEMPERATURE,
+            seed=settings.JUDGE_SEED,
+            timeout_s=settings.JUDGE_TIMEOUT_S,
+            max_attempts=max(1, settings.JUDGE_MAX_ATTEMPTS),
+        )
+
+    def _client(self) -> openai.OpenAI:
+        api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return openai.OpenAI(
+            api_key=api_key or PLACEHOLDER_API_KEY,
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=2,
+        )
+
+    def grade(self, transcript: Transcript) -> Verdict:
+        criteria = criteria_of(transcript)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": build_prompt(transcript, criteria)},
+        ]
+        prompt_hash = hashlib.sha256(
+            json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest()
+        problems: list[str] = []
+        with self._client() as client:
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    completion = client.chat.completions.create(
+                        model=self.model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=self.temperature,
+                        seed=self.seed,
+                    )
+                except openai.OpenAIError as error:
+                    raise JudgeError(f"The AI judge could not be reached: {error}") from error
+                choice = completion.choices[0] if completion.choices else None
+                content = (choice.message.content if choice else "") or ""
+                try:
+                    scored, feedback = parse_answer(content, criteria)
+                except MalformedAnswer as problem:
+                    problems.append(str(problem))
+                    messages = [
+                        *messages,
+                        {"role": "assistant", "content": content},
+                        {
+                            "role": "user",
+                            "content": f"Your answer is unusable: {problem}. Answer again with "
+                            "the JSON object only.",
+                        },
+                    ]
+                    continue
+                score = weighted_score(scored)
+                passed = score >= transcript.pass_threshold
+                return Verdict(
+                    source=self.source,
+                    score=score,
+                    passed=passed,
+                    feedback=feedback or f"Weighted score {score:.2f}.",
+                    criteria_scores=scored,
+                    provenance={
+                        "grader": "llm",
+                        "is_ai": True,
+                        "model": self.model,
+                        "response_model": completion.model,
+                        "temperature": self.temperature,
+                        "seed": self.seed,
+                        "prompt_sha256": prompt_hash,
+                        "attempts": attempt,
+                        "rejected_answers": problems,
+                        "pass_threshold": transcript.pass_threshold,
+                        "rubric": transcript.rubric_snapshot(),
+                    },
+                )
+        raise JudgeError(
+            f"The AI judge gave no usable answer in {self.max_attempts} attempts: "
+            + "; ".join(problems)
+        )

@@ -1,0 +1,81 @@
+"""Fail invocations whose worker died (DESIGN §6).
+
+A replay refreshes ``heartbeat_at`` after every turn and during every model call; an invocation
+still ``running`` with a heartbeat older than REPLAY_HEARTBEAT_TIMEOUT lost its worker. It fails
+with that reason; its run goes back to ``pending`` to be claimed again (its ``attempts`` kept)
+while attempts < REPLAY_MAX_ATTEMPTS, else the run fails and the test may complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from tests_app.models import Test, TestInvocation, TestRun
+from tests_app.realtime.events import publish_on_commit
+from tests_app.services import test_state
+
+logger = logging.getLogger(__name__)
+
+# Per call; the beat runs the reaper every REAPER_INTERVAL_S, so a backlog drains in a few rounds.
+REAP_BATCH = 200
+
+
+def _stale(cutoff: object) -> Q:
+    # A running invocation always has a heartbeat (the claim sets it); the null branch covers rows
+    # moved by hand.
+    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, updated_at__lt=cutoff)
+
+
+def reap_stale_invocations() -> int:
+    """Fail stale running invocations; returns how many were reaped by this call."""
+    cutoff = timezone.now() - timedelta(seconds=settings.REPLAY_HEARTBEAT_TIMEOUT)
+    candidates = list(
+        TestInvocation.objects.filter(_stale(cutoff), status=TestInvocation.Status.RUNNING)
+        .order_by("heartbeat_at")
+        .values_list("pk", "test_id", "run_id", "heartbeat_at")[:REAP_BATCH]
+    )
+    reaped = 0
+    for invocation_id, test_id, run_id, heartbeat_at in candidates:
+        since = heartbeat_at.isoformat() if heartbeat_at else "never"
+        error = f"worker lost: heartbeat stale since {since}"
+        now = timezone.now()
+        with transaction.atomic():
+            test = test_state.lock_test(test_id)
+            # Re-checked under the conditional UPDATE: a heartbeat that arrived meanwhile wins.
+            failed = TestInvocation.objects.filter(
+                _stale(cutoff), pk=invocation_id, status=TestInvocation.Status.RUNNING
+            ).update(status=TestInvocation.Status.FAILED, error=error, ended_at=now, updated_at=now)
+            if failed != 1:
+                continue
+            reaped += 1
+            run = TestRun.objects.select_for_update().get(pk=run_id)
+            requeued = False
+            if run.status in (TestRun.Status.CLAIMED, TestRun.Status.RUNNING) and (
+                run.latest_invocation_id in (None, invocation_id)
+            ):
+                requeued = run.attempts < settings.REPLAY_MAX_ATTEMPTS
+                TestRun.objects.filter(pk=run.pk).update(
+                    status=TestRun.Status.PENDING if requeued else TestRun.Status.FAILED,
+                    updated_at=now,
+                )
+            Test.objects.filter(pk=test_id, current_invocation_id=invocation_id).update(
+                current_invocation=None, updated_at=now
+            )
+            if not requeued:
+                test_state.maybe_complete_test(test=test)
+            publish_on_commit(
+                test_id=test_id,
+                event_type="run.failed",
+                invocation_id=invocation_id,
+                run_id=run_id,
+                error=error,
+                requeued=requeued,
+            )
+        logger.warning("Reaped invocation %s (%s); requeued: %s", invocation_id, error, requeued)
+    return reaped

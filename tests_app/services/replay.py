@@ -1,0 +1,313 @@
+"""Replay one invocation against its benchmark's target (DESIGN §4).
+
+Called by the ``replay_invocation`` task. Safe to deliver twice: the work is claimed with a
+conditional UPDATE (created → running), and a second delivery finds nothing to claim.
+
+Turn semantics: system and tool messages (and assistant messages that only carry tool calls) are
+context; each user message is one turn, sent with the history so far. The reference of a turn is
+the last recorded assistant text before the next user message. In ``autoregressive`` mode the
+model's own answer stands in for that recorded text in the history of later turns; in
+``teacher_forced`` mode the recorded assistant messages are sent as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tests_app.errors import ValidationFailed
+from tests_app.models import Benchmark, ReplayStep, TestInvocation, TestRun
+from tests_app.realtime.events import publish_on_commit
+from tests_app.services import test_state
+from tests_app.targets import Message, Target, TargetError, message_text, target_for
+from tests_app.targets.concurrency import target_slot
+
+logger = logging.getLogger(__name__)
+
+# Text columns stay readable in lists and exports; the model's full answer is rarely longer.
+MAX_STEP_TEXT = 100_000
+MAX_ERROR_TEXT = 4_000
+
+
+@dataclass(frozen=True)
+class PlannedTurn:
+    turn: int
+    # Index in entry.messages of the user message of this turn.
+    index: int
+    user_message: Message
+    reference: str | None
+    # Index of the recorded assistant text that is the reference (None when there is none).
+    reference_index: int | None
+
+
+def plan_turns(messages: list[Message]) -> list[PlannedTurn]:
+    """The user turns of a recorded conversation, each with its reference answer."""
+    turns: list[PlannedTurn] = []
+    for index, message in enumerate(messages):
+        if message.get("role") != "user":
+            continue
+        reference: str | None = None
+        reference_index: int | None = None
+        for later in range(index + 1, len(messages)):
+            role = messages[later].get("role")
+            if role == "user":
+                break
+            if role == "assistant" and message_text(messages[later].get("content")):
+                reference = message_text(messages[later].get("content"))
+                reference_index = later
+        turns.append(
+            PlannedTurn(
+                turn=len(turns) + 1,
+                index=index,
+                user_message=message,
+                reference=reference,
+                reference_index=reference_index,
+            )
+        )
+    return turns
+
+
+def _wire_message(message: Message) -> Message:
+    # Only what the chat completions protocol knows; recordings may carry extra keys.
+    allowed = ("role", "content", "name", "tool_calls", "tool_call_id")
+    return {key: message[key] for key in allowed if key in message}
+
+
+def _history_for(
+    messages: list[Message], turn: PlannedTurn, own_answers: dict[int, str], mode: str
+) -> list[Message]:
+    """The messages sent for ``turn``: everything recorded before its user message. In
+    auto-regressive mode a recorded answer is swapped for the model's own one (keyed by the
+    recorded answer's index), and a turn that had no recorded answer gets the model's answer
+    right after its user message (keyed by the user message's index, stored negated)."""
+    autoregressive = mode == Benchmark.ReplayMode.AUTOREGRESSIVE
+    history: list[Message] = []
+    for index, message in enumerate(messages[: turn.index + 1]):
+        if autoregressive and index in own_answers:
+            history.append({"role": "assistant", "content": own_answers[index]})
+            continue
+        history.append(_wire_message(message))
+        if autoregressive and -index - 1 in own_answers and index != turn.index:
+            history.append({"role": "assistant", "content": own_answers[-index - 1]})
+    return history
+
+
+@contextlib.contextmanager
+def _heartbeat_while(invocation_id: uuid.UUID) -> Iterator[None]:
+    """Keep heartbeat_at fresh while a model call is in flight (a call with retries may outlast
+    the reaper's timeout). The thread dies with the process, so a killed worker goes stale."""
+    interval = max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4)
+    done = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not done.wait(interval):
+                TestInvocation.objects.filter(
+                    pk=invocation_id, status=TestInvocation.Status.RUNNING
+                ).update(heartbeat_at=timezone.now())
+        except Exception:
+            logger.exception("Heartbeat of invocation %s failed", invocation_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{invocation_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=interval + 5)
+
+
+def _claim(invocation_id: uuid.UUID | str) -> TestInvocation | None:
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = TestInvocation.objects.filter(
+            pk=invocation_id, status=TestInvocation.Status.CREATED
+        ).update(
+            status=TestInvocation.Status.RUNNING, started_at=now, heartbeat_at=now, updated_at=now
+        )
+        if claimed != 1:
+            return None
+        invocation = TestInvocation.objects.select_related("run__entry", "test__benchmark").get(
+            pk=invocation_id
+        )
+        TestRun.objects.filter(pk=invocation.run_id, status=TestRun.Status.CLAIMED).update(
+            status=TestRun.Status.RUNNING, updated_at=now
+        )
+        publish_on_commit(
+            test_id=invocation.test_id,
+            event_type="run.started",
+            invocation_id=invocation.pk,
+            run_id=invocation.run_id,
+            total_turns=invocation.run.entry.turns,
+        )
+    return invocation
+
+
+def _still_running(invocation_id: uuid.UUID) -> bool:
+    row = (
+        TestInvocation.objects.filter(pk=invocation_id)
+        .values_list("status", "stop_requested")
+        .first()
+    )
+    return row is not None and row[0] == TestInvocation.Status.RUNNING and not row[1]
+
+
+def _record_step(
+    *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: Any
+) -> bool:
+    """Write one turn; False when the invocation stopped meanwhile (then nothing is written)."""
+    with transaction.atomic():
+        # The conditional UPDATE takes the invocation's row lock, so a concurrent stop either
+        # commits first (we write nothing) or waits for this step to commit.
+        moved = TestInvocation.objects.filter(
+            pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
+        ).update(
+            steps_count=F("steps_count") + 1,
+            heartbeat_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        if moved != 1:
+            return False
+        ReplayStep.objects.create(
+            invocation=invocation,
+            turn=turn.turn,
+            input=message_text(turn.user_message.get("content"))[:MAX_STEP_TEXT],
+            output=reply.content[:MAX_STEP_TEXT],
+            reference=turn.reference[:MAX_STEP_TEXT] if turn.reference is not None else None,
+            latency_ms=reply.latency_ms,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+        )
+        publish_on_commit(
+            test_id=invocation.test_id,
+            event_type="run.step",
+            invocation_id=invocation.pk,
+            run_id=invocation.run_id,
+            turn=turn.turn,
+            total_turns=total_turns,
+            output=reply.content[:MAX_STEP_TEXT],
+        )
+    return True
+
+
+def _finish(invocation: TestInvocation, total_turns: int) -> None:
+    with transaction.atomic():
+        finished = TestInvocation.objects.filter(
+            pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
+        ).update(
+            status=TestInvocation.Status.REPLAYED,
+            heartbeat_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        if finished == 1:
+            publish_on_commit(
+                test_id=invocation.test_id,
+                event_type="run.completed",
+                invocation_id=invocation.pk,
+                run_id=invocation.run_id,
+                status=TestInvocation.Status.REPLAYED,
+                total_turns=total_turns,
+            )
+
+
+def fail_invocation(*, invocation_id: uuid.UUID | str, error: str) -> bool:
+    """A running invocation fails for good: its run fails, the test may complete.
+
+    Returns False when the invocation was no longer running (stopped, or reaped).
+    """
+    invocation = TestInvocation.objects.filter(pk=invocation_id).only("test_id", "run_id").first()
+    if invocation is None:
+        return False
+    now = timezone.now()
+    error = error[:MAX_ERROR_TEXT]
+    with transaction.atomic():
+        # Test lock first, like every service that moves the test's state, so locks never invert.
+        test = test_state.lock_test(invocation.test_id)
+        failed = TestInvocation.objects.filter(
+            pk=invocation_id, status=TestInvocation.Status.RUNNING
+        ).update(status=TestInvocation.Status.FAILED, error=error, ended_at=now, updated_at=now)
+        if failed != 1:
+            return False
+        TestRun.objects.filter(
+            pk=invocation.run_id,
+            status__in=[TestRun.Status.CLAIMED, TestRun.Status.RUNNING],
+        ).update(status=TestRun.Status.FAILED, updated_at=now)
+        test_state.maybe_complete_test(test=test)
+        publish_on_commit(
+            test_id=invocation.test_id,
+            event_type="run.failed",
+            invocation_id=invocation_id,
+            run_id=invocation.run_id,
+            error=error,
+        )
+    return True
+
+
+def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
+    """Replay a ``created`` invocation turn by turn; see the module docstring.
+
+    Never holds a transaction open during a model call. Stops before the next turn once the
+    invocation is no longer running or a stop was requested (the stop service already moved the
+    statuses and published the events).
+    """
+    invocation = _claim(invocation_id)
+    if invocation is None:
+        logger.info("Invocation %s is missing or not created; nothing to replay", invocation_id)
+        return
+    benchmark = invocation.test.benchmark
+    messages = [m for m in (invocation.run.entry.messages or []) if isinstance(m, dict)]
+    turns = plan_turns(messages)
+    target: Target | None = None
+    try:
+        target = target_for(benchmark.target)
+        own_answers: dict[int, str] = {}
+        for turn in turns:
+            if not _still_running(invocation.pk):
+                logger.info("Invocation %s stopped before turn %s", invocation.pk, turn.turn)
+                return
+            history = _history_for(messages, turn, own_answers, benchmark.replay_mode)
+            with (
+                _heartbeat_while(invocation.pk),
+                target_slot(
+                    target.key,
+                    lease_s=target.max_call_seconds + 30,
+                    wait_s=max(60.0, target.max_call_seconds * 2),
+                ),
+            ):
+                reply = target.complete(messages=history, reference=turn.reference)
+            if turn.reference_index is not None:
+                own_answers[turn.reference_index] = reply.content
+            else:
+                # No recorded answer to replace: the model's answer still belongs in the history.
+                own_answers[-turn.index - 1] = reply.content
+            if not _record_step(
+                invocation=invocation, turn=turn, total_turns=len(turns), reply=reply
+            ):
+                logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
+                return
+        _finish(invocation, len(turns))
+    except TargetError as error:
+        fail_invocation(invocation_id=invocation.pk, error=str(error))
+    except ValidationFailed as error:
+        # A benchmark whose target JSON is malformed cannot be replayed; say why on the invocation.
+        fail_invocation(invocation_id=invocation.pk, error=error.detail)
+    except Exception as error:
+        logger.exception("Replay of invocation %s crashed", invocation.pk)
+        fail_invocation(
+            invocation_id=invocation.pk, error=f"The replay failed unexpectedly: {error!r}"
+        )
+    finally:
+        if target is not None:
+            target.close()

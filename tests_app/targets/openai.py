@@ -1,0 +1,188 @@
+"""Any OpenAI-compatible chat completions server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio).
+
+Retries are the SDK's own: on 408/409/429/5xx, connection errors and timeouts it retries
+``max_retries`` times with exponential backoff (0.5 s doubling, at most 8 s, or the server's
+Retry-After). Each attempt is bounded by ``timeout_s``, so one call is bounded by
+:attr:`OpenAITarget.max_call_seconds`. The API key is read from the environment variable named in
+``api_key_env`` at call time and is never stored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from tests_app.errors import ValidationFailed
+from tests_app.targets import Message, TargetError, TargetReply
+
+ALLOWED_KEYS = {
+    "kind",
+    "model",
+    "base_url",
+    "api_key_env",
+    "temperature",
+    "max_tokens",
+    "timeout_s",
+    "max_retries",
+}
+# Local servers (vLLM, Ollama, llama.cpp) accept any key; the SDK refuses to run without one.
+PLACEHOLDER_API_KEY = "no-key-needed"
+# The SDK's own backoff ceiling; Retry-After can ask for more, so this is a typical bound.
+_BACKOFF_CEILING_S = 8.0
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"The benchmark's openai target is invalid ({field}): {message}",
+        code="invalid_target",
+        fields={field: [message]},
+    )
+
+
+def _number(config: dict[str, Any], name: str, default: float) -> float:
+    value = config.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(name, "Must be a number.")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    model: str
+    base_url: str | None
+    api_key_env: str | None
+    temperature: float
+    max_tokens: int | None
+    timeout_s: float
+    max_retries: int
+
+    @classmethod
+    def parse(cls, config: dict[str, Any]) -> OpenAIConfig:
+        unknown = sorted(set(config) - ALLOWED_KEYS)
+        if unknown:
+            allowed = ", ".join(sorted(ALLOWED_KEYS))
+            raise _invalid(unknown[0], f"Unknown field; allowed: {allowed}.")
+        model = config.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise _invalid("model", "A model name is required.")
+        base_url = config.get("base_url")
+        if base_url is not None and (
+            not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+        ):
+            raise _invalid("base_url", "Must be an http:// or https:// URL.")
+        api_key_env = config.get("api_key_env")
+        if api_key_env is not None and (
+            not isinstance(api_key_env, str) or not api_key_env.replace("_", "").isalnum()
+        ):
+            raise _invalid("api_key_env", "Must be the NAME of an environment variable.")
+        temperature = _number(config, "temperature", 0.0)
+        if not 0 <= temperature <= 2:
+            raise _invalid("temperature", "Must be between 0 and 2.")
+        max_tokens = config.get("max_tokens")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise _invalid("max_tokens", "Must be a positive integer or null.")
+        timeout_s = _number(config, "timeout_s", 60.0)
+        if not 0 < timeout_s <= 3600:
+            raise _invalid("timeout_s", "Must be more than 0 and at most 3600 seconds.")
+        max_retries = config.get("max_retries", 2)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+            raise _invalid("max_retries", "Must be an integer.")
+        if not 0 <= max_retries <= 10:
+            raise _invalid("max_retries", "Must be between 0 and 10.")
+        return cls(
+            model=model.strip(),
+            base_url=base_url.rstrip("/") if base_url else None,
+            api_key_env=api_key_env or None,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
+
+
+class OpenAITarget:
+    def __init__(self, config: OpenAIConfig) -> None:
+        self.config = config
+        self.key = f"openai:{config.base_url or 'default'}:{config.model}"
+        self.max_call_seconds = (
+            config.timeout_s * (config.max_retries + 1) + _BACKOFF_CEILING_S * config.max_retries
+        )
+        self._client: openai.OpenAI | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> OpenAITarget:
+        return cls(OpenAIConfig.parse(config))
+
+    def _api_key(self) -> str:
+        name = self.config.api_key_env
+        return (os.environ.get(name, "") if name else "") or PLACEHOLDER_API_KEY
+
+    def client(self) -> openai.OpenAI:
+        if self._client is None:
+            self._client = openai.OpenAI(
+                api_key=self._api_key(),
+                base_url=self.config.base_url,
+                timeout=self.config.timeout_s,
+                max_retries=self.config.max_retries,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
+        started = time.monotonic()
+        options: dict[str, Any] = {"temperature": self.config.temperature}
+        if self.config.max_tokens is not None:
+            options["max_tokens"] = self.config.max_tokens
+        try:
+            completion = self.client().chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                **options,
+            )
+        except openai.APITimeoutError as error:
+            raise TargetError(
+                f"The target did not answer within {self.config.timeout_s:g} s "
+                f"({self.config.max_retries + 1} attempts): {error}"
+            ) from error
+        except openai.APIConnectionError as error:
+            raise TargetError(
+                f"Could not reach the target at {self.config.base_url or 'the default URL'} "
+                f"({self.config.max_retries + 1} attempts): {error}"
+            ) from error
+        except openai.AuthenticationError as error:
+            hint = (
+                f"; is the environment variable {self.config.api_key_env} set for the worker?"
+                if self.config.api_key_env
+                else ""
+            )
+            raise TargetError(f"The target refused the API key (HTTP 401){hint}") from error
+        except openai.APIStatusError as error:
+            raise TargetError(
+                f"The target answered HTTP {error.status_code} "
+                f"(after {self.config.max_retries + 1} attempts at most): {error.message}"
+            ) from error
+        except openai.OpenAIError as error:
+            raise TargetError(f"The target's answer could not be used: {error}") from error
+        latency_ms = int((time.monotonic() - started) * 1000)
+        if not completion.choices:
+            raise TargetError("The target answered with no choices.")
+        content = completion.choices[0].message.content or ""
+        usage = completion.usage
+        return TargetReply(
+            content=content,
+            latency_ms=latency_ms,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
