@@ -1,9 +1,239 @@
-"""start, next, run, end, stop, get, archive; and benchmark search."""
+"""start, next, run, end, stop, get, archive; and benchmark search.
+
+Each action only wires: an input serializer parses the body, one service or selector does the
+work, an output serializer renders the result. Errors are raised and rendered by the one handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from tests_app.api import lifecycle_serializers as s
+from tests_app.api.authentication import actor_from_request
+from tests_app.selectors.benchmarks import search_benchmarks
+from tests_app.selectors.test_detail import get_test_detail
+from tests_app.services.archiving import set_archived
+from tests_app.services.claiming import claim_next_run
+from tests_app.services.ending import end_invocation
+from tests_app.services.running import request_replay
+from tests_app.services.starting import start_test
+from tests_app.services.stopping import stop_invocation
+
+_ERROR = s.ErrorResponseSerializer
+
+
+def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    descriptions = {
+        400: "Invalid body: unknown field, malformed UUID, wrong type, or ids that do not match.",
+        401: "No or invalid credentials.",
+        403: "The caller may see but not operate this.",
+        404: "Not found, or not visible to the caller.",
+        409: "Not allowed in the current state; the detail names the state.",
+    }
+    return {code: OpenApiResponse(_ERROR, description=descriptions[code]) for code in statuses}
+
+
+def _parse(serializer_class: type[s.StrictSerializer], request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
 
 
 class LifecycleActions:
-    pass
+    @extend_schema(
+        summary="Start Test",
+        description="Create a new test of a benchmark with its first cycle of runs.",
+        request=s.StartTestInputSerializer,
+        responses={200: s.StartTestResponseSerializer, **_errors(400, 401, 403, 404)},
+    )
+    @action(detail=False, methods=["post"])
+    def start(self, request: Request) -> Response:
+        data = _parse(s.StartTestInputSerializer, request)
+        test = start_test(
+            actor=actor_from_request(request),
+            benchmark_id=data["benchmark_id"],
+            infinite_mode=data["infinite_mode"],
+        )
+        return Response(s.StartTestResponseSerializer({"test_id": test.pk}).data)
+
+    @extend_schema(
+        summary="Next Test",
+        description=(
+            "Claim the next pending run of a test and open an invocation on it. 409 when no run "
+            "is pending (code test_completed) or the test is stopped or archived."
+        ),
+        request=s.NextTestInputSerializer,
+        responses={200: s.NextTestResponseSerializer, **_errors(400, 401, 403, 404, 409)},
+    )
+    @action(detail=False, methods=["post"])
+    def next(self, request: Request) -> Response:
+        data = _parse(s.NextTestInputSerializer, request)
+        claim = claim_next_run(actor=actor_from_request(request), test_id=data["test_id"])
+        return Response(
+            s.NextTestResponseSerializer(
+                {
+                    "invocation_id": claim.invocation.pk,
+                    "run_id": claim.run.pk,
+                    "current_run": claim.run.ordinal,
+                    "total_runs": claim.total_runs,
+                    "cycle": claim.run.cycle,
+                }
+            ).data
+        )
+
+    @extend_schema(
+        summary="Run Test",
+        description=(
+            "Run one auto-regressive replay. Returns immediately; progress via the websocket "
+            "and get. Calling it twice for one invocation is a 409."
+        ),
+        request=s.RunTestInputSerializer,
+        responses={200: s.RunTestResponseSerializer, **_errors(400, 401, 403, 404, 409)},
+    )
+    @action(detail=False, methods=["post"])
+    def run(self, request: Request) -> Response:
+        data = _parse(s.RunTestInputSerializer, request)
+        invocation = request_replay(
+            actor=actor_from_request(request),
+            test_id=data["test_id"],
+            invocation_id=data["test_invocation_id"],
+            run_id=data["run_id"],
+        )
+        return Response(
+            s.RunTestResponseSerializer(
+                {
+                    "test_id": invocation.test_id,
+                    "invocation_id": invocation.pk,
+                    "run_id": invocation.run_id,
+                }
+            ).data
+        )
+
+    @extend_schema(
+        summary="End Test",
+        description=(
+            "End a replayed invocation. grade=true: the judge grades it in the background and "
+            "the response carries the pending grade's id. score/passed/feedback: your own grade. "
+            "Neither: ended ungraded."
+        ),
+        request=s.EndTestInputSerializer,
+        responses={200: s.EndTestResponseSerializer, **_errors(400, 401, 403, 404, 409)},
+    )
+    @action(detail=False, methods=["post"])
+    def end(self, request: Request) -> Response:
+        data = _parse(s.EndTestInputSerializer, request)
+        result = end_invocation(
+            actor=actor_from_request(request),
+            test_id=data["test_id"],
+            invocation_id=data["test_invocation_id"],
+            run_id=data["run_id"],
+            grade=data["grade"],
+            score=data.get("score"),
+            passed=data.get("passed"),
+            feedback=data.get("feedback"),
+        )
+        grade = result.grade
+        finished = grade is not None and grade.status == grade.Status.DONE
+        return Response(
+            s.EndTestResponseSerializer(
+                {
+                    "invocation_id": result.invocation.pk,
+                    "grade_id": grade.pk if grade is not None else None,
+                    "score": grade.score if finished and grade else None,
+                    "passed": grade.passed if finished and grade else None,
+                    "feedback": grade.feedback if finished and grade else None,
+                }
+            ).data
+        )
+
+    @extend_schema(
+        summary="Stop Test",
+        description=(
+            "Stop an invocation and its test: a running replay halts before its next turn. "
+            "Stopping something already finished answers success=false with a message."
+        ),
+        request=s.StopTestInputSerializer,
+        responses={200: s.StopTestResponseSerializer, **_errors(400, 401, 403, 404)},
+    )
+    @action(detail=False, methods=["post"])
+    def stop(self, request: Request) -> Response:
+        data = _parse(s.StopTestInputSerializer, request)
+        result = stop_invocation(
+            actor=actor_from_request(request), invocation_id=data["invocation_id"]
+        )
+        return Response(
+            s.StopTestResponseSerializer(
+                {
+                    "invocation_id": result.invocation.pk,
+                    "success": result.success,
+                    "message": result.message,
+                }
+            ).data
+        )
+
+    @extend_schema(
+        summary="Get Test Artifact",
+        description=(
+            "The test with its runs and invocations (newest first, paged), status summary, "
+            "entries and resources."
+        ),
+        request=s.GetTestInputSerializer,
+        responses={200: s.GetTestArtifactResponseSerializer, **_errors(400, 401, 404)},
+    )
+    @action(detail=False, methods=["post"], url_path="get", url_name="get")
+    def get_test(self, request: Request) -> Response:
+        # Named get_test: a viewset method called "get" would answer every GET request.
+        data = _parse(s.GetTestInputSerializer, request)
+        detail = get_test_detail(
+            user=request.user,
+            test_id=data["test_id"],
+            runs_page_size=data.get("runs_page_size"),
+            runs_page_offset=data.get("runs_page_offset"),
+        )
+        return Response(s.GetTestArtifactResponseSerializer(detail).data)
+
+    @extend_schema(
+        summary="Archive Test Artifacts",
+        description="Archive or unarchive tests by ids (at most 1000).",
+        request=s.ArchiveTestInputSerializer,
+        responses={200: s.ArchiveTestResponseSerializer, **_errors(400, 401, 403)},
+    )
+    @action(detail=False, methods=["post"])
+    def archive(self, request: Request) -> Response:
+        data = _parse(s.ArchiveTestInputSerializer, request)
+        updated = set_archived(
+            actor=actor_from_request(request),
+            test_ids=data["test_ids"],
+            archived=data["archived"],
+        )
+        return Response(s.ArchiveTestResponseSerializer({"updated_count": updated}).data)
 
 
 class BenchmarkActions:
-    pass
+    @extend_schema(
+        summary="Search Benchmarks",
+        description="Find the benchmarks the caller may see (and start, as an operator).",
+        request=s.BenchmarkSearchInputSerializer,
+        responses={200: s.BenchmarkSearchResponseSerializer, **_errors(400, 401)},
+    )
+    @action(detail=False, methods=["post"])
+    def search(self, request: Request) -> Response:
+        data = _parse(s.BenchmarkSearchInputSerializer, request)
+        page = search_benchmarks(
+            user=request.user,
+            search=data.get("search"),
+            eval_ids=data.get("eval_ids"),
+            department_ids=data.get("department_ids"),
+            page_size=data["page_size"],
+            page_offset=data["page_offset"],
+        )
+        return Response(
+            s.BenchmarkSearchResponseSerializer(
+                {"benchmarks": page.benchmarks, "total_count": page.total_count}
+            ).data
+        )

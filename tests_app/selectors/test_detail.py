@@ -1,0 +1,265 @@
+"""get: one test with everything the detail view shows, in a fixed number of queries.
+
+The query budget does not grow with the test: counts come from one GROUP BY, runs and invocations
+are pages, each invocation's grade comes from one subquery-picked id list, and entries and exports
+are capped. ``select_related`` is only used for single-valued relations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, Subquery, Sum, Value, When
+
+from tests_app.actors import display_name
+from tests_app.models import BenchmarkEntry, Grade, Test, TestInvocation, TestRun, Upload
+from tests_app.selectors.scope import can_operate_department, get_visible_test
+
+ENTRIES_LIMIT = 500
+EXPORTS_LIMIT = 20
+RUN_STATUSES = [status.value for status in TestRun.Status]
+FINISHED_RUN_STATUSES = {TestRun.Status.COMPLETED, TestRun.Status.FAILED, TestRun.Status.STOPPED}
+OPEN_INVOCATION_STATUSES = [
+    TestInvocation.Status.CREATED,
+    TestInvocation.Status.RUNNING,
+    TestInvocation.Status.REPLAYED,
+]
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    size: int
+    offset: int
+
+
+def runs_page(*, size: int | None, offset: int | None) -> RunsPage:
+    """The requested page, clamped to the configured bounds."""
+    page_size = settings.GET_RUNS_PAGE_SIZE if size is None else size
+    page_size = max(1, min(page_size, settings.GET_RUNS_PAGE_SIZE_MAX))
+    return RunsPage(size=page_size, offset=max(0, offset or 0))
+
+
+def download_url(upload_id: uuid.UUID) -> str:
+    return f"/api/v5/uploads/{upload_id}/download"
+
+
+def _status_summary(test: Test) -> dict[str, Any]:
+    runs = TestRun.objects.filter(test=test)
+    if test.infinite_mode:
+        runs = runs.filter(cycle=test.cycle)
+    rows = runs.values("status").annotate(
+        count=Count("pk"),
+        graded=Count("pk", filter=Q(score__isnull=False)),
+        passed=Count("pk", filter=Q(passed=True, score__isnull=False)),
+        score_sum=Sum("score"),
+    )
+    by_status = dict.fromkeys(RUN_STATUSES, 0)
+    graded = passed = 0
+    score_sum = 0.0
+    for row in rows.order_by():
+        by_status[row["status"]] = row["count"]
+        graded += row["graded"]
+        passed += row["passed"]
+        score_sum += row["score_sum"] or 0.0
+    total = sum(by_status.values())
+    finished = sum(by_status[status] for status in FINISHED_RUN_STATUSES)
+    return {
+        "total_runs": total,
+        "by_status": by_status,
+        "graded": graded,
+        "passed": passed,
+        "not_passed": graded - passed,
+        "pass_rate": passed / graded if graded else None,
+        "mean_score": score_sum / graded if graded else None,
+        "cycle": test.cycle,
+        "progress": finished / total if total else 0.0,
+    }
+
+
+def _runs(test: Test, page: RunsPage) -> list[dict[str, Any]]:
+    rows = (
+        TestRun.objects.filter(test=test)
+        .order_by("-cycle", "-ordinal")
+        .annotate(entry_title=F("entry__title"))
+        .values(
+            "id",
+            "ordinal",
+            "cycle",
+            "entry_id",
+            "entry_title",
+            "status",
+            "latest_invocation_id",
+            "score",
+            "passed",
+        )[page.offset : page.offset + page.size]
+    )
+    return [{**row, "invocation_id": row.pop("latest_invocation_id")} for row in rows]
+
+
+def _grade(grade: Grade | None) -> dict[str, Any] | None:
+    if grade is None:
+        return None
+    return {
+        "id": grade.pk,
+        "source": grade.source,
+        "status": grade.status,
+        "score": grade.score,
+        "passed": grade.passed,
+        "feedback": grade.feedback,
+        "created_at": grade.created_at,
+    }
+
+
+def _invocations(test: Test, page: RunsPage) -> list[dict[str, Any]]:
+    # The grade shown is the current one (newest done), else the newest of any status, so a
+    # pending AI grade is visible while the judge works.
+    current_grade = (
+        Grade.objects.filter(invocation=OuterRef("pk"))
+        .annotate(
+            done_first=Case(
+                When(status=Grade.Status.DONE, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("done_first", "-created_at")
+        .values("pk")[:1]
+    )
+    invocations = list(
+        TestInvocation.objects.filter(test=test)
+        .select_related("run", "actor")
+        .only(
+            "id",
+            "status",
+            "client",
+            "started_at",
+            "ended_at",
+            "error",
+            "steps_count",
+            "created_at",
+            "run",
+            "actor",
+            "run__id",
+            "run__ordinal",
+            "run__cycle",
+            "actor__username",
+            "actor__first_name",
+            "actor__last_name",
+        )
+        .annotate(current_grade_id=Subquery(current_grade))
+        .order_by("-created_at", "-id")[page.offset : page.offset + page.size]
+    )
+    grade_ids = [getattr(item, "current_grade_id", None) for item in invocations]
+    grades = {grade.pk: grade for grade in Grade.objects.filter(pk__in=[g for g in grade_ids if g])}
+    return [
+        {
+            "id": item.pk,
+            "run_id": item.run.pk,
+            "run_ordinal": item.run.ordinal,
+            "cycle": item.run.cycle,
+            "status": item.status,
+            "client": item.client,
+            "actor_name": display_name(item.actor),
+            "started_at": item.started_at,
+            "ended_at": item.ended_at,
+            "error": item.error,
+            "steps_count": item.steps_count,
+            "grade": _grade(grades.get(getattr(item, "current_grade_id", None))),  # type: ignore[arg-type]
+        }
+        for item in invocations
+    ]
+
+
+def _entries(test: Test) -> dict[str, Any]:
+    entries = BenchmarkEntry.objects.filter(benchmark_id=test.benchmark_id)
+    items = list(
+        entries.order_by("position").values("id", "position", "title", "turns")[:ENTRIES_LIMIT]
+    )
+    total = len(items) if len(items) < ENTRIES_LIMIT else entries.count()
+    return {"total": total, "items": items}
+
+
+def _resources(test: Test) -> dict[str, Any]:
+    exports = Upload.objects.filter(test=test, kind=Upload.Kind.EXPORT).order_by("-created_at")
+    return {
+        "benchmark": {"id": test.benchmark.pk, "name": test.benchmark.name},
+        "eval": {"id": test.eval.pk, "name": test.eval.name},
+        "rubric": {"id": test.eval.rubric.pk, "name": test.eval.rubric.name},
+        "department": {"id": test.department.pk, "name": test.department.name},
+        "exports": [
+            {
+                "upload_id": upload["id"],
+                "file_name": upload["file_name"],
+                "row_count": upload["row_count"],
+                "created_at": upload["created_at"],
+                "download_url": download_url(upload["id"]),
+            }
+            for upload in exports.values("id", "file_name", "row_count", "created_at")[
+                :EXPORTS_LIMIT
+            ]
+        ],
+    }
+
+
+def get_test_detail(
+    *,
+    user: Any,
+    test_id: uuid.UUID,
+    runs_page_size: int | None = None,
+    runs_page_offset: int | None = None,
+) -> dict[str, Any]:
+    """Everything the reference page's get returns, as plain data; NotFound if invisible."""
+    test = get_visible_test(
+        user=user,
+        test_id=test_id,
+        queryset=Test.objects.select_related(
+            "benchmark", "eval__rubric", "department", "created_by"
+        ).defer("benchmark__target"),
+    )
+    page = runs_page(size=runs_page_size, offset=runs_page_offset)
+    runs = _runs(test, page)
+    current_invocation_id = (
+        TestInvocation.objects.filter(test=test, status__in=OPEN_INVOCATION_STATUSES)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    finished = test.status in {Test.Status.COMPLETED, Test.Status.STOPPED}
+    return {
+        "test": {
+            "id": test.pk,
+            "benchmark_id": test.benchmark_id,
+            "benchmark_name": test.benchmark.name,
+            "eval_id": test.eval_id,
+            "department_id": test.department_id,
+            "department_name": test.department.name,
+            "status": test.status,
+            "infinite_mode": test.infinite_mode,
+            "cycle": test.cycle,
+            "is_archived": test.is_archived,
+            "created_at": test.created_at,
+            "started_at": test.started_at,
+            "finished_at": test.finished_at,
+            "created_by_name": display_name(test.created_by),
+        },
+        "invocations": _invocations(test, page),
+        "status": test.status,
+        "eval_name": test.eval.name,
+        "eval_description": test.eval.description,
+        "rubric_name": test.eval.rubric.name,
+        "infinite_mode": test.infinite_mode,
+        "runs": runs,
+        "status_summary": _status_summary(test),
+        "show_controls": (
+            can_operate_department(user, test.department_id)
+            and not test.is_archived
+            and not finished
+        ),
+        "current_invocation_id": current_invocation_id,
+        "has_runs_or_groups": test.total_runs > 0 or bool(runs),
+        "entries": _entries(test),
+        "resources": _resources(test),
+    }
