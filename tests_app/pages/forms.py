@@ -1,0 +1,81 @@
+"""Forms of the staff pages: they parse GET filters and POSTed controls, never change data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+ARCHIVED_CHOICES = [("active", "Active"), ("archived", "Archived"), ("all", "All")]
+PAGE_SIZE_CHOICES = [(10, "10"), (20, "20"), (50, "50"), (100, "100")]
+
+
+class SearchForm(forms.Form):
+    """The filters of /tests/, as GET parameters (so a filtered list is a link to share)."""
+
+    eval = forms.MultipleChoiceField(required=False, label="Evals")
+    department = forms.MultipleChoiceField(required=False, label="Departments")
+    eval_search = forms.CharField(required=False, max_length=200, label="Eval name contains")
+    department_search = forms.CharField(
+        required=False, max_length=200, label="Department name contains"
+    )
+    start_date = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    end_date = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    archived = forms.ChoiceField(
+        required=False, choices=ARCHIVED_CHOICES, initial="active", label="Show"
+    )
+    page_size = forms.TypedChoiceField(
+        required=False, choices=PAGE_SIZE_CHOICES, coerce=int, empty_value=None, label="Per page"
+    )
+    offset = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Facet ids are checked as UUIDs by the search; any value is accepted here, the options
+        # come from the facet counts rather than a second query.
+        self.fields["eval"].valid_value = lambda value: True  # type: ignore[attr-defined]
+        self.fields["department"].valid_value = lambda value: True  # type: ignore[attr-defined]
+
+    def is_archived(self) -> bool | None:
+        return {"active": False, "archived": True}.get(
+            self.cleaned_data.get("archived") or "active"
+        )
+
+
+class StartForm(forms.Form):
+    benchmark_id = forms.UUIDField(widget=forms.HiddenInput)
+    infinite_mode = forms.BooleanField(required=False, label="Infinite mode")
+
+
+class InvocationForm(forms.Form):
+    """run / end / stop act on one invocation of one run."""
+
+    invocation_id = forms.UUIDField(widget=forms.HiddenInput)
+    run_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+
+class ArchiveForm(forms.Form):
+    archived = forms.BooleanField(required=False)
+
+
+class RegradeForm(forms.Form):
+    invocation_id = forms.UUIDField(widget=forms.HiddenInput)
+    score = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        label="Score (0 to 1)",
+        widget=forms.NumberInput(attrs={"step": "0.01"}),
+    )
+    passed = forms.TypedChoiceField(
+        choices=[("true", "Passed"), ("false", "Not passed")],
+        coerce=lambda value: value == "true",
+        label="Verdict",
+    )
+    feedback = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    reason = forms.CharField(
+        label="Reason for the override", widget=forms.Textarea(attrs={"rows": 2}), max_length=2000
+    )

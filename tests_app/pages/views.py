@@ -1,0 +1,528 @@
+"""The staff pages: server-rendered, sharing the API's selectors and services.
+
+Controls are plain forms POSTed here (with CSRF); each view calls one service and redirects back
+(post/redirect/get), so every page works without JavaScript. Domain errors become a message on the
+page rather than an error body; a test the user may not see is a 404, as in the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from tests_app.actors import Actor, display_name
+from tests_app.errors import DomainError, InvalidTransition, NotFound
+from tests_app.models import Benchmark, Test
+from tests_app.pages import charts, reads
+from tests_app.pages.forms import (
+    ArchiveForm,
+    InvocationForm,
+    RegradeForm,
+    SearchForm,
+    StartForm,
+)
+from tests_app.selectors import analytics
+from tests_app.selectors.scope import (
+    can_operate_department,
+    get_visible_test,
+    operable_department_ids,
+    visible_benchmarks,
+)
+
+RUNS_PAGE_SIZE = 25
+BENCHMARKS_PAGE_SIZE = 50
+
+
+def _actor(request: HttpRequest) -> Actor:
+    return Actor(user=request.user)  # type: ignore[arg-type]  # views are login_required
+
+
+def _visible_test_or_404(request: HttpRequest, test_id: uuid.UUID) -> Test:
+    try:
+        return get_visible_test(
+            user=request.user,
+            test_id=test_id,
+            queryset=Test.objects.select_related("benchmark", "eval__rubric", "department"),
+        )
+    except NotFound as error:
+        raise Http404(error.detail) from error
+
+
+def _int_param(request: HttpRequest, name: str, default: int = 0) -> int:
+    try:
+        return max(0, int(request.GET.get(name, default)))
+    except (TypeError, ValueError):
+        return default
+
+
+# --- /tests/ ----------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def test_list(request: HttpRequest) -> HttpResponse:
+    from tests_app.selectors.search import search_tests
+
+    form = SearchForm(request.GET or None)
+    result: Any = None
+    if form.is_bound and not form.is_valid():
+        messages.error(request, "Some filters are not valid; they were ignored.")
+    data = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    page_size = data.get("page_size") or 20
+    offset = data.get("offset") or 0
+    try:
+        result = search_tests(
+            actor=_actor(request),
+            eval_ids=data.get("eval") or None,
+            department_ids=data.get("department") or None,
+            eval_search=data.get("eval_search") or None,
+            department_search=data.get("department_search") or None,
+            start_date=data.get("start_date"),
+            end_date=data.get("end_date"),
+            is_archived=form.is_archived() if data else False,
+            page_size=page_size,
+            page_offset=offset,
+        )
+    except DomainError as error:
+        messages.error(request, error.detail)
+    result = (
+        {
+            "tests": result.tests,
+            "eval_filter": _as_dict(result.eval_filter),
+            "department_filter": _as_dict(result.department_filter),
+            "total_count": result.total_count,
+        }
+        if result is not None
+        else {}
+    )
+    total = result.get("total_count") or 0
+    query = request.GET.copy()
+    query.pop("offset", None)
+    base_query = query.urlencode()
+    return render(
+        request,
+        "tests_app/test_list.html",
+        {
+            "form": form,
+            "tests": [_search_item(test) for test in result.get("tests") or []],
+            "facets": [
+                _facet_with_links(request, _as_dict(section), param)
+                for section, param in (
+                    (result.get("eval_filter"), "eval"),
+                    (result.get("department_filter"), "department"),
+                )
+                if section
+            ],
+            "total_count": total,
+            "offset": offset,
+            "page_size": page_size,
+            "shown_to": min(offset + page_size, total),
+            "previous_url": f"?{base_query}&offset={max(0, offset - page_size)}"
+            if offset
+            else None,
+            "next_url": f"?{base_query}&offset={offset + page_size}"
+            if offset + page_size < total
+            else None,
+            "selected_archived": data.get("archived") or "active",
+            "can_start": operable_department_ids(request.user) != [],
+        },
+    )
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """Selectors may return a dict or a dataclass; the templates read dict keys either way."""
+    if isinstance(value, dict):
+        return value
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return dict(value)
+
+
+def _search_item(test: Test) -> dict[str, Any]:
+    """One row of the list, from a Test the search selected with its relations."""
+    return {
+        "id": test.pk,
+        "benchmark_name": test.benchmark.name,
+        "eval_name": test.eval.name,
+        "department_name": test.department.name,
+        "rubric_name": test.eval.rubric.name,
+        "status": test.status,
+        "infinite_mode": test.infinite_mode,
+        "is_archived": test.is_archived,
+        "created_at": test.created_at,
+        "created_by_name": display_name(test.created_by),
+        "total_runs": test.total_runs,
+        "completed_runs": test.completed_runs,
+        "pass_rate": test.pass_rate,
+        "mean_score": test.mean_score,
+    }
+
+
+def _facet_with_links(request: HttpRequest, section: dict[str, Any], param: str) -> dict[str, Any]:
+    options = []
+    for option in section.get("options") or []:
+        option = _as_dict(option)
+        selected = bool(option.get("selected"))
+        options.append(
+            {**option, "url": _facet_url(request, param, str(option.get("id")), selected)}
+        )
+    return {**section, "param": param, "options": options}
+
+
+def _facet_url(request: HttpRequest, key: str, option_id: str, selected: bool) -> str:
+    """The link that toggles one facet option, keeping the other filters and going to page 1."""
+    query = request.GET.copy()
+    query.pop("offset", None)
+    values = [value for value in query.getlist(key) if value != option_id]
+    if not selected:
+        values.append(option_id)
+    query.setlist(key, values)
+    return f"?{query.urlencode()}"
+
+
+# --- /tests/<id>/ -----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.selectors.test_detail import get_test_detail
+
+    test = _visible_test_or_404(request, test_id)
+    runs_offset = _int_param(request, "runs_offset")
+    detail = _as_dict(
+        get_test_detail(
+            user=request.user,
+            test_id=test.pk,
+            runs_page_size=RUNS_PAGE_SIZE,
+            runs_page_offset=runs_offset,
+        )
+    )
+    invocation = None
+    if request.GET.get("invocation"):
+        invocation = reads.invocation_of_test(
+            test_id=test.pk, invocation_id=request.GET["invocation"]
+        )
+    if invocation is None:
+        invocation = reads.newest_invocation(test_id=test.pk)
+    can_operate = can_operate_department(request.user, test.department_id)
+    summary = detail.get("status_summary") or {}
+    query = request.GET.copy()
+    query.pop("runs_offset", None)
+    total_runs = summary.get("total_runs") or 0
+    context = {
+        "test": test,
+        "detail": detail,
+        "summary": summary,
+        "status_chart": charts.status_bar(summary.get("by_status") or {}),
+        "runs": detail.get("runs") or [],
+        "runs_offset": runs_offset,
+        "runs_previous": max(0, runs_offset - RUNS_PAGE_SIZE) if runs_offset else None,
+        "runs_next": runs_offset + RUNS_PAGE_SIZE
+        if runs_offset + RUNS_PAGE_SIZE < total_runs
+        else None,
+        "invocations": detail.get("invocations") or [],
+        "exports": (detail.get("resources") or {}).get("exports") or [],
+        "invocation": invocation,
+        "transcript": reads.transcript(invocation=invocation) if invocation else [],
+        "grades": reads.grades(invocation=invocation) if invocation else [],
+        "show_controls": bool(detail.get("show_controls")),
+        "can_regrade": can_operate and not test.is_archived,
+        "can_archive": can_operate,
+        "regrade_form": RegradeForm(initial={"invocation_id": invocation.pk} if invocation else {}),
+        "websocket_path": f"/ws/tests/{test.pk}/",
+        "last_seq": test.event_seq,
+    }
+    template = (
+        "tests_app/_test_live.html" if request.GET.get("fragment") else "tests_app/test_detail.html"
+    )
+    return render(request, template, context)
+
+
+def _back_to_test(test_id: uuid.UUID, invocation_id: Any = None) -> HttpResponseRedirect:
+    url = reverse("pages:test-detail", args=[test_id])
+    if invocation_id:
+        url += "?" + urlencode({"invocation": str(invocation_id)})
+    return redirect(url)
+
+
+def _control(
+    request: HttpRequest,
+    test_id: uuid.UUID,
+    action: Callable[[Test], tuple[str, Any]],
+) -> HttpResponse:
+    """Run one control on a visible test; show its outcome or its domain error as a message."""
+    test = _visible_test_or_404(request, test_id)
+    try:
+        message, invocation_id = action(test)
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return _back_to_test(test.pk, request.POST.get("invocation_id"))
+    messages.success(request, message)
+    return _back_to_test(test.pk, invocation_id)
+
+
+def _invocation_form(request: HttpRequest) -> InvocationForm:
+    form = InvocationForm(request.POST)
+    if not form.is_valid():
+        raise Http404("No such invocation.")
+    return form
+
+
+@login_required
+@require_POST
+def control_next(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.services.claiming import claim_next_run
+
+    def action(test: Test) -> tuple[str, Any]:
+        claim = claim_next_run(actor=_actor(request), test_id=test.pk)
+        return (
+            f"Claimed run {claim.run.ordinal} of {claim.total_runs}: press Run to replay it.",
+            claim.invocation.pk,
+        )
+
+    return _control(request, test_id, action)
+
+
+@login_required
+@require_POST
+def control_run(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.services.running import request_replay
+
+    form = _invocation_form(request)
+
+    def action(test: Test) -> tuple[str, Any]:
+        invocation_id = form.cleaned_data["invocation_id"]
+        request_replay(
+            actor=_actor(request),
+            test_id=test.pk,
+            invocation_id=invocation_id,
+            run_id=form.cleaned_data["run_id"],
+        )
+        return "The replay started; its turns appear below as they happen.", invocation_id
+
+    return _control(request, test_id, action)
+
+
+@login_required
+@require_POST
+def control_end(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.services.ending import end_invocation
+
+    form = _invocation_form(request)
+
+    def action(test: Test) -> tuple[str, Any]:
+        invocation_id = form.cleaned_data["invocation_id"]
+        end_invocation(
+            actor=_actor(request),
+            test_id=test.pk,
+            invocation_id=invocation_id,
+            run_id=form.cleaned_data["run_id"],
+            grade=True,
+        )
+        return "The invocation ended; its grade appears when the grader finishes.", invocation_id
+
+    return _control(request, test_id, action)
+
+
+@login_required
+@require_POST
+def control_stop(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.services.stopping import stop_invocation
+
+    form = _invocation_form(request)
+
+    def action(test: Test) -> tuple[str, Any]:
+        invocation_id = form.cleaned_data["invocation_id"]
+        outcome = stop_invocation(actor=_actor(request), invocation_id=invocation_id)
+        if not outcome.success:
+            raise InvalidTransition(outcome.message or "Nothing to stop.")
+        return outcome.message or "The test is stopped.", invocation_id
+
+    return _control(request, test_id, action)
+
+
+@login_required
+@require_POST
+def control_archive(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.services.archiving import set_archived
+
+    form = ArchiveForm(request.POST)
+    archived = form.is_valid() and bool(form.cleaned_data["archived"])
+
+    def action(test: Test) -> tuple[str, Any]:
+        set_archived(actor=_actor(request), test_ids=[test.pk], archived=archived)
+        return ("The test is archived." if archived else "The test is unarchived."), None
+
+    return _control(request, test_id, action)
+
+
+@login_required
+@require_POST
+def control_export(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.services.exporting import export_test
+
+    def action(test: Test) -> tuple[str, Any]:
+        upload = export_test(actor=_actor(request), test_id=test.pk)
+        return (
+            f"Exported {upload.file_name} ({upload.row_count} rows): "
+            "download it from Exports below.",
+            None,
+        )
+
+    return _control(request, test_id, action)
+
+
+@login_required
+@require_POST
+def control_regrade(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
+    from tests_app.services.regrading import regrade_invocation
+
+    form = RegradeForm(request.POST)
+    if not form.is_valid():
+        test = _visible_test_or_404(request, test_id)
+        problems = "; ".join(
+            f"{form.fields[name].label or name}: {' '.join(str(e) for e in errors)}"
+            if name in form.fields
+            else " ".join(str(e) for e in errors)
+            for name, errors in form.errors.items()
+        )
+        messages.error(request, f"The regrade was not saved. {problems}")
+        return _back_to_test(test.pk, request.POST.get("invocation_id"))
+
+    def action(test: Test) -> tuple[str, Any]:
+        grade = regrade_invocation(
+            actor=_actor(request),
+            invocation_id=form.cleaned_data["invocation_id"],
+            score=form.cleaned_data["score"],
+            passed=form.cleaned_data["passed"],
+            feedback=form.cleaned_data["feedback"],
+            reason=form.cleaned_data["reason"],
+        )
+        if grade.invocation.test_id != test.pk:
+            raise NotFound("No such invocation in this test.")
+        return (
+            "Your grade is stored; the earlier grade is kept in the history.",
+            grade.invocation_id,
+        )
+
+    return _control(request, test_id, action)
+
+
+# --- /benchmarks/ -----------------------------------------------------------------------------
+
+
+@login_required
+def benchmark_list(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return _start_test(request)
+    offset = _int_param(request, "offset")
+    search = (request.GET.get("q") or "").strip()[:200]
+    benchmarks = (
+        visible_benchmarks(request.user)
+        .select_related("eval__department", "eval__rubric")
+        .annotate(entry_count=Count("entries"))
+        .order_by("name", "id")
+    )
+    if search:
+        benchmarks = benchmarks.filter(Q(name__icontains=search) | Q(eval__name__icontains=search))
+    total = benchmarks.count()
+    page: list[Benchmark] = list(benchmarks[offset : offset + BENCHMARKS_PAGE_SIZE])
+    rows = [
+        {
+            "benchmark": benchmark,
+            "can_start": can_operate_department(request.user, benchmark.eval.department_id),
+            "form": StartForm(initial={"benchmark_id": benchmark.pk}),
+        }
+        for benchmark in page
+    ]
+    return render(
+        request,
+        "tests_app/benchmark_list.html",
+        {
+            "rows": rows,
+            "total_count": total,
+            "search": search,
+            "offset": offset,
+            "previous_offset": max(0, offset - BENCHMARKS_PAGE_SIZE) if offset else None,
+            "next_offset": offset + BENCHMARKS_PAGE_SIZE
+            if offset + BENCHMARKS_PAGE_SIZE < total
+            else None,
+        },
+    )
+
+
+def _start_test(request: HttpRequest) -> HttpResponse:
+    from tests_app.services.starting import start_test
+
+    form = StartForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a benchmark to start.")
+        return redirect("pages:benchmarks")
+    try:
+        test = start_test(
+            actor=_actor(request),
+            benchmark_id=form.cleaned_data["benchmark_id"],
+            infinite_mode=form.cleaned_data["infinite_mode"],
+        )
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return redirect("pages:benchmarks")
+    messages.success(request, "The test is started: press Next to claim its first run.")
+    return redirect("pages:test-detail", test_id=test.pk)
+
+
+# --- /dashboard/ ------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    days = min(_int_param(request, "days", 30) or 30, analytics.MAX_DAYS)
+    trends = analytics.eval_trends(user=request.user, days=days)
+    pass_series = {
+        trend.eval_name: [
+            charts.Point(day.day, day.pass_rate) for day in trend.days if day.pass_rate is not None
+        ]
+        for trend in trends
+    }
+    score_series = {
+        trend.eval_name: [
+            charts.Point(day.day, day.mean_score)
+            for day in trend.days
+            if day.mean_score is not None
+        ]
+        for trend in trends
+    }
+    return render(
+        request,
+        "tests_app/dashboard.html",
+        {
+            "days": days,
+            "trends": trends,
+            "legend": charts.legend_colours([trend.eval_name for trend in trends]),
+            "pass_chart": charts.line_chart(pass_series, title="Pass rate per eval per day"),
+            "score_chart": charts.line_chart(score_series, title="Mean score per eval per day"),
+        },
+    )
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("pages:tests")
