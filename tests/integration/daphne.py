@@ -1,0 +1,125 @@
+"""A real daphne process serving the ASGI application against the test database and Redis.
+
+Import the fixture into a test module (``from tests.integration.daphne import
+daphne_server_fixture``); tests then ask for ``daphne_server``.
+The server is shared by the session; its rows come from ``transactional_db`` tests, whose data is
+committed and therefore visible to the other process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import require_service
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class DaphneServer:
+    host: str
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://{self.host}:{self.port}/{path.lstrip('/')}"
+
+
+def database_url_for_other_processes() -> str:
+    """The URL of the database pytest-django created (``test_<name>``), for another process."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        require_service("a daphne process needs PostgreSQL (set DATABASE_URL)")
+    credentials = quote(str(database.get("USER") or ""), safe="")
+    if database.get("PASSWORD"):
+        credentials += ":" + quote(str(database["PASSWORD"]), safe="")
+    host = database.get("HOST") or "127.0.0.1"
+    port = database.get("PORT") or 5432
+    return f"postgres://{credentials}@{host}:{port}/{database['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback URL built here)
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP status means the server is up
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", name="daphne_server")
+def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
+    if not settings.REDIS_URL:
+        require_service("a daphne process needs Redis for its channel layer (set REDIS_URL)")
+    server = DaphneServer(host="127.0.0.1", port=free_port())
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database_url_for_other_processes(),
+        "REDIS_URL": settings.REDIS_URL,
+        "BACKGROUND_BACKEND": "celery",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)  # noqa: SIM115
+    command = [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        server.host,
+        "-p",
+        str(server.port),
+        "config.asgi:application",
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPOSITORY, env=environment, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(f"{server.http_url}/"):
+            if process.poll() is not None:
+                pytest.fail(f"daphne exited with {process.returncode}:\n{_tail(log.name)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"daphne did not answer in {START_TIMEOUT_S}s:\n{_tail(log.name)}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+def _tail(path: str, lines: int = 40) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return "".join(handle.readlines()[-lines:])
