@@ -1,0 +1,159 @@
+"""seed_demo builds the demo world once; running it again changes only the key and passwords."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from tests_app.api.authentication import user_for_key
+from tests_app.models import (
+    ApiKey,
+    Benchmark,
+    BenchmarkEntry,
+    Department,
+    Eval,
+    Membership,
+    Rubric,
+    count_user_turns,
+)
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+MODELS = (Department, Rubric, Eval, Benchmark, BenchmarkEntry, Membership, User)
+KEY_PATTERN = re.compile(r"API key of operator \(shown once[^)]*\): (\S+)")
+PASSWORD_PATTERN = re.compile(r"password for all of them \([^)]*\): (\S+)")
+
+
+def seed(monkeypatch: pytest.MonkeyPatch, password: str | None = None) -> str:
+    if password is None:
+        monkeypatch.delenv("DEMO_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("DEMO_PASSWORD", password)
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def counts() -> dict[str, int]:
+    return {model.__name__: model._default_manager.count() for model in MODELS}
+
+
+def printed_key(output: str) -> str:
+    match = KEY_PATTERN.search(output)
+    assert match, output
+    return match.group(1)
+
+
+def test_seed_twice_is_idempotent_but_rotates_key_and_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_output = seed(monkeypatch)
+    first_counts = counts()
+    entry_stamps = dict(BenchmarkEntry.objects.values_list("pk", "updated_at"))
+    first_key = printed_key(first_output)
+    first_password = PASSWORD_PATTERN.search(first_output)
+    assert first_password
+
+    second_output = seed(monkeypatch)
+    second_key = printed_key(second_output)
+
+    assert counts() == first_counts
+    assert first_counts["Department"] == 2
+    assert first_counts["Eval"] == 3
+    # Existing rows are left as they are, not rewritten.
+    assert dict(BenchmarkEntry.objects.values_list("pk", "updated_at")) == entry_stamps
+    assert second_key != first_key
+    assert user_for_key(first_key) is None  # the previous demo key was revoked
+    assert ApiKey.objects.filter(name="demo", revoked=False).count() == 1
+    second_password = PASSWORD_PATTERN.search(second_output)
+    assert second_password
+    assert second_password.group(1) != first_password.group(1)  # random each run
+    assert User.objects.get(username="operator").check_password(second_password.group(1))
+
+
+def test_users_memberships_and_roles(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(monkeypatch, password="demo-pass-123")
+
+    admin = User.objects.get(username="admin")
+    assert admin.is_staff
+    assert admin.is_superuser
+    assert admin.check_password("demo-pass-123")
+    roles = {
+        (m.user.username, m.department.name): m.role
+        for m in Membership.objects.select_related("user", "department")
+    }
+    assert roles == {
+        ("operator", "Research"): "operator",
+        ("viewer", "Research"): "viewer",
+        ("outsider", "Support"): "operator",
+    }
+    for username in ("operator", "viewer", "outsider"):
+        user = User.objects.get(username=username)
+        assert not user.is_staff
+        assert user.check_password("demo-pass-123")
+
+
+def test_seed_puts_back_documented_roles(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(monkeypatch)
+    viewer = User.objects.get(username="viewer")
+    Membership.objects.filter(user=viewer).update(role="operator")
+    Membership.objects.create(
+        user=User.objects.get(username="outsider"),
+        department=Department.objects.get(name="Research"),
+        role="viewer",
+    )
+
+    seed(monkeypatch)
+
+    assert Membership.objects.get(user=viewer).role == "viewer"
+    assert list(
+        Membership.objects.filter(user__username="outsider").values_list(
+            "department__name", flat=True
+        )
+    ) == ["Support"]
+
+
+def test_catalog_has_weighted_rubrics_and_multi_turn_reference_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed(monkeypatch)
+
+    for rubric in Rubric.objects.all():
+        assert len(rubric.criteria) >= 2
+        assert all(criterion["weight"] > 0 for criterion in rubric.criteria)
+        assert 0 < rubric.pass_threshold <= 1
+    assert set(Eval.objects.values_list("department__name", flat=True)) == {"Research", "Support"}
+    benchmarks = list(Benchmark.objects.all())
+    assert len(benchmarks) >= 3
+    for benchmark in benchmarks:
+        assert benchmark.target == {"kind": "reference"}
+        entries = list(benchmark.entries.order_by("position"))
+        assert [entry.position for entry in entries] == list(range(1, len(entries) + 1))
+        assert entries
+        for entry in entries:
+            assert entry.turns >= 3
+            assert count_user_turns(entry.messages) == entry.turns
+            assert entry.title
+
+
+def test_printed_output_tells_where_to_log_in_and_gives_a_usable_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    output = seed(monkeypatch)
+
+    key = printed_key(output)
+    found = user_for_key(key)
+    assert found is not None
+    assert found[0].username == "operator"
+    assert "http://127.0.0.1:8000/admin/" in output
+    assert "http://127.0.0.1:8000/tests/" in output
+    assert (
+        f"curl -s -X POST http://127.0.0.1:8000/api/v5/artifacts/test/search -H 'X-Api-Key: {key}'"
+        in output
+    )
+    assert output.count(key) == 2  # once on its own line, once in the curl example

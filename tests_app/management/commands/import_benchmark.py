@@ -1,0 +1,67 @@
+"""``import_benchmark PATH --eval NAME [--name NAME]``: a JSONL file to a new benchmark.
+
+One conversation a line: ``{"messages": [...], "title"?: "..."}`` (OpenAI chat format). Every bad
+line is reported with its number and nothing is imported; the work is in
+``tests_app.services.importing``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tests_app.errors import DomainError
+from tests_app.models import Eval
+from tests_app.services.importing import BenchmarkFileInvalid, import_benchmark
+
+# How many evals an "unknown eval" error lists as a hint.
+EVAL_HINT_LIMIT = 20
+
+
+class Command(BaseCommand):
+    help = "Import a JSONL file of chat conversations as a new benchmark of an eval."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", type=Path, help="The JSONL file, one entry a line.")
+        parser.add_argument("--eval", required=True, dest="eval_name", help="The eval's name.")
+        parser.add_argument("--name", help="The benchmark's name (default: the file's stem).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path: Path = options["path"]
+        eval_ = self._eval(options["eval_name"])
+        name = options["name"] or path.stem
+        try:
+            with path.open(encoding="utf-8-sig") as lines:
+                benchmark = import_benchmark(eval=eval_, name=name, lines=lines)
+        except OSError as error:
+            raise CommandError(f"Cannot read {path}: {error.strerror or error}") from error
+        except UnicodeDecodeError as error:
+            raise CommandError(f"{path} is not UTF-8 text: {error.reason}") from error
+        except BenchmarkFileInvalid as error:
+            listing = "\n".join(f"  {line_error}" for line_error in error.line_errors)
+            raise CommandError(
+                f"{path}: {len(error.line_errors)} bad line(s); nothing was imported.\n{listing}"
+            ) from error
+        except DomainError as error:
+            raise CommandError(f"{path}: {error.detail}") from error
+        entries = benchmark.entries.count()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported benchmark {benchmark.name!r} ({benchmark.pk}) into eval "
+                f"{eval_.name!r}: {entries} entries, target {benchmark.target_kind!r}."
+            )
+        )
+
+    def _eval(self, name: str) -> Eval:
+        matches = list(Eval.objects.select_related("department").filter(name=name)[:2])
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise CommandError(
+                f"More than one eval is named {name!r}; rename one of them in the admin."
+            )
+        known = list(Eval.objects.order_by("name").values_list("name", flat=True)[:EVAL_HINT_LIMIT])
+        hint = f" Known evals: {', '.join(known)}." if known else " There are no evals yet."
+        raise CommandError(f"No eval named {name!r}.{hint}")
