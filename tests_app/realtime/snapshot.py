@@ -11,16 +11,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import Avg, Count, Q
-
-from tests_app.models import Test, TestInvocation, TestRun
-
-FINISHED_RUN_STATUSES = (TestRun.Status.COMPLETED, TestRun.Status.FAILED, TestRun.Status.STOPPED)
-UNENDED_INVOCATION_STATUSES = (
-    TestInvocation.Status.CREATED,
-    TestInvocation.Status.RUNNING,
-    TestInvocation.Status.REPLAYED,
-)
+from tests_app.models import Test, TestInvocation
+from tests_app.selectors.test_detail import OPEN_INVOCATION_STATUSES
+from tests_app.selectors.test_detail import _status_summary as _get_status_summary
 
 
 def _iso(value: Any) -> str | None:
@@ -28,41 +21,19 @@ def _iso(value: Any) -> str | None:
 
 
 def status_summary(*, test: Test) -> dict[str, Any]:
-    """TestStatusSummary of DESIGN §3, over the current cycle in infinite mode. One query."""
-    runs = TestRun.objects.filter(test=test)
-    if test.infinite_mode:
-        runs = runs.filter(cycle=test.cycle)
-    counts = runs.aggregate(
-        total=Count("pk"),
-        graded=Count("pk", filter=Q(score__isnull=False)),
-        passed=Count("pk", filter=Q(score__isnull=False, passed=True)),
-        mean_score=Avg("score"),
-        **{
-            status: Count("pk", filter=Q(status=status))
-            for status in TestRun.Status.values  # six fixed statuses, one aggregate each
-        },
-    )
-    total, graded, passed = counts["total"], counts["graded"], counts["passed"]
-    finished = sum(counts[status] for status in FINISHED_RUN_STATUSES)
-    return {
-        "total_runs": total,
-        "by_status": {status: counts[status] for status in TestRun.Status.values},
-        "graded": graded,
-        "passed": passed,
-        "not_passed": graded - passed,
-        "pass_rate": passed / graded if graded else None,
-        "mean_score": counts["mean_score"],
-        "cycle": test.cycle,
-        "progress": finished / total if total else 0.0,
-    }
+    """TestStatusSummary of DESIGN §3, over the current cycle in infinite mode.
+
+    The very function behind get's ``status_summary``, so the socket and get never disagree.
+    """
+    return _get_status_summary(test)
 
 
 def current_invocation(*, test: Test) -> dict[str, Any] | None:
     """The newest invocation not yet ended (as ``current_invocation_id`` in get), or None."""
     invocation = (
-        TestInvocation.objects.filter(test=test, status__in=UNENDED_INVOCATION_STATUSES)
+        TestInvocation.objects.filter(test=test, status__in=OPEN_INVOCATION_STATUSES)
         .select_related("run")
-        .order_by("-created_at")
+        .order_by("-created_at", "-id")
         .first()
     )
     if invocation is None:
