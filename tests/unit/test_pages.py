@@ -1,0 +1,314 @@
+"""The staff pages through Django's test client: what each user sees, and that forms change data."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests import factories
+from tests_app.actors import Actor
+from tests_app.models import Grade, Test, TestInvocation, TestRun
+from tests_app.pages.reads import word_diff
+from tests_app.services.claiming import claim_next_run
+from tests_app.services.ending import end_invocation
+from tests_app.services.running import request_replay
+from tests_app.services.starting import start_test
+
+pytestmark = pytest.mark.django_db
+
+
+def logged_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def detail_url(test: Test) -> str:
+    return f"/tests/{test.pk}/"
+
+
+def replayed_invocation(
+    test: Test, user: Any, capture: Any, *, score: float | None = None
+) -> TestInvocation:
+    """Claim and replay the next run of ``test`` (inline), optionally end it with a score."""
+    actor = Actor(user=user)
+    claim = claim_next_run(actor=actor, test_id=test.pk)
+    with capture(execute=True):
+        request_replay(
+            actor=actor, test_id=test.pk, invocation_id=claim.invocation.pk, run_id=claim.run.pk
+        )
+    if score is not None:
+        end_invocation(
+            actor=actor,
+            test_id=test.pk,
+            invocation_id=claim.invocation.pk,
+            run_id=claim.run.pk,
+            score=score,
+        )
+    return TestInvocation.objects.get(pk=claim.invocation.pk)
+
+
+@pytest.fixture
+def started(benchmark: Any, operator: Any) -> Test:
+    return start_test(actor=Actor(user=operator), benchmark_id=benchmark.pk)
+
+
+def test_pages_require_login(started: Test) -> None:
+    for url in ("/tests/", detail_url(started), "/benchmarks/", "/dashboard/"):
+        response = Client().get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_search_lists_visible_tests_with_facets(
+    started: Test, support: Any, staff: Any, viewer: Any
+) -> None:
+    other = factories.make_benchmark(department=support, name="Support bench")
+    start_test(actor=Actor(user=staff), benchmark_id=other.pk)
+
+    page = logged_in(staff).get("/tests/").content.decode()
+    assert started.benchmark.name in page
+    assert "Support bench" in page
+    assert "1\u20132 of 2 tests" in page
+    # One facet option per eval and per department, each counting one test.
+    assert page.count('data-facet="eval"') == 2
+    assert page.count('data-facet="department"') == 2
+
+    filtered = logged_in(staff).get("/tests/", {"eval": str(started.eval_id)}).content.decode()
+    assert started.benchmark.name in filtered
+    assert "Support bench" not in filtered
+    assert "1\u20131 of 1 test" in filtered
+    assert 'class="facet-option selected"' in filtered
+
+    viewer_page = logged_in(viewer).get("/tests/").content.decode()
+    assert started.benchmark.name in viewer_page
+    assert "Support bench" not in viewer_page
+
+
+def test_search_archived_toggle(started: Test, operator: Any) -> None:
+    Test.objects.filter(pk=started.pk).update(is_archived=True)
+    client = logged_in(operator)
+    assert "No tests match" in client.get("/tests/").content.decode()
+    archived = client.get("/tests/", {"archived": "archived"}).content.decode()
+    assert started.benchmark.name in archived
+    assert "archived</span>" in archived
+
+
+def test_detail_shows_header_and_controls_to_an_operator(started: Test, operator: Any) -> None:
+    response = logged_in(operator).get(detail_url(started))
+    page = response.content.decode()
+    assert response.status_code == 200
+    for text in (
+        started.benchmark.name,
+        started.eval.name,
+        started.eval.rubric.name,
+        started.department.name,
+    ):
+        assert text in page
+    assert 'id="control-next"' in page
+    assert 'id="control-archive"' in page
+    assert 'class="chart chart-status"' in page
+    assert "pending 2" in page  # the chart's legend: both runs pending
+    assert f'data-websocket-path="/ws/tests/{started.pk}/"' in page
+
+
+def test_viewer_sees_the_test_without_controls(started: Test, viewer: Any) -> None:
+    page = logged_in(viewer).get(detail_url(started)).content.decode()
+    assert started.benchmark.name in page
+    assert 'id="control-next"' not in page
+    assert 'id="control-archive"' not in page
+    assert "regrade-form" not in page
+    assert 'id="control-export"' in page  # viewers may export
+
+
+def test_outsider_gets_404(started: Test, outsider: Any) -> None:
+    client = logged_in(outsider)
+    assert client.get(detail_url(started)).status_code == 404
+    response = client.post(f"/tests/{started.pk}/next/")
+    assert response.status_code == 404
+    assert not TestInvocation.objects.filter(test=started).exists()
+    assert client.get(f"/tests/{uuid.uuid4()}/").status_code == 404
+
+
+def test_next_form_claims_a_run(started: Test, operator: Any) -> None:
+    client = logged_in(operator)
+    response = client.post(f"/tests/{started.pk}/next/")
+    invocation = TestInvocation.objects.get(test=started)
+    assert response.status_code == 302
+    assert response["Location"] == f"/tests/{started.pk}/?invocation={invocation.pk}"
+    assert invocation.status == TestInvocation.Status.CREATED
+    assert invocation.client == "browser"
+    assert invocation.run.status == TestRun.Status.CLAIMED
+    page = client.get(response["Location"]).content.decode()
+    assert 'id="control-run"' in page
+    assert "Claimed run 1 of 2" in page
+
+
+def test_viewer_cannot_operate_through_the_forms(started: Test, viewer: Any) -> None:
+    client = logged_in(viewer)
+    response = client.post(f"/tests/{started.pk}/next/", follow=True)
+    assert "operators only" in response.content.decode()
+    assert not TestInvocation.objects.filter(test=started).exists()
+    client.post(f"/tests/{started.pk}/archive/", {"archived": "on"})
+    started.refresh_from_db()
+    assert started.is_archived is False
+
+
+def test_run_then_end_with_grade_shows_transcript_and_grade(
+    started: Test, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/next/")
+    invocation = TestInvocation.objects.get(test=started)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            f"/tests/{started.pk}/run/",
+            {"invocation_id": invocation.pk, "run_id": invocation.run_id},
+        )
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    page = client.get(f"{detail_url(started)}?invocation={invocation.pk}").content.decode()
+    assert page.count('class="turn"') == 3
+    assert "Question 1?" in page
+    assert "Answer 3." in page
+    assert "matches reference" in page
+    assert 'id="control-end"' in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            f"/tests/{started.pk}/end/",
+            {"invocation_id": invocation.pk, "run_id": invocation.run_id},
+        )
+    assert response.status_code == 302
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.ENDED
+    grade = Grade.objects.get(invocation=invocation)
+    assert grade.status == Grade.Status.DONE
+    page = client.get(response["Location"]).content.decode()
+    assert grade.get_source_display() in page
+    assert f"<strong>{grade.score:.2f}</strong>" in page
+    assert "Provenance" in page
+
+
+def test_human_regrade_keeps_the_earlier_grade(
+    started: Test, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = replayed_invocation(
+        started, operator, django_capture_on_commit_callbacks, score=0.9
+    )
+    response = logged_in(operator).post(
+        f"/tests/{started.pk}/regrade/",
+        {
+            "invocation_id": invocation.pk,
+            "score": "0.25",
+            "passed": "false",
+            "feedback": "Turn 2 is wrong.",
+            "reason": "The agent graded too kindly.",
+        },
+        follow=True,
+    )
+    grades = list(Grade.objects.filter(invocation=invocation).order_by("created_at"))
+    assert [grade.source for grade in grades] == ["agent", "human"]
+    human = grades[1]
+    assert (human.score, human.passed, human.actor) == (0.25, False, operator)
+    assert human.reason == "The agent graded too kindly."
+    assert human.provenance["overrides_grade_id"] == str(grades[0].pk)
+    run = TestRun.objects.get(pk=invocation.run_id)
+    assert (run.score, run.passed) == (0.25, False)
+    started.refresh_from_db()
+    assert (started.graded_runs, started.passed_runs) == (1, 0)
+    page = response.content.decode()
+    assert "The agent graded too kindly." in page
+    assert "Turn 2 is wrong." in page
+
+
+def test_regrade_needs_a_reason_and_an_operator(
+    started: Test, operator: Any, viewer: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = replayed_invocation(
+        started, operator, django_capture_on_commit_callbacks, score=0.9
+    )
+    form = {"invocation_id": invocation.pk, "score": "0.1", "passed": "false", "reason": ""}
+    page = logged_in(operator).post(f"/tests/{started.pk}/regrade/", form, follow=True)
+    assert "The regrade was not saved" in page.content.decode()
+    page = logged_in(viewer).post(
+        f"/tests/{started.pk}/regrade/", {**form, "reason": "Because."}, follow=True
+    )
+    assert "operators only" in page.content.decode()
+    assert list(Grade.objects.filter(invocation=invocation).values_list("source", flat=True)) == [
+        "agent"
+    ]
+
+
+def test_stop_and_archive_forms(started: Test, operator: Any) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/next/")
+    invocation = TestInvocation.objects.get(test=started)
+    client.post(f"/tests/{started.pk}/stop/", {"invocation_id": invocation.pk})
+    started.refresh_from_db()
+    invocation.refresh_from_db()
+    assert started.status == Test.Status.STOPPED
+    assert invocation.status == TestInvocation.Status.STOPPED
+    page = client.get(detail_url(started)).content.decode()
+    assert 'id="control-next"' not in page  # a stopped test shows no run controls
+
+    client.post(f"/tests/{started.pk}/archive/", {"archived": "on"})
+    started.refresh_from_db()
+    assert started.is_archived is True
+    client.post(f"/tests/{started.pk}/archive/")
+    started.refresh_from_db()
+    assert started.is_archived is False
+
+
+def test_benchmarks_page_starts_a_test(benchmark: Any, operator: Any, viewer: Any) -> None:
+    page = logged_in(operator).get("/benchmarks/").content.decode()
+    assert benchmark.name in page
+    assert f"Start a test of {benchmark.name}" in page
+    response = logged_in(operator).post(
+        "/benchmarks/", {"benchmark_id": benchmark.pk, "infinite_mode": "on"}
+    )
+    test = Test.objects.get(benchmark=benchmark)
+    assert response["Location"] == f"/tests/{test.pk}/"
+    assert test.infinite_mode is True
+    assert test.created_by == operator
+    assert test.total_runs == 2
+
+    viewer_page = logged_in(viewer).get("/benchmarks/").content.decode()
+    assert benchmark.name in viewer_page
+    assert "view only" in viewer_page
+    logged_in(viewer).post("/benchmarks/", {"benchmark_id": benchmark.pk})
+    assert Test.objects.filter(benchmark=benchmark).count() == 1
+
+
+def test_benchmarks_page_hides_other_departments(benchmark: Any, outsider: Any) -> None:
+    page = logged_in(outsider).get("/benchmarks/").content.decode()
+    assert benchmark.name not in page
+    response = logged_in(outsider).post("/benchmarks/", {"benchmark_id": benchmark.pk})
+    assert response.status_code == 404
+    assert not Test.objects.exists()
+
+
+def test_dashboard_shows_pass_rate_per_eval(
+    started: Test, operator: Any, outsider: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    replayed_invocation(started, operator, django_capture_on_commit_callbacks, score=0.9)
+    replayed_invocation(started, operator, django_capture_on_commit_callbacks, score=0.2)
+    page = logged_in(operator).get("/dashboard/").content.decode()
+    row = re.search(r"<tr>\s*<td data-label=\"Eval\">.*?</tr>", page, re.S)
+    assert row is not None
+    assert started.eval.name in row.group(0)
+    assert ">2</td>" in row.group(0)  # graded runs
+    assert "50%" in row.group(0)  # one of two passed (threshold 0.7)
+    assert "0.55" in row.group(0)  # mean of 0.9 and 0.2
+    assert page.count("<circle") == 2  # one point per chart for the single day
+    assert started.eval.name not in logged_in(outsider).get("/dashboard/").content.decode()
+
+
+def test_word_diff_marks_changes_and_escapes() -> None:
+    reference, output = word_diff("Paris is <b>nice</b>", "Paris is <i>big</i>")
+    assert reference == "Paris is <del>&lt;b&gt;nice&lt;/b&gt;</del>"
+    assert output == "Paris is <ins>&lt;i&gt;big&lt;/i&gt;</ins>"
