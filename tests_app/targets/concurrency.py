@@ -1,8 +1,8 @@
 """Cap the concurrent calls to one target across every worker process (DESIGN §6).
 
-With Redis (``REDIS_URL``) the cap is a lease-based counting semaphore in a sorted set: a holder
-adds itself with a timestamp, keeps the slot only if it ranks below the limit, and stale leases
-(a worker killed mid-call) expire after ``lease_s``. Without Redis (the embedded runtime, one
+With Redis (``REDIS_URL``) the cap is a lease-based counting semaphore in a sorted set: a script
+takes a slot when fewer than ``limit`` leases are held, and stale leases (a worker killed
+mid-call) expire after ``lease_s``. Without Redis (the embedded runtime, one
 process) a per-process semaphore does the same job.
 """
 
@@ -23,6 +23,20 @@ from tests_app.targets import TargetError
 _local_semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _local_lock = threading.Lock()
 _POLL_S = 0.05
+# Atomic on the server, with the server's clock: expire stale leases, then take a slot if one is
+# free. (Client clocks and a read-then-write from the client would both let too many in.)
+_ACQUIRE = """
+local now = redis.call('TIME')
+local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local lease = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', seconds - lease)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], seconds, ARGV[1])
+  redis.call('EXPIRE', KEYS[1], math.ceil(lease) + 60)
+  return 1
+end
+return 0
+"""
 
 
 @cache
@@ -60,21 +74,11 @@ def target_slot(
         return
 
     client = _redis_client(settings.REDIS_URL)
+    acquire = client.register_script(_ACQUIRE)
     redis_key = f"replaybench:target-slots:{key}"
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
-    while True:
-        now = time.time()
-        pipe = client.pipeline()
-        pipe.zremrangebyscore(redis_key, "-inf", now - lease_s)
-        pipe.zadd(redis_key, {token: now})
-        pipe.zrank(redis_key, token)
-        pipe.expire(redis_key, int(lease_s) + 60)
-        rank = pipe.execute()[2]
-        if rank is not None and rank < limit:
-            break
-        # Over the cap: step back so that we do not block those ranked below us.
-        client.zrem(redis_key, token)
+    while not acquire(keys=[redis_key], args=[token, limit, lease_s]):
         if time.monotonic() >= deadline:
             raise TargetError(f"No free slot for the target within {wait_s:g} s (cap {limit}).")
         time.sleep(_POLL_S)

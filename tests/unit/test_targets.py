@@ -1,0 +1,202 @@
+"""Targets: validation of Benchmark.target, the OpenAI-compatible client against a real loopback
+server (retries, timeouts, the key from the environment), the reference target, the per-target
+concurrency cap."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fake_openai import FakeOpenAI, Reply, serve
+from tests_app.errors import ValidationFailed
+from tests_app.targets import TargetError, target_for
+from tests_app.targets.concurrency import target_slot
+from tests_app.targets.openai import PLACEHOLDER_API_KEY, OpenAITarget
+from tests_app.targets.reference import ReferenceTarget
+
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is 2 + 2?"},
+]
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    yield from serve()
+
+
+def openai_target(server: FakeOpenAI, **overrides: Any) -> OpenAITarget:
+    config = {"kind": "openai", "model": "fake-model", "base_url": server.base_url, **overrides}
+    target = target_for(config)
+    assert isinstance(target, OpenAITarget)
+    return target
+
+
+def test_reference_is_the_default_and_answers_with_the_recording() -> None:
+    for config in (None, {}, {"kind": "reference"}):
+        target = target_for(config)
+        assert isinstance(target, ReferenceTarget)
+    reply = ReferenceTarget().complete(messages=MESSAGES, reference="4")
+    assert (reply.content, reply.latency_ms) == ("4", 0)
+    assert ReferenceTarget().complete(messages=MESSAGES, reference=None).content == ""
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"kind": "bard"}, "kind"),
+        ({"kind": "openai"}, "model"),
+        ({"kind": "openai", "model": "m", "base_url": "ftp://x"}, "base_url"),
+        ({"kind": "openai", "model": "m", "timeout_s": 0}, "timeout_s"),
+        ({"kind": "openai", "model": "m", "timeout_s": "60"}, "timeout_s"),
+        ({"kind": "openai", "model": "m", "temperature": 3}, "temperature"),
+        ({"kind": "openai", "model": "m", "max_tokens": 0}, "max_tokens"),
+        ({"kind": "openai", "model": "m", "max_retries": 11}, "max_retries"),
+        ({"kind": "openai", "model": "m", "api_key_env": "sk-live secret"}, "api_key_env"),
+        ({"kind": "openai", "model": "m", "api_key": "sk-123"}, "api_key"),
+    ],
+)
+def test_a_bad_target_is_a_validation_error_naming_the_field(
+    config: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        target_for(config)
+    assert raised.value.code == "invalid_target"
+    assert raised.value.fields is not None
+    assert field in raised.value.fields
+
+
+def test_openai_target_sends_the_configured_request(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TARGET_KEY", "key-from-env")
+    fake_openai.answer = lambda messages: "4"
+    target = openai_target(
+        fake_openai, api_key_env="FAKE_TARGET_KEY", temperature=0.3, max_tokens=50
+    )
+
+    reply = target.complete(messages=MESSAGES, reference="4")
+
+    assert reply.content == "4"
+    assert reply.completion_tokens == 1
+    assert reply.prompt_tokens == 7
+    [request] = fake_openai.chat_requests()
+    assert request["model"] == "fake-model"
+    assert request["messages"] == MESSAGES
+    assert request["temperature"] == 0.3
+    assert request["max_tokens"] == 50
+    # The key comes from the environment at call time; the target's JSON only names it.
+    assert fake_openai.authorizations == ["Bearer key-from-env"]
+
+
+def test_a_local_server_needs_no_key(fake_openai: FakeOpenAI) -> None:
+    openai_target(fake_openai).complete(messages=MESSAGES, reference=None)
+    assert fake_openai.authorizations == [f"Bearer {PLACEHOLDER_API_KEY}"]
+
+
+def test_a_429_then_success_is_retried(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(Reply(status=429))
+
+    reply = openai_target(fake_openai, max_retries=2).complete(messages=MESSAGES, reference=None)
+
+    assert reply.content == "Echo: What is 2 + 2?"
+    assert len(fake_openai.chat_requests()) == 2
+
+
+def test_a_500_forever_fails_after_the_retries(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(*[Reply(status=500)] * 5)
+
+    with pytest.raises(TargetError, match="HTTP 500"):
+        openai_target(fake_openai, max_retries=2).complete(messages=MESSAGES, reference=None)
+
+    assert len(fake_openai.chat_requests()) == 3
+
+
+def test_a_400_is_not_retried(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(Reply(status=400))
+
+    with pytest.raises(TargetError, match="HTTP 400"):
+        openai_target(fake_openai, max_retries=2).complete(messages=MESSAGES, reference=None)
+
+    assert len(fake_openai.chat_requests()) == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_never_answers_times_out(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(Reply(hang=True), Reply(hang=True))
+    target = openai_target(fake_openai, timeout_s=0.5, max_retries=1)
+
+    with pytest.raises(TargetError, match=r"did not answer within 0.5 s \(2 attempts\)"):
+        target.complete(messages=MESSAGES, reference=None)
+
+    assert len(fake_openai.chat_requests()) == 2
+    assert target.max_call_seconds == pytest.approx(0.5 * 2 + 8)
+
+
+def test_an_unreachable_server_is_a_target_error() -> None:
+    target = target_for(
+        {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0}
+    )
+    with pytest.raises(TargetError, match="Could not reach the target"):
+        target.complete(messages=MESSAGES, reference=None)
+
+
+@pytest.mark.parametrize("redis_backed", [True, False])
+@pytest.mark.timeout(30)
+def test_the_concurrency_cap_holds_across_threads(settings: Any, redis_backed: bool) -> None:
+    if redis_backed and not settings.REDIS_URL:
+        pytest.skip("REDIS_URL is not set; the Redis-backed cap is covered by make test")
+    if not redis_backed:
+        settings.REDIS_URL = ""
+    key = f"test-cap-{redis_backed}-{threading.get_ident()}"
+    inside = 0
+    most_inside = 0
+    counter_lock = threading.Lock()
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def call() -> None:
+        nonlocal inside, most_inside
+        with target_slot(key, limit=2, lease_s=30, wait_s=20):
+            with counter_lock:
+                inside += 1
+                most_inside = max(most_inside, inside)
+            entered.release()
+            release.wait(20)
+            with counter_lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    # Two get in; the other three must wait until the first ones leave.
+    assert entered.acquire(timeout=10)
+    assert entered.acquire(timeout=10)
+    assert not entered.acquire(timeout=0.3)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert most_inside == 2
+    assert inside == 0
+
+
+def test_no_free_slot_in_time_is_a_target_error(settings: Any) -> None:
+    settings.REDIS_URL = ""
+    with target_slot("busy", limit=1, lease_s=30, wait_s=5):
+        failed: list[Exception] = []
+
+        def second() -> None:
+            try:
+                with target_slot("busy", limit=1, lease_s=30, wait_s=0.1):
+                    pass
+            except TargetError as error:
+                failed.append(error)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=10)
+    assert len(failed) == 1
+    assert "No free slot" in str(failed[0])
