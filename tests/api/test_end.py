@@ -1,0 +1,275 @@
+"""POST /api/v5/artifacts/test/end"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests import factories
+from tests.api.lifecycle_support import (
+    assert_error,
+    claimed_invocation,
+    force_invocation_status,
+    post,
+    started_test,
+)
+from tests_app.models import Grade, Test, TestInvocation, TestRun
+
+pytestmark = pytest.mark.django_db
+
+
+def replayed(user: Any, test: Test) -> TestInvocation:
+    """A claimed invocation where the replay leaves it: invocation replayed, run running."""
+    invocation = claimed_invocation(user, test)
+    TestRun.objects.filter(pk=invocation.run_id).update(status=TestRun.Status.RUNNING)
+    factories.ReplayStepFactory(invocation=invocation, turn=1)
+    force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
+    return invocation
+
+
+def end_body(invocation: TestInvocation, **extra: Any) -> dict[str, Any]:
+    return {
+        "test_id": str(invocation.test_id),
+        "test_invocation_id": str(invocation.pk),
+        "run_id": str(invocation.run_id),
+        **extra,
+    }
+
+
+def test_it_ends_ungraded(client_for: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+    invocation = replayed(operator, test)
+
+    response = post(client_for(operator), "end", end_body(invocation))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "invocation_id": str(invocation.pk),
+        "grade_id": None,
+        "score": None,
+        "passed": None,
+        "feedback": None,
+    }
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.ENDED
+    assert invocation.ended_at is not None
+    run = TestRun.objects.get(pk=invocation.run_id)
+    assert run.status == TestRun.Status.COMPLETED
+    assert run.score is None
+    test.refresh_from_db()
+    assert test.completed_runs == 1
+    assert test.graded_runs == 0
+    assert test.current_invocation_id is None
+    assert test.status == Test.Status.RUNNING  # one of two runs is still pending
+    assert not Grade.objects.exists()
+
+
+def test_an_agent_grade_is_stored_and_current(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    test = started_test(operator, benchmark)
+    invocation = replayed(operator, test)
+
+    response = post(
+        client_for(operator),
+        "end",
+        end_body(invocation, score=0.4, passed=True, feedback="Close enough."),
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    grade = Grade.objects.get()
+    assert body == {
+        "invocation_id": str(invocation.pk),
+        "grade_id": str(grade.pk),
+        "score": 0.4,
+        "passed": True,
+        "feedback": "Close enough.",
+    }
+    assert (grade.source, grade.status, grade.actor) == ("agent", "done", operator)
+    assert (grade.score, grade.passed, grade.feedback) == (0.4, True, "Close enough.")
+    run = TestRun.objects.get(pk=invocation.run_id)
+    assert (run.score, run.passed) == (0.4, True)
+    test.refresh_from_db()
+    assert (test.graded_runs, test.passed_runs, test.score_sum) == (1, 1, pytest.approx(0.4))
+
+
+@pytest.mark.parametrize(("score", "passed"), [(0.7, True), (0.69, False), (0.0, False)])
+def test_passed_is_derived_from_the_rubric_threshold(
+    client_for: Any, operator: Any, benchmark: Any, score: float, passed: bool
+) -> None:
+    # The factory rubric's threshold is 0.7.
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    body = post(client_for(operator), "end", end_body(invocation, score=score)).json()
+
+    assert body["passed"] is passed
+    assert body["feedback"] == ""
+    assert Grade.objects.get().passed is passed
+
+
+def test_the_last_run_completes_the_test(client_for: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+    client = client_for(operator)
+    first, second = replayed(operator, test), replayed(operator, test)
+
+    post(client, "end", end_body(first, score=1.0))
+    test.refresh_from_db()
+    assert test.status == Test.Status.RUNNING
+    post(client, "end", end_body(second, score=0.5))
+
+    test.refresh_from_db()
+    assert test.status == Test.Status.COMPLETED
+    assert test.finished_at is not None
+    assert (test.completed_runs, test.graded_runs, test.passed_runs) == (2, 2, 1)
+    assert test.mean_score == pytest.approx(0.75)
+
+
+def test_grade_true_creates_a_pending_grade_and_enqueues_the_judge(
+    client_for: Any, operator: Any, benchmark: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(client_for(operator), "end", end_body(invocation, grade=True))
+
+    assert response.status_code == 200
+    body = response.json()
+    grade = Grade.objects.get()
+    assert body == {
+        "invocation_id": str(invocation.pk),
+        "grade_id": str(grade.pk),
+        "score": None,
+        "passed": None,
+        "feedback": None,
+    }
+    # No judge is configured in tests: the offline grader, named as such.
+    assert (grade.source, grade.status) == ("reference", "pending")
+    assert len(callbacks) == 1
+    assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.COMPLETED
+
+
+def test_grade_true_is_graded_after_commit(
+    client_for: Any, operator: Any, benchmark: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        body = post(client_for(operator), "end", end_body(invocation, grade=True)).json()
+
+    grade = Grade.objects.get(pk=body["grade_id"])
+    assert grade.status == Grade.Status.DONE
+    assert grade.score is not None
+    assert TestRun.objects.get(pk=invocation.run_id).score == grade.score
+
+
+@pytest.mark.parametrize(
+    "status",
+    [TestInvocation.Status.CREATED, TestInvocation.Status.RUNNING, TestInvocation.Status.ENDED],
+)
+def test_an_invocation_not_replayed_is_409(
+    client_for: Any, operator: Any, benchmark: Any, status: str
+) -> None:
+    test = started_test(operator, benchmark)
+    invocation = claimed_invocation(operator, test)
+    force_invocation_status(invocation, status)
+
+    response = post(client_for(operator), "end", end_body(invocation, score=1.0))
+
+    body = assert_error(response, 409, f"invocation_{status}")
+    assert f"is {status}" in body["detail"]
+    assert not Grade.objects.exists()
+    test.refresh_from_db()
+    assert test.completed_runs == 0
+    invocation.refresh_from_db()
+    assert invocation.status == status
+
+
+def test_ending_twice_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+    client = client_for(operator)
+    post(client, "end", end_body(invocation, score=1.0))
+
+    assert_error(post(client, "end", end_body(invocation, score=0.0)), 409, "invocation_ended")
+    assert Grade.objects.get().score == 1.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"score": 1.5}, "score"),
+        ({"score": -0.1}, "score"),
+        ({"score": "0.5"}, "score"),
+        ({"grade": True, "score": 0.5}, "grade"),
+        ({"passed": True}, "score"),
+        ({"grade": "true"}, "grade"),
+        ({"feedback": 3, "score": 0.5}, "feedback"),
+        ({"test_invocation_id": "bad"}, "test_invocation_id"),
+        ({"note": "hi"}, "note"),
+    ],
+)
+def test_it_rejects_bad_bodies(
+    client_for: Any, operator: Any, benchmark: Any, extra: dict[str, Any], field: str
+) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    error = assert_error(
+        post(client_for(operator), "end", end_body(invocation, **extra)), 400, "invalid"
+    )
+
+    assert field in error["fields"]
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.REPLAYED
+
+
+def test_ids_that_do_not_belong_together_are_400(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    test = started_test(operator, benchmark)
+    first, second = replayed(operator, test), replayed(operator, test)
+
+    response = post(
+        client_for(operator), "end", end_body(first, run_id=str(second.run_id), score=1.0)
+    )
+
+    assert_error(response, 400, "mismatch")
+    first.refresh_from_db()
+    assert first.status == TestInvocation.Status.REPLAYED
+
+
+def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    response = client.post(
+        "/api/v5/artifacts/test/end", end_body(invocation), content_type="application/json"
+    )
+
+    assert_error(response, 401, "not_authenticated")
+
+
+def test_it_validates_ownership(
+    client_for: Any, operator: Any, outsider: Any, benchmark: Any
+) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    assert_error(post(client_for(outsider), "end", end_body(invocation)), 404, "not_found")
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.REPLAYED
+
+
+def test_an_unknown_test_is_404(client_for: Any, operator: Any, benchmark: Any) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    response = post(client_for(operator), "end", end_body(invocation, test_id=str(uuid.uuid4())))
+
+    assert_error(response, 404, "not_found")
+
+
+def test_a_viewer_cannot_end(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
+    invocation = replayed(operator, started_test(operator, benchmark))
+
+    assert_error(post(client_for(viewer), "end", end_body(invocation)), 403, "permission_denied")
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.REPLAYED

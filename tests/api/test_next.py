@@ -1,0 +1,212 @@
+"""POST /api/v5/artifacts/test/next"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests import factories
+from tests.api.lifecycle_support import agent, assert_error, post, started_test
+from tests_app.models import Test, TestInvocation, TestRun
+from tests_app.services.archiving import set_archived
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_claims_the_lowest_pending_run(client_for: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+    first = test.runs.get(ordinal=1)
+
+    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"invocation_id", "run_id", "current_run", "total_runs", "cycle"}
+    assert body["run_id"] == str(first.pk)
+    assert body["current_run"] == 1
+    assert body["total_runs"] == 2
+    assert body["cycle"] == 1
+    invocation = TestInvocation.objects.get(pk=body["invocation_id"])
+    assert invocation.status == TestInvocation.Status.CREATED
+    assert invocation.run_id == first.pk
+    assert invocation.test_id == test.pk
+    assert invocation.client == "agent"
+    assert invocation.actor == operator
+    assert invocation.task_id == ""
+    first.refresh_from_db()
+    assert first.status == TestRun.Status.CLAIMED
+    assert first.attempts == 1
+    assert first.latest_invocation_id == invocation.pk
+    test.refresh_from_db()
+    assert test.status == Test.Status.RUNNING
+    assert test.started_at is not None
+    assert test.current_invocation_id == invocation.pk
+    assert test.runs.get(ordinal=2).status == TestRun.Status.PENDING
+
+
+def test_the_second_call_claims_the_next_run(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    test = started_test(operator, benchmark)
+    client = client_for(operator, mcp=True)
+
+    first = post(client, "next", {"test_id": str(test.pk)}).json()
+    test.refresh_from_db()
+    started_at = test.started_at
+    second = post(client, "next", {"test_id": str(test.pk)}).json()
+
+    assert (first["current_run"], second["current_run"]) == (1, 2)
+    assert first["run_id"] != second["run_id"]
+    assert TestInvocation.objects.get(pk=second["invocation_id"]).client == "mcp"
+    test.refresh_from_db()
+    assert test.started_at == started_at  # only the first claim starts the test
+    assert test.current_invocation_id == uuid.UUID(second["invocation_id"])
+
+
+def test_no_pending_run_is_409_completed(client_for: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+    client = client_for(operator)
+    post(client, "next", {"test_id": str(test.pk)})
+    post(client, "next", {"test_id": str(test.pk)})
+
+    response = post(client, "next", {"test_id": str(test.pk)})
+
+    body = assert_error(response, 409, "test_completed")
+    assert "no run is pending" in body["detail"]
+    assert TestInvocation.objects.filter(test=test).count() == 2
+
+
+def test_a_completed_test_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+    Test.objects.filter(pk=test.pk).update(status=Test.Status.COMPLETED)
+
+    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+
+    body = assert_error(response, 409, "test_completed")
+    assert "completed" in body["detail"]
+    assert not TestInvocation.objects.exists()
+
+
+def test_infinite_mode_starts_the_next_cycle(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    test = started_test(operator, benchmark, infinite_mode=True)
+    client = client_for(operator)
+    claims = [post(client, "next", {"test_id": str(test.pk)}).json() for _ in range(5)]
+
+    assert [(c["cycle"], c["current_run"], c["total_runs"]) for c in claims] == [
+        (1, 1, 2),
+        (1, 2, 2),
+        (2, 1, 2),
+        (2, 2, 2),
+        (3, 1, 2),
+    ]
+    test.refresh_from_db()
+    assert test.cycle == 3
+    assert test.total_runs == 6
+    assert test.runs.count() == 6
+    assert test.runs.filter(cycle=3, status=TestRun.Status.PENDING).count() == 1
+    assert len({c["run_id"] for c in claims}) == 5
+
+
+def test_a_run_put_back_to_pending_is_claimed_again(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    # The reaper puts a run whose worker died back to pending; next hands it out again.
+    test = started_test(operator, benchmark)
+    client = client_for(operator)
+    first = post(client, "next", {"test_id": str(test.pk)}).json()
+    TestRun.objects.filter(pk=first["run_id"]).update(status=TestRun.Status.PENDING)
+
+    again = post(client, "next", {"test_id": str(test.pk)}).json()
+
+    assert again["run_id"] == first["run_id"]
+    assert again["invocation_id"] != first["invocation_id"]
+    run = TestRun.objects.get(pk=first["run_id"])
+    assert run.attempts == 2
+    assert str(run.latest_invocation_id) == again["invocation_id"]
+
+
+def test_a_stopped_test_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+    Test.objects.filter(pk=test.pk).update(status=Test.Status.STOPPED)
+
+    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+
+    body = assert_error(response, 409, "test_stopped")
+    assert "stopped" in body["detail"]
+    assert test.runs.filter(status=TestRun.Status.PENDING).count() == 2
+
+
+def test_an_archived_test_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+    set_archived(actor=agent(operator), test_ids=[test.pk], archived=True)
+
+    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+
+    body = assert_error(response, 409, "test_archived")
+    assert "archived" in body["detail"]
+    assert not TestInvocation.objects.exists()
+
+
+def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+
+    response = client.post(
+        "/api/v5/artifacts/test/next", {"test_id": str(test.pk)}, content_type="application/json"
+    )
+
+    assert_error(response, 401, "not_authenticated")
+    assert not TestInvocation.objects.exists()
+
+
+def test_it_validates_ownership(
+    client_for: Any, operator: Any, outsider: Any, benchmark: Any
+) -> None:
+    test = started_test(operator, benchmark)
+
+    response = post(client_for(outsider), "next", {"test_id": str(test.pk)})
+
+    assert_error(response, 404, "not_found")
+    assert not TestInvocation.objects.exists()
+
+
+def test_an_unknown_test_is_404(client_for: Any, operator: Any) -> None:
+    assert_error(post(client_for(operator), "next", {"test_id": str(uuid.uuid4())}), 404)
+
+
+def test_a_viewer_cannot_claim(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
+    test = started_test(operator, benchmark)
+
+    response = post(client_for(viewer), "next", {"test_id": str(test.pk)})
+
+    assert_error(response, 403, "permission_denied")
+    assert not TestInvocation.objects.exists()
+    assert test.runs.filter(status=TestRun.Status.PENDING).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "test_id"),
+        ({"test_id": "nope"}, "test_id"),
+        ({"test_id": str(uuid.UUID(int=1)), "cycle": 2}, "cycle"),
+    ],
+)
+def test_it_rejects_bad_bodies(
+    client_for: Any, operator: Any, body: dict[str, Any], field: str
+) -> None:
+    error = assert_error(post(client_for(operator), "next", body), 400, "invalid")
+    assert field in error["fields"]
+
+
+def test_staff_sees_other_departments(client_for: Any, staff: Any, support: Any) -> None:
+    benchmark = factories.make_benchmark(department=support, entries=1)
+    test = started_test(staff, benchmark)
+
+    response = post(client_for(staff), "next", {"test_id": str(test.pk)})
+
+    assert response.status_code == 200
+    assert TestInvocation.objects.get(pk=response.json()["invocation_id"]).actor == staff
