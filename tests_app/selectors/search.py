@@ -1,0 +1,250 @@
+"""Search tests (DESIGN §3 "search"): AND-combined filters, facets, exact total, newest first.
+
+Queries per call are fixed whatever the data: the caller's memberships (once per request), the
+count, the page, one GROUP BY per facet section, and the facet catalogue when it is not cached.
+
+Facet sections count over the filtered set *without the section's own id filter* (so choosing an
+eval does not hide the other evals); the name searches stay applied to both sections, because a
+name search narrows what the caller is looking at. An option is listed when its count is above
+zero or when it is selected (and visible to the caller), most frequent first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from tests_app import cache_tags
+from tests_app.actors import Actor
+from tests_app.errors import ValidationFailed
+from tests_app.models import Department, Eval, Test
+from tests_app.selectors import scope
+
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+# A facet section lists at most this many options (plus any selected ones).
+FACET_OPTIONS_MAX = 100
+
+
+@dataclass(frozen=True)
+class FilterOption:
+    id: str
+    label: str
+    count: int
+    selected: bool
+
+
+@dataclass(frozen=True)
+class FilterSection:
+    key: str
+    label: str
+    options: list[FilterOption] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    actor_name: str
+    tests: list[Test]
+    eval_filter: FilterSection
+    department_filter: FilterSection
+    total_count: int
+
+
+def _aware(value: datetime) -> datetime:
+    if timezone.is_naive(value):
+        return timezone.make_aware(value, timezone.get_current_timezone())
+    return value
+
+
+def _day_start(value: date) -> datetime:
+    return timezone.make_aware(datetime.combine(value, time.min), timezone.get_current_timezone())
+
+
+def created_at_bounds(*, start_date: date | datetime | None, end_date: date | datetime | None) -> Q:
+    """Both bounds inclusive; a plain date as end bound includes that whole day."""
+    condition = Q()
+    start = None
+    if start_date is not None:
+        start = _aware(start_date) if isinstance(start_date, datetime) else _day_start(start_date)
+        condition &= Q(created_at__gte=start)
+    if end_date is not None:
+        if isinstance(end_date, datetime):
+            end = _aware(end_date)
+            condition &= Q(created_at__lte=end)
+            empty = start is not None and start > end
+        else:
+            next_day = _day_start(end_date + timedelta(days=1))
+            condition &= Q(created_at__lt=next_day)
+            empty = start is not None and start >= next_day
+        if empty:
+            raise ValidationFailed(
+                "start_date is after end_date.",
+                code="invalid_date_range",
+                fields={"start_date": ["Must not be after end_date."]},
+            )
+    return condition
+
+
+def _facet_catalogue() -> dict[str, Any]:
+    """Names of every eval (with its department) and department, cached under ``test-facets``.
+
+    Grouping by the tests' own eval_id/department_id columns needs no join; the labels come from
+    this small catalogue, which changes only when an operator edits an eval or a department.
+    """
+
+    def build() -> dict[str, Any]:
+        return {
+            "evals": {
+                str(pk): (name, str(department_id))
+                for pk, name, department_id in Eval.objects.values_list(
+                    "id", "name", "department_id"
+                )
+            },
+            "departments": {
+                str(pk): name for pk, name in Department.objects.values_list("id", "name")
+            },
+        }
+
+    return cache_tags.cached([cache_tags.FACETS], "facet-catalogue", build)
+
+
+def _catalogue_covering(eval_ids: set[str], department_ids: set[str]) -> dict[str, Any]:
+    catalogue = _facet_catalogue()
+    if not eval_ids <= set(catalogue["evals"]) or not department_ids <= set(
+        catalogue["departments"]
+    ):
+        # Something was added since the catalogue was cached: rebuild it once.
+        cache_tags.invalidate(cache_tags.FACETS)
+        catalogue = _facet_catalogue()
+    return catalogue
+
+
+def _counts(queryset: QuerySet[Test], column: str) -> dict[str, int]:
+    rows = queryset.order_by().values(column).annotate(n=Count("id")).values_list(column, "n")
+    return {str(key): int(count) for key, count in rows}
+
+
+def _section(
+    *,
+    key: str,
+    label: str,
+    counts: dict[str, int],
+    labels: dict[str, str],
+    selected: set[str],
+    selectable: set[str],
+) -> FilterSection:
+    ranked = sorted(
+        (option_id for option_id, count in counts.items() if count > 0),
+        key=lambda option_id: (-counts[option_id], labels.get(option_id, ""), option_id),
+    )[:FACET_OPTIONS_MAX]
+    # Selected options stay visible (with count 0) so a UI can show and clear them; an id the
+    # caller may not see is left out, so the section never confirms that it exists.
+    extra = sorted(
+        (selectable & selected) - set(ranked), key=lambda option_id: labels.get(option_id, "")
+    )
+    options = [
+        FilterOption(
+            id=option_id,
+            label=labels.get(option_id, ""),
+            count=counts.get(option_id, 0),
+            selected=option_id in selected,
+        )
+        for option_id in [*ranked, *extra]
+    ]
+    return FilterSection(key=key, label=label, options=options)
+
+
+def search_tests(
+    *,
+    actor: Actor,
+    eval_ids: list[uuid.UUID] | None = None,
+    department_ids: list[uuid.UUID] | None = None,
+    is_archived: bool | None = None,
+    start_date: date | datetime | None = None,
+    end_date: date | datetime | None = None,
+    eval_search: str | None = None,
+    department_search: str | None = None,
+    page_size: int = PAGE_SIZE_DEFAULT,
+    page_offset: int = 0,
+) -> SearchResult:
+    if not 1 <= page_size <= PAGE_SIZE_MAX:
+        raise ValidationFailed(
+            f"page_size must be between 1 and {PAGE_SIZE_MAX}.",
+            fields={"page_size": [f"Must be between 1 and {PAGE_SIZE_MAX}."]},
+        )
+    if page_offset < 0:
+        raise ValidationFailed(
+            "page_offset must not be negative.", fields={"page_offset": ["Must be at least 0."]}
+        )
+    user = actor.user
+    base = scope.visible_tests(user).filter(
+        created_at_bounds(start_date=start_date, end_date=end_date)
+    )
+    if is_archived is not None:
+        base = base.filter(is_archived=is_archived)
+    if eval_search:
+        # A subquery on the eval table, where the trigram index on the name lives.
+        base = base.filter(
+            eval_id__in=Eval.objects.filter(name__icontains=eval_search).values("id")
+        )
+    if department_search:
+        base = base.filter(
+            department_id__in=Department.objects.filter(name__icontains=department_search).values(
+                "id"
+            )
+        )
+
+    selected_evals = {str(pk) for pk in eval_ids or []}
+    selected_departments = {str(pk) for pk in department_ids or []}
+    # An empty id list selects nothing in a facet, so it filters nothing (like null).
+    by_eval = Q(eval_id__in=list(eval_ids)) if eval_ids else Q()
+    by_department = Q(department_id__in=list(department_ids)) if department_ids else Q()
+    filtered = base.filter(by_eval & by_department)
+
+    total_count = filtered.count()
+    tests = list(
+        filtered.select_related("benchmark", "eval__rubric", "department", "created_by").order_by(
+            "-created_at", "id"
+        )[page_offset : page_offset + page_size]
+    )
+    eval_counts = _counts(base.filter(by_department), "eval_id")
+    department_counts = _counts(base.filter(by_eval), "department_id")
+
+    catalogue = _catalogue_covering(set(eval_counts), set(department_counts))
+    eval_labels = {key: value[0] for key, value in catalogue["evals"].items()}
+    visible_evals = {
+        key
+        for key, (_, department_id) in catalogue["evals"].items()
+        if key in selected_evals and scope.can_see_department(user, uuid.UUID(department_id))
+    }
+    visible_departments = {
+        key
+        for key in catalogue["departments"]
+        if key in selected_departments and scope.can_see_department(user, uuid.UUID(key))
+    }
+    return SearchResult(
+        actor_name=actor.display_name,
+        tests=tests,
+        eval_filter=_section(
+            key="eval_ids",
+            label="Eval",
+            counts=eval_counts,
+            labels=eval_labels,
+            selected=selected_evals,
+            selectable=visible_evals,
+        ),
+        department_filter=_section(
+            key="department_ids",
+            label="Department",
+            counts=department_counts,
+            labels=catalogue["departments"],
+            selected=selected_departments,
+            selectable=visible_departments,
+        ),
+        total_count=total_count,
+    )
