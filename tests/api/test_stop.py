@@ -1,0 +1,169 @@
+"""POST /api/v5/artifacts/test/stop"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.api.lifecycle_support import (
+    assert_error,
+    claimed_invocation,
+    force_invocation_status,
+    post,
+    started_test,
+)
+from tests_app.models import Test, TestInvocation, TestRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        TestInvocation.Status.CREATED,
+        TestInvocation.Status.RUNNING,
+        TestInvocation.Status.REPLAYED,
+    ],
+)
+def test_it_stops_the_invocation_its_run_and_its_test(
+    client_for: Any, operator: Any, benchmark: Any, status: str
+) -> None:
+    test = started_test(operator, benchmark)
+    invocation = claimed_invocation(operator, test)
+    force_invocation_status(invocation, status)
+
+    response = post(client_for(operator), "stop", {"invocation_id": str(invocation.pk)})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["invocation_id"] == str(invocation.pk)
+    assert body["success"] is True
+    assert "stopped" in body["message"]
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.STOPPED
+    assert invocation.stop_requested is True
+    assert invocation.ended_at is not None
+    assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.STOPPED
+    test.refresh_from_db()
+    assert test.status == Test.Status.STOPPED
+    assert test.finished_at is not None
+    assert test.current_invocation_id is None
+    # The other run is untouched, but the stopped test hands out no more work.
+    assert test.runs.filter(status=TestRun.Status.PENDING).count() == 1
+    assert_error(post(client_for(operator), "next", {"test_id": str(test.pk)}), 409, "test_stopped")
+
+
+def test_it_publishes_run_stopped_and_test_stopped(
+    client_for: Any,
+    operator: Any,
+    benchmark: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client_for(operator), "stop", {"invocation_id": str(invocation.pk)})
+
+    assert [event["event_type"] for event in sent] == ["run.stopped", "test.stopped"]
+    assert sent[0]["invocation_id"] == invocation.pk
+    assert sent[0]["run_id"] == invocation.run_id
+
+
+@pytest.mark.parametrize(
+    "status",
+    [TestInvocation.Status.ENDED, TestInvocation.Status.FAILED, TestInvocation.Status.STOPPED],
+)
+def test_stopping_something_finished_is_not_an_error(
+    client_for: Any, operator: Any, benchmark: Any, status: str
+) -> None:
+    test = started_test(operator, benchmark)
+    invocation = claimed_invocation(operator, test)
+    force_invocation_status(invocation, status)
+
+    response = post(client_for(operator), "stop", {"invocation_id": str(invocation.pk)})
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "invocation_id": str(invocation.pk),
+        "success": False,
+        "message": f"The invocation is already {status}; there is nothing to stop.",
+    }
+    invocation.refresh_from_db()
+    assert invocation.stop_requested is False
+    test.refresh_from_db()
+    assert test.status == Test.Status.RUNNING
+
+
+def test_stopping_twice_answers_success_false(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+    client = client_for(operator)
+
+    first = post(client, "stop", {"invocation_id": str(invocation.pk)}).json()
+    second = post(client, "stop", {"invocation_id": str(invocation.pk)}).json()
+
+    assert (first["success"], second["success"]) == (True, False)
+    assert "already stopped" in second["message"]
+
+
+def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+
+    response = client.post(
+        "/api/v5/artifacts/test/stop",
+        {"invocation_id": str(invocation.pk)},
+        content_type="application/json",
+    )
+
+    assert_error(response, 401, "not_authenticated")
+
+
+def test_it_validates_ownership(
+    client_for: Any, operator: Any, outsider: Any, benchmark: Any
+) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+
+    response = post(client_for(outsider), "stop", {"invocation_id": str(invocation.pk)})
+
+    assert_error(response, 404, "not_found")
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.CREATED
+
+
+def test_an_unknown_invocation_is_404(client_for: Any, operator: Any) -> None:
+    response = post(client_for(operator), "stop", {"invocation_id": str(uuid.uuid4())})
+
+    assert_error(response, 404, "not_found")
+
+
+def test_a_viewer_cannot_stop(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+
+    response = post(client_for(viewer), "stop", {"invocation_id": str(invocation.pk)})
+
+    assert_error(response, 403, "permission_denied")
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.CREATED
+    assert invocation.stop_requested is False
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "invocation_id"),
+        ({"invocation_id": "123"}, "invocation_id"),
+        ({"invocation_id": str(uuid.UUID(int=5)), "test_id": str(uuid.UUID(int=6))}, "test_id"),
+    ],
+)
+def test_it_rejects_bad_bodies(
+    client_for: Any, operator: Any, body: dict[str, Any], field: str
+) -> None:
+    error = assert_error(post(client_for(operator), "stop", body), 400, "invalid")
+
+    assert field in error["fields"]
