@@ -244,7 +244,6 @@ def fail_invocation(*, invocation_id: uuid.UUID | str, error: str) -> bool:
             pk=invocation.run_id,
             status__in=[TestRun.Status.CLAIMED, TestRun.Status.RUNNING],
         ).update(status=TestRun.Status.FAILED, updated_at=now)
-        test_state.maybe_complete_test(test=test)
         publish_on_commit(
             test_id=invocation.test_id,
             event_type="run.failed",
@@ -252,6 +251,7 @@ def fail_invocation(*, invocation_id: uuid.UUID | str, error: str) -> bool:
             run_id=invocation.run_id,
             error=error,
         )
+        test_state.maybe_complete_test(test=test)
     return True
 
 

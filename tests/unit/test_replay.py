@@ -1,0 +1,398 @@
+"""The replay service against a real loopback OpenAI-compatible server and the reference target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from tests import factories
+from tests.fake_openai import FakeOpenAI, Messages, Reply, serve
+from tests_app.models import Benchmark, ReplayStep, Test, TestInvocation, TestRun
+from tests_app.services.replay import plan_turns, replay_invocation
+
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    yield from serve()
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every realtime event sent (after commit), in order."""
+    sent: list[dict[str, Any]] = []
+
+    def record(**event: Any) -> None:
+        sent.append(event)
+
+    monkeypatch.setattr("tests_app.realtime.events.send_event", record)
+    return sent
+
+
+def claimed_invocation(
+    *,
+    target: dict[str, Any] | None = None,
+    replay_mode: str = Benchmark.ReplayMode.AUTOREGRESSIVE,
+    turns: int = 3,
+    messages: list[dict[str, Any]] | None = None,
+) -> TestInvocation:
+    """What `next` leaves behind: a running test, a claimed run, a created invocation."""
+    department = factories.DepartmentFactory()
+    benchmark = factories.make_benchmark(
+        department=department,
+        entries=0,
+        target=target or {"kind": "reference"},
+        replay_mode=replay_mode,
+    )
+    entry = factories.BenchmarkEntryFactory(
+        benchmark=benchmark, position=1, messages=messages or factories.conversation(turns)
+    )
+    test = factories.TestFactory(
+        benchmark=benchmark, status=Test.Status.RUNNING, started_at=timezone.now(), total_runs=1
+    )
+    run = factories.TestRunFactory(
+        test=test, entry=entry, ordinal=1, status=TestRun.Status.CLAIMED, attempts=1
+    )
+    invocation = factories.TestInvocationFactory(run=run, test=test)
+    TestRun.objects.filter(pk=run.pk).update(latest_invocation=invocation)
+    Test.objects.filter(pk=test.pk).update(current_invocation=invocation)
+    return invocation
+
+
+def openai_target(server: FakeOpenAI, **overrides: Any) -> dict[str, Any]:
+    return {
+        "kind": "openai",
+        "model": "fake-model",
+        "base_url": server.base_url,
+        "timeout_s": 5,
+        "max_retries": 2,
+        **overrides,
+    }
+
+
+def replay(invocation: TestInvocation, capture: Callable[..., Any]) -> TestInvocation:
+    with capture(execute=True):
+        replay_invocation(invocation_id=invocation.pk)
+    invocation.refresh_from_db()
+    return invocation
+
+
+def steps_of(invocation: TestInvocation) -> list[tuple[int, str, str, str | None]]:
+    return list(
+        ReplayStep.objects.filter(invocation=invocation)
+        .order_by("turn")
+        .values_list("turn", "input", "output", "reference")
+    )
+
+
+@pytest.mark.django_db
+def test_autoregressive_replay_sends_the_models_own_answers(
+    fake_openai: FakeOpenAI, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = claimed_invocation(target=openai_target(fake_openai))
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert invocation.steps_count == 3
+    assert invocation.started_at is not None
+    assert invocation.heartbeat_at is not None
+    assert invocation.run.status == TestRun.Status.RUNNING
+    assert steps_of(invocation) == [
+        (1, "Question 1?", "Echo: Question 1?", "Answer 1."),
+        (2, "Question 2?", "Echo: Question 2?", "Answer 2."),
+        (3, "Question 3?", "Echo: Question 3?", "Answer 3."),
+    ]
+    sent = [request["messages"] for request in fake_openai.chat_requests()]
+    assert sent[2] == [
+        SYSTEM,
+        {"role": "user", "content": "Question 1?"},
+        {"role": "assistant", "content": "Echo: Question 1?"},
+        {"role": "user", "content": "Question 2?"},
+        {"role": "assistant", "content": "Echo: Question 2?"},
+        {"role": "user", "content": "Question 3?"},
+    ]
+    assert sent[0] == [SYSTEM, {"role": "user", "content": "Question 1?"}]
+    step = ReplayStep.objects.get(invocation=invocation, turn=3)
+    # The fake counts words: 5 (system) + 2 + 3 + 2 + 3 + 2.
+    assert step.prompt_tokens == 17
+    assert step.completion_tokens == 3
+    assert [event["event_type"] for event in events] == [
+        "run.started",
+        "run.step",
+        "run.step",
+        "run.step",
+        "run.completed",
+    ]
+    assert events[0]["total_turns"] == 3
+    assert [(e["turn"], e["total_turns"], e["output"]) for e in events[1:4]] == [
+        (1, 3, "Echo: Question 1?"),
+        (2, 3, "Echo: Question 2?"),
+        (3, 3, "Echo: Question 3?"),
+    ]
+    assert {event["invocation_id"] for event in events} == {invocation.pk}
+
+
+@pytest.mark.django_db
+def test_teacher_forced_replay_sends_the_recorded_answers(
+    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = claimed_invocation(
+        target=openai_target(fake_openai), replay_mode=Benchmark.ReplayMode.TEACHER_FORCED
+    )
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    last = fake_openai.chat_requests()[2]["messages"]
+    assert [m["content"] for m in last if m["role"] == "assistant"] == ["Answer 1.", "Answer 2."]
+    assert [output for _, _, output, _ in steps_of(invocation)] == [
+        "Echo: Question 1?",
+        "Echo: Question 2?",
+        "Echo: Question 3?",
+    ]
+
+
+@pytest.mark.django_db
+def test_tool_messages_stay_as_context(
+    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+) -> None:
+    tool_call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+    }
+    messages = [
+        SYSTEM,
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Rain, 4 C"},
+        {"role": "assistant", "content": "Rainy, 4 degrees."},
+        {"role": "user", "content": "Umbrella?", "x-recorded-at": "yesterday"},
+        {"role": "assistant", "content": "Yes."},
+    ]
+    assert [(t.turn, t.reference) for t in plan_turns(messages)] == [
+        (1, "Rainy, 4 degrees."),
+        (2, "Yes."),
+    ]
+    invocation = claimed_invocation(target=openai_target(fake_openai), messages=messages)
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert fake_openai.chat_requests()[1]["messages"] == [
+        SYSTEM,
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Rain, 4 C"},
+        {"role": "assistant", "content": "Echo: Weather in Oslo?"},
+        {"role": "user", "content": "Umbrella?"},
+    ]
+
+
+@pytest.mark.django_db
+def test_a_turn_without_recorded_answer_still_keeps_the_models_answer(
+    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+) -> None:
+    messages = [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Still there?"}]
+    invocation = claimed_invocation(target=openai_target(fake_openai), messages=messages)
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert steps_of(invocation) == [
+        (1, "Hi", "Echo: Hi", None),
+        (2, "Still there?", "Echo: Still there?", None),
+    ]
+    assert fake_openai.chat_requests()[1]["messages"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Echo: Hi"},
+        {"role": "user", "content": "Still there?"},
+    ]
+
+
+@pytest.mark.django_db
+def test_reference_target_reproduces_the_recording(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    invocation = replay(claimed_invocation(turns=2), django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert steps_of(invocation) == [
+        (1, "Question 1?", "Answer 1.", "Answer 1."),
+        (2, "Question 2?", "Answer 2.", "Answer 2."),
+    ]
+
+
+@pytest.mark.django_db
+def test_a_429_then_success_is_retried(
+    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+) -> None:
+    fake_openai.script(Reply(status=429))
+    invocation = claimed_invocation(target=openai_target(fake_openai), turns=2)
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert invocation.error == ""
+    assert len(fake_openai.chat_requests()) == 3
+    assert [output for _, _, output, _ in steps_of(invocation)] == [
+        "Echo: Question 1?",
+        "Echo: Question 2?",
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.timeout(60)
+def test_a_server_that_never_answers_fails_the_invocation(
+    fake_openai: FakeOpenAI, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    fake_openai.script(Reply(), Reply(hang=True), Reply(hang=True))
+    invocation = claimed_invocation(
+        target=openai_target(fake_openai, timeout_s=0.5, max_retries=1), turns=3
+    )
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.FAILED
+    assert "did not answer within 0.5 s (2 attempts)" in invocation.error
+    assert invocation.ended_at is not None
+    assert invocation.steps_count == 1
+    assert [turn for turn, *_ in steps_of(invocation)] == [1]
+    run = TestRun.objects.get(pk=invocation.run_id)
+    assert run.status == TestRun.Status.FAILED
+    # Its only run finished, so the test completed.
+    test = Test.objects.get(pk=invocation.test_id)
+    assert test.status == Test.Status.COMPLETED
+    assert [event["event_type"] for event in events] == [
+        "run.started",
+        "run.step",
+        "run.failed",
+        "test.completed",
+    ]
+    failed = next(event for event in events if event["event_type"] == "run.failed")
+    assert failed["error"] == invocation.error
+
+
+@pytest.mark.django_db
+def test_a_500_forever_fails_after_the_retries(
+    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+) -> None:
+    fake_openai.script(*[Reply(status=500)] * 10)
+    invocation = claimed_invocation(target=openai_target(fake_openai, max_retries=2))
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.FAILED
+    assert "HTTP 500" in invocation.error
+    assert len(fake_openai.chat_requests()) == 3
+    assert steps_of(invocation) == []
+    assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.FAILED
+
+
+@pytest.mark.django_db
+def test_a_bad_target_fails_the_invocation_with_the_reason(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    invocation = claimed_invocation(target={"kind": "openai"})
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.FAILED
+    assert "model" in invocation.error
+    assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.FAILED
+
+
+@pytest.mark.django_db
+def test_a_second_delivery_does_nothing(
+    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = claimed_invocation(target=openai_target(fake_openai), turns=2)
+    replay(invocation, django_capture_on_commit_callbacks)
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert len(fake_openai.chat_requests()) == 2
+    assert ReplayStep.objects.filter(invocation=invocation).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_missing_invocation_is_ignored(django_capture_on_commit_callbacks: Any) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        replay_invocation(invocation_id="00000000-0000-0000-0000-000000000000")
+    assert callbacks == []
+
+
+@pytest.mark.django_db
+def test_stop_requested_before_the_replay_claims_nothing(
+    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+) -> None:
+    invocation = claimed_invocation(target=openai_target(fake_openai))
+    TestInvocation.objects.filter(pk=invocation.pk).update(
+        status=TestInvocation.Status.STOPPED, stop_requested=True
+    )
+
+    invocation = replay(invocation, django_capture_on_commit_callbacks)
+
+    assert invocation.status == TestInvocation.Status.STOPPED
+    assert fake_openai.chat_requests() == []
+
+
+def stop_invocation_when(invocation_id: Any, question: str) -> Callable[[Messages], str]:
+    """An answer function that stops the invocation (as the stop service would) while the
+    model is answering ``question``: the test's DB rows are committed (transactional_db)."""
+
+    def answer(messages: Messages) -> str:
+        text = str(messages[-1]["content"])
+        if text == question:
+            TestInvocation.objects.filter(pk=invocation_id).update(
+                status=TestInvocation.Status.STOPPED, stop_requested=True
+            )
+            connection.close()  # this runs on the server's thread, which has its own connection
+        return f"Echo: {text}"
+
+    return answer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_during_a_turn_writes_no_step_for_it(
+    fake_openai: FakeOpenAI, events: list[dict[str, Any]]
+) -> None:
+    invocation = claimed_invocation(target=openai_target(fake_openai), turns=3)
+    fake_openai.answer = stop_invocation_when(invocation.pk, "Question 2?")
+
+    replay_invocation(invocation_id=invocation.pk)
+
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.STOPPED
+    assert invocation.steps_count == 1
+    assert [turn for turn, *_ in steps_of(invocation)] == [1]
+    # Turn 3 was never sent: the replay halted at the boundary.
+    assert len(fake_openai.chat_requests()) == 2
+    assert [event["event_type"] for event in events] == ["run.started", "run.step"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_between_turns_halts_before_the_next_call(fake_openai: FakeOpenAI) -> None:
+    invocation = claimed_invocation(target=openai_target(fake_openai), turns=3)
+
+    def answer(messages: Messages) -> str:
+        text = str(messages[-1]["content"])
+        if text == "Question 1?":
+            # Only the flag (the stop service sets it with the statuses): checked between turns.
+            TestInvocation.objects.filter(pk=invocation.pk).update(stop_requested=True)
+            connection.close()
+        return f"Echo: {text}"
+
+    fake_openai.answer = answer
+    replay_invocation(invocation_id=invocation.pk)
+
+    invocation.refresh_from_db()
+    assert len(fake_openai.chat_requests()) == 1
+    assert invocation.steps_count == 0
+    assert invocation.status == TestInvocation.Status.RUNNING
