@@ -47,10 +47,10 @@ pytest: $(VENV)/.dev-installed
 
 ## bench: the performance scenarios (bench/README.md); bench-quick is a smoke run
 bench: $(VENV)/.dev-installed
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench
+	$(BIN)/python -m bench --database-url "$(or $(BENCH_DATABASE_URL),postgres://postgres@127.0.0.1:5432/replaybench_bench)" --redis-url "$(or $(BENCH_REDIS_URL),redis://127.0.0.1:6379/14)" $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.dev-installed
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick --database-url "$(or $(BENCH_DATABASE_URL),postgres://postgres@127.0.0.1:5432/replaybench_bench)" --redis-url "$(or $(BENCH_REDIS_URL),redis://127.0.0.1:6379/14)" $(BENCH_ARGS)
 
 ## requirements: recompile the pinned lists from pyproject.toml
 requirements: $(VENV)/.dev-installed

@@ -1,0 +1,1 @@
+"""Performance scenarios for replaybench (``python -m bench``); see bench/README.md."""

@@ -1,0 +1,235 @@
+"""The production-like runtime the scenarios run against, started and stopped by the harness.
+
+* a dedicated PostgreSQL database, dropped, created and migrated at every run (clean figures);
+* a dedicated Redis database, flushed (broker, channel layer and cache of the processes below);
+* ``daphne`` serving HTTP and websockets, a Celery worker (``--pool=threads``, concurrency 32)
+  and the loopback OpenAI-compatible server of :mod:`bench.fake_openai`, all on 127.0.0.1.
+
+The web and worker processes run with ``REPLAYBENCH_MODE=production`` (DEBUG off, pooled
+connections), minus the HTTPS redirect that a proxy would terminate, and with the per-caller
+throttle raised: the bench measures the server, not the throttle.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_CONCURRENCY = 32
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def admin_url(database_url: str) -> tuple[str, str]:
+    """The URL of the server's maintenance database and the name of the bench database."""
+    parsed = urlparse(database_url)
+    name = parsed.path.lstrip("/")
+    if not name:
+        raise SystemExit(f"The bench database URL names no database: {database_url}")
+    return urlunparse(parsed._replace(path="/postgres")), name
+
+
+def recreate_database(database_url: str) -> None:
+    maintenance, name = admin_url(database_url)
+    with psycopg.connect(maintenance, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def flush_redis(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def base_environment(*, database_url: str, redis_url: str) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return environment
+
+
+def migrate(*, database_url: str, redis_url: str, log_directory: Path) -> None:
+    log = log_directory / "migrate.log"
+    with log.open("w") as output:
+        completed = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=base_environment(database_url=database_url, redis_url=redis_url),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+            timeout=600,
+        )
+    if completed.returncode:
+        raise SystemExit(f"migrate failed (exit {completed.returncode}); see {log}")
+
+
+@dataclass
+class Runtime:
+    database_url: str
+    redis_url: str
+    log_directory: Path
+    web_port: int = 0
+    openai_port: int = 0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://{HOST}:{self.openai_port}/v1"
+
+    def production_environment(self, *, pool_max: int) -> dict[str, str]:
+        environment = base_environment(database_url=self.database_url, redis_url=self.redis_url)
+        environment.update(
+            {
+                "REPLAYBENCH_MODE": "production",
+                "SECRET_KEY": secrets.token_urlsafe(48),
+                "ALLOWED_HOSTS": f"{HOST},localhost",
+                "SECURE_SSL_REDIRECT": "false",
+                "API_THROTTLE_RATE": "100000000/min",
+                "DATABASE_POOL_MAX": str(pool_max),
+                "LOG_LEVEL": "WARNING",
+                "MEDIA_ROOT": str(self.log_directory.parent / "media"),
+                "REPLAYBENCH_DATA_DIR": str(self.log_directory.parent / "data"),
+            }
+        )
+        return environment
+
+    def _spawn(self, name: str, command: list[str], environment: dict[str, str]) -> None:
+        log = (self.log_directory / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start_openai(self, *, delay_ms: float) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.fake_openai", "--port", "0", "--delay-ms", str(delay_ms)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        self.processes["openai"] = process
+        assert process.stdout is not None
+        line = process.stdout.readline().decode().split()
+        if len(line) != 2 or line[0] != "listening":
+            raise SystemExit(f"the fake OpenAI server did not start: {line}")
+        self.openai_port = int(line[1])
+
+    def start_web(self) -> None:
+        self.web_port = free_port()
+        daphne = str(Path(sys.executable).parent / "daphne")
+        self._spawn(
+            "web",
+            [daphne, "-b", HOST, "-p", str(self.web_port), "config.asgi:application"],
+            self.production_environment(pool_max=20),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self._check_alive("web")
+            try:
+                urllib.request.urlopen(f"http://{HOST}:{self.web_port}/api/", timeout=2)
+                return
+            except urllib.error.HTTPError:
+                return  # any HTTP answer means the server is up
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit("daphne did not answer within 60 s; see the web log")
+
+    def start_worker(self) -> None:
+        # A pool of at least the thread count, or threads would queue for a connection.
+        self._spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=threads",
+                f"--concurrency={WORKER_CONCURRENCY}",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"bench-{os.getpid()}@%h",
+            ],
+            self.production_environment(pool_max=WORKER_CONCURRENCY + 8),
+        )
+        log = self.log_directory / "worker.log"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            self._check_alive("worker")
+            if b" ready." in log.read_bytes():
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"the Celery worker was not ready within 90 s; see {log}")
+
+    def _check_alive(self, name: str) -> None:
+        process = self.processes[name]
+        if process.poll() is not None:
+            raise SystemExit(
+                f"the {name} process exited with {process.returncode}; "
+                f"see {self.log_directory / (name + '.log')}"
+            )
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].pid
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 15
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.processes.clear()
+
+
+@contextmanager
+def running(
+    *, database_url: str, redis_url: str, log_directory: Path, openai_delay_ms: float
+) -> Iterator[Runtime]:
+    runtime = Runtime(database_url=database_url, redis_url=redis_url, log_directory=log_directory)
+    try:
+        runtime.start_openai(delay_ms=openai_delay_ms)
+        runtime.start_web()
+        runtime.start_worker()
+        yield runtime
+    finally:
+        runtime.stop()

@@ -1,0 +1,76 @@
+"""Scenario 6: ``get`` of a completed test with 10k graded runs.
+
+Figure: p50 of the HTTP round trip (the default page of runs), and the number of SQL queries the
+endpoint runs (captured in-process with the cache off). Floor: those queries replayed verbatim
+with psycopg on one connection.
+"""
+
+from __future__ import annotations
+
+from bench.context import Context
+from bench.seed import seed_finished_test
+from bench.stats import Row, percentile
+
+TARGET_P50_MS = 30
+TARGET_QUERIES = 10
+
+
+def run(context: Context) -> list[Row]:
+    runs = context.sizes.get_runs
+    with context.connect(autocommit=False) as connection:
+        test_id = str(
+            seed_finished_test(
+                connection=connection,
+                world=context.world,
+                department_id=context.world.department_ids[3],
+                name="Get benchmark",
+                runs=runs,
+                steps_per_run=3,
+            )
+        )
+    body = {"test_id": test_id}
+    client = context.client()
+    answer = client.call("get", body)
+    summary = answer.get("status_summary") or {}
+    if summary.get("total_runs") != runs:
+        context.note(
+            f"get: status_summary.total_runs is {summary.get('total_runs')}, seeded {runs}"
+        )
+    for _ in range(3):
+        client.call("get", body)
+    durations = []
+    for _ in range(context.sizes.get_samples):
+        response = client.post("/api/v5/artifacts/test/get", body)
+        if response.status != 200:
+            raise RuntimeError(f"get answered {response.status}: {response.body}")
+        durations.append(response.seconds * 1000)
+    client.close()
+
+    _, statements = context.capture_sql("get", body, context.world.operator_key)
+    floors = []
+    with context.connect() as connection:
+        for _ in range(context.sizes.get_samples):
+            floors.append(context.time_statements(connection, statements) * 1000)
+    p50 = percentile(durations, 0.5)
+    returned = len(answer.get("runs") or [])
+    note = f"{runs} runs, {returned} runs in the page, {context.sizes.get_samples} requests"
+    return [
+        Row(
+            f"get p50 ({runs // 1000}k runs)",
+            p50,
+            "ms",
+            percentile(floors, 0.5),
+            target=f"<= {TARGET_P50_MS} ms",
+            met=p50 <= TARGET_P50_MS,
+            note=note,
+        ),
+        Row(
+            "get queries",
+            float(len(statements)),
+            "queries",
+            None,
+            target=f"<= {TARGET_QUERIES}",
+            met=len(statements) <= TARGET_QUERIES,
+            note="SQL statements of one request, authentication included",
+        ),
+    ]
