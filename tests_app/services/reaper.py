@@ -67,8 +67,6 @@ def reap_stale_invocations() -> int:
             Test.objects.filter(pk=test_id, current_invocation_id=invocation_id).update(
                 current_invocation=None, updated_at=now
             )
-            if not requeued:
-                test_state.maybe_complete_test(test=test)
             publish_on_commit(
                 test_id=test_id,
                 event_type="run.failed",
@@ -77,5 +75,7 @@ def reap_stale_invocations() -> int:
                 error=error,
                 requeued=requeued,
             )
+            if not requeued:
+                test_state.maybe_complete_test(test=test)
         logger.warning("Reaped invocation %s (%s); requeued: %s", invocation_id, error, requeued)
     return reaped

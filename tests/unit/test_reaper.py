@@ -1,0 +1,133 @@
+"""The reaper fails invocations whose worker died and gives their runs back (or fails them)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from tests import factories
+from tests_app.models import Test, TestInvocation, TestRun
+from tests_app.services.reaper import reap_stale_invocations
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
+    return sent
+
+
+def running_invocation(*, heartbeat_age_s: float, attempts: int = 1) -> TestInvocation:
+    department = factories.DepartmentFactory()
+    benchmark = factories.make_benchmark(department=department, entries=1)
+    test = factories.TestFactory(
+        benchmark=benchmark, status=Test.Status.RUNNING, started_at=timezone.now(), total_runs=1
+    )
+    run = factories.TestRunFactory(
+        test=test,
+        entry=benchmark.entries.get(),
+        ordinal=1,
+        status=TestRun.Status.RUNNING,
+        attempts=attempts,
+    )
+    heartbeat = timezone.now() - timedelta(seconds=heartbeat_age_s)
+    invocation = factories.TestInvocationFactory(
+        run=run,
+        test=test,
+        status=TestInvocation.Status.RUNNING,
+        started_at=heartbeat,
+        heartbeat_at=heartbeat,
+        steps_count=1,
+    )
+    TestRun.objects.filter(pk=run.pk).update(latest_invocation=invocation)
+    Test.objects.filter(pk=test.pk).update(current_invocation=invocation)
+    return invocation
+
+
+@pytest.mark.django_db
+def test_a_stale_invocation_fails_and_its_run_goes_back_to_pending(
+    settings: Any, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.REPLAY_HEARTBEAT_TIMEOUT = 60
+    settings.REPLAY_MAX_ATTEMPTS = 3
+    stale = running_invocation(heartbeat_age_s=61, attempts=2)
+    fresh = running_invocation(heartbeat_age_s=5)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap_stale_invocations() == 1
+
+    stale.refresh_from_db()
+    assert stale.status == TestInvocation.Status.FAILED
+    assert stale.error.startswith("worker lost: heartbeat stale since ")
+    assert stale.ended_at is not None
+    run = TestRun.objects.get(pk=stale.run_id)
+    assert (run.status, run.attempts) == (TestRun.Status.PENDING, 2)
+    test = Test.objects.get(pk=stale.test_id)
+    assert test.current_invocation_id is None
+    assert test.status == Test.Status.RUNNING
+    fresh.refresh_from_db()
+    assert fresh.status == TestInvocation.Status.RUNNING
+    assert Test.objects.get(pk=fresh.test_id).current_invocation_id == fresh.pk
+    [event] = events
+    assert event["event_type"] == "run.failed"
+    assert (event["invocation_id"], event["requeued"]) == (stale.pk, True)
+
+
+@pytest.mark.django_db
+def test_the_last_attempt_fails_the_run_and_completes_the_test(
+    settings: Any, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.REPLAY_HEARTBEAT_TIMEOUT = 60
+    settings.REPLAY_MAX_ATTEMPTS = 3
+    stale = running_invocation(heartbeat_age_s=600, attempts=3)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap_stale_invocations() == 1
+
+    assert TestRun.objects.get(pk=stale.run_id).status == TestRun.Status.FAILED
+    test = Test.objects.get(pk=stale.test_id)
+    assert test.status == Test.Status.COMPLETED
+    assert test.finished_at is not None
+    assert [event["event_type"] for event in events] == ["run.failed", "test.completed"]
+    assert events[0]["requeued"] is False
+
+
+@pytest.mark.django_db
+def test_only_running_invocations_are_reaped(settings: Any) -> None:
+    settings.REPLAY_HEARTBEAT_TIMEOUT = 60
+    replayed = running_invocation(heartbeat_age_s=600)
+    TestInvocation.objects.filter(pk=replayed.pk).update(status=TestInvocation.Status.REPLAYED)
+
+    assert reap_stale_invocations() == 0
+
+    replayed.refresh_from_db()
+    assert replayed.status == TestInvocation.Status.REPLAYED
+    assert replayed.error == ""
+    assert TestRun.objects.get(pk=replayed.run_id).status == TestRun.Status.RUNNING
+
+
+@pytest.mark.django_db
+def test_reaping_twice_counts_once(settings: Any) -> None:
+    settings.REPLAY_HEARTBEAT_TIMEOUT = 60
+    stale = running_invocation(heartbeat_age_s=120)
+
+    assert reap_stale_invocations() == 1
+    assert reap_stale_invocations() == 0
+
+    assert TestRun.objects.get(pk=stale.run_id).status == TestRun.Status.PENDING
+
+
+@pytest.mark.django_db
+def test_the_task_runs_the_reaper(settings: Any) -> None:
+    from tests_app import tasks
+
+    settings.REPLAY_HEARTBEAT_TIMEOUT = 60
+    stale = running_invocation(heartbeat_age_s=120)
+
+    tasks.reap_stale_invocations.apply(throw=True)
+
+    stale.refresh_from_db()
+    assert stale.status == TestInvocation.Status.FAILED
