@@ -205,7 +205,10 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Replays run on a thread here and publish from it: the layer must wake the server's loop.
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer"}
+    }
 
 # "celery" hands work to Celery workers on Redis; "thread" runs it in this process on a thread
 # after commit (the embedded default, where no broker exists).
