@@ -1,0 +1,198 @@
+"""The embedded default end to end, as `make run` serves it: SQLite, in-process background work,
+in-memory channel layer, one daphne process, no PostgreSQL or Redis.
+
+An agent with only an API key and the reference page runs a demo benchmark to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY_PATTERN = re.compile(r"\b([A-Za-z0-9]{8}\.[A-Za-z0-9]{20,})\b")
+
+pytestmark = pytest.mark.integration
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "BACKGROUND_BACKEND", "REPLAYBENCH_MODE"}
+    }
+    env["REPLAYBENCH_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("embedded")
+    env = embedded_env(data_dir)
+    manage(env, "migrate", "--noinput")
+    seed_output = manage(env, "seed_demo")
+    keys = KEY_PATTERN.findall(seed_output)
+    assert keys, f"seed_demo printed no API key:\n{seed_output}"
+    port = free_port()
+    log = (data_dir / "daphne.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "config.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/admin/login/", timeout=2)  # noqa: S310
+            break
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    else:
+        process.terminate()
+        pytest.fail("daphne did not start: " + (data_dir / "daphne.log").read_text())
+    yield {"base": base, "key": keys[-1], "seed_output": seed_output, "data_dir": data_dir}
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+def post(
+    server: dict[str, Any], path: str, body: dict[str, Any], *, key: str | None = ""
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["X-Api-Key"] = key or server["key"]
+    request = urllib.request.Request(  # noqa: S310
+        server["base"] + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_search_without_credentials_is_401_with_the_error_body(
+    embedded_server: dict[str, Any],
+) -> None:
+    status, body = post(embedded_server, "/api/v5/artifacts/test/search", {}, key=None)
+    assert status == 401
+    assert set(body) == {"detail", "code"}
+    assert body["code"] == "not_authenticated"
+
+
+def test_admin_login_page_is_served_with_its_styles(embedded_server: dict[str, Any]) -> None:
+    with urllib.request.urlopen(embedded_server["base"] + "/admin/login/") as response:  # noqa: S310
+        assert response.status == 200
+        assert b"csrfmiddlewaretoken" in response.read()
+    with urllib.request.urlopen(embedded_server["base"] + "/static/admin/css/base.css") as response:  # noqa: S310
+        assert response.status == 200
+
+
+def test_an_agent_runs_a_demo_benchmark_to_completion(embedded_server: dict[str, Any]) -> None:
+    status, found = post(embedded_server, "/api/v5/artifacts/benchmark/search", {})
+    assert status == 200, found
+    assert found["total_count"] >= 1
+    benchmark = found["benchmarks"][0]
+
+    status, started = post(
+        embedded_server, "/api/v5/artifacts/test/start", {"benchmark_id": benchmark["id"]}
+    )
+    assert status == 200, started
+    test_id = started["test_id"]
+
+    claimed = 0
+    while True:
+        status, claim = post(embedded_server, "/api/v5/artifacts/test/next", {"test_id": test_id})
+        if status == 409:
+            break
+        assert status == 200, claim
+        claimed += 1
+        ids = {
+            "test_id": test_id,
+            "test_invocation_id": claim["invocation_id"],
+            "run_id": claim["run_id"],
+        }
+        status, ran = post(embedded_server, "/api/v5/artifacts/test/run", ids)
+        assert status == 200, ran
+        assert ran == {
+            "test_id": test_id,
+            "invocation_id": claim["invocation_id"],
+            "run_id": claim["run_id"],
+        }
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, detail = post(
+                embedded_server, "/api/v5/artifacts/test/get", {"test_id": test_id}
+            )
+            assert status == 200
+            states = {item["id"]: item["status"] for item in detail["invocations"]}
+            if states.get(claim["invocation_id"]) == "replayed":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"invocation never replayed: {states}")
+
+        grade = {"grade": True} if claimed == 1 else {"score": 0.9, "feedback": "fine"}
+        status, ended = post(embedded_server, "/api/v5/artifacts/test/end", {**ids, **grade})
+        assert status == 200, ended
+        assert ended["invocation_id"] == claim["invocation_id"]
+        assert ended["grade_id"]
+
+    assert claimed == benchmark["entries"] * benchmark["runs_per_entry"]
+    assert claim["code"] == "test_completed"
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, detail = post(embedded_server, "/api/v5/artifacts/test/get", {"test_id": test_id})
+        if detail["status_summary"]["graded"] == claimed:
+            break
+        time.sleep(0.1)
+    assert detail["status"] == "completed"
+    assert detail["status_summary"]["graded"] == claimed
+    assert all(run["score"] is not None for run in detail["runs"])
