@@ -377,9 +377,9 @@ def control_export(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
     from tests_app.services.exporting import export_test
 
     def action(test: Test) -> tuple[str, Any]:
-        upload = export_test(actor=_actor(request), test_id=test.pk)
+        export = export_test(actor=_actor(request), test_id=test.pk)
         return (
-            f"Exported {upload.file_name} ({upload.row_count} rows): "
+            f"Exported {export.file_name} ({export.row_count} rows): "
             "download it from Exports below.",
             None,
         )

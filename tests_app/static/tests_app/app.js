@@ -64,6 +64,8 @@
     item.appendChild(label);
     item.appendChild(text);
     turns.appendChild(item);
+    // A count on the (never replaced) live container, for people and tests to see events arrive.
+    live.dataset.stepsReceived = String((parseInt(live.dataset.stepsReceived || "0", 10) || 0) + 1);
     var progress = document.getElementById("turn-progress");
     if (progress && event.total_turns) { progress.textContent = "· turn " + event.turn + " of " + event.total_turns; }
     setStatus("invocation-status", "running");

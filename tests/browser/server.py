@@ -1,0 +1,105 @@
+"""A daphne process for the browser tests: the embedded runtime against the test database.
+
+Unlike the integration server (Celery on Redis), this one runs background work on its own thread
+pool and uses the in-memory channel layer, so a replay started from the page runs inside the
+daphne process and its events reach the page's websocket without any other process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daphne import DaphneServer, database_url_for_other_processes, free_port
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30
+# The name of the environment variable that holds the fake target's key (never a real secret).
+FAKE_KEY_ENV = "BROWSER_TEST_TARGET_KEY"
+DAPHNE = [sys.executable, "-m", "daphne"]
+_NOT_INHERITED = {"REDIS_URL", "JUDGE_MODEL", "DJANGO_ALLOW_ASYNC_UNSAFE", "BACKGROUND_BACKEND"}
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback URL built here)
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def run_embedded_daphne() -> Iterator[DaphneServer]:
+    server = DaphneServer(host="127.0.0.1", port=free_port())
+    data_dir = tempfile.mkdtemp(prefix="replaybench-browser-")
+    environment = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
+    environment.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": database_url_for_other_processes(),
+            "BACKGROUND_BACKEND": "thread",
+            "REPLAYBENCH_DATA_DIR": data_dir,
+            "MEDIA_ROOT": str(Path(data_dir) / "media"),
+            "CSRF_TRUSTED_ORIGINS": server.http_url,
+            FAKE_KEY_ENV: "sk-browser-test-placeholder",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    log_path = Path(data_dir) / "daphne.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*DAPHNE, "-b", server.host, "-p", str(server.port), "config.asgi:application"],
+            cwd=REPOSITORY,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not _answers(f"{server.http_url}/accounts/login/"):
+                if process.poll() is not None:
+                    pytest.fail(f"daphne exited with {process.returncode}:\n{_tail(log_path)}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"daphne did not answer in {START_TIMEOUT_S}s:\n{_tail(log_path)}")
+                time.sleep(0.1)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_for_sessions_to_close(timeout_s: float = 10) -> None:
+    """PostgreSQL notices a dead client's sessions a moment later; dropping the test database
+    before that fails, so wait until only this process is connected."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.1)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])

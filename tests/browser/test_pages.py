@@ -1,0 +1,184 @@
+"""The staff pages in a real chromium against a real daphne (embedded runtime, live websocket).
+
+Data is created here with factories and services and committed (transactional_db), so the daphne
+process sees it; what the browser does is then checked in the page and in the database.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import factories
+from tests.browser.server import FAKE_KEY_ENV
+from tests.fake_openai import FakeOpenAI, serve
+from tests.integration.daphne import DaphneServer
+from tests_app.actors import Actor
+from tests_app.models import Grade, Test, TestInvocation, TestRun
+from tests_app.services.starting import start_test
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct-horse-battery"  # the factories' password
+
+
+@pytest.fixture
+def fake_model() -> Iterator[FakeOpenAI]:
+    yield from serve()
+
+
+def log_in(page: Any, server: DaphneServer, username: str, then: str = "/tests/") -> None:
+    page.goto(f"{server.http_url}/accounts/login/?next={then}")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.http_url}{then}*")
+
+
+def is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_log_in_and_filter_the_search_by_a_facet(
+    page: Any,
+    browser_server: DaphneServer,
+    staff: Any,
+    research: Any,
+    support: Any,
+    artifacts: Path,
+) -> None:
+    geography = factories.make_benchmark(
+        department=research, name="Capitals", eval__name="Geography QA"
+    )
+    tone = factories.make_benchmark(department=support, name="Refunds", eval__name="Support tone")
+    for benchmark in (geography, tone, tone):
+        start_test(actor=Actor(user=staff), benchmark_id=benchmark.pk)
+
+    log_in(page, browser_server, "staff")
+    rows = page.locator("#test-table tbody tr[data-test-id]")
+    assert rows.count() == 3
+    facet = page.locator('a.facet-option[data-facet="eval"]', has_text="Support tone")
+    assert facet.locator(".count").inner_text() == "2"
+    page.screenshot(path=str(artifacts / "tests-page.png"), full_page=True)
+
+    facet.click()
+    page.wait_for_url("**eval=*")
+    assert rows.count() == 2
+    assert set(rows.locator('td[data-label="Benchmark"] a').all_inner_texts()) == {"Refunds"}
+    selected = page.locator("a.facet-option.selected")
+    assert selected.count() == 1
+    assert "Support tone" in selected.inner_text()
+
+
+def test_run_a_test_live_grade_regrade_and_export(
+    page: Any,
+    browser_server: DaphneServer,
+    staff: Any,
+    research: Any,
+    fake_model: FakeOpenAI,
+    artifacts: Path,
+) -> None:
+    # A slow model, so the turns arrive one by one while the page is open.
+    fake_model.delay_s = 0.6
+    benchmark = factories.make_benchmark(
+        department=research,
+        name="Slow capitals",
+        entries=1,
+        turns=3,
+        target={
+            "kind": "openai",
+            "model": "fake-model",
+            "base_url": fake_model.base_url,
+            "api_key_env": FAKE_KEY_ENV,
+            "timeout_s": 10,
+        },
+    )
+    test = start_test(actor=Actor(user=staff), benchmark_id=benchmark.pk)
+
+    log_in(page, browser_server, "staff", then=f"/tests/{test.pk}/")
+    page.get_by_role("button", name="Next run").click()
+    run_button = page.locator("#control-run")
+    run_button.wait_for()
+    run_button.click()
+    page.wait_for_load_state()
+    # Anything set on window survives only if the page is not reloaded.
+    page.evaluate("window.stillTheSamePage = true")
+
+    turns = page.locator("#turns > li.turn")
+    turns.nth(2).wait_for()
+    assert turns.count() == 3
+    assert "Echo: Question 3?" in page.locator("#turns").inner_text()
+    assert int(page.locator("#live").get_attribute("data-steps-received") or 0) >= 1
+    end_button = page.locator("#control-end")
+    end_button.wait_for()  # the run.completed event refreshed the controls
+    assert page.evaluate("window.stillTheSamePage") is True
+    invocation = TestInvocation.objects.get(test=test)
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert invocation.steps.count() == 3
+
+    end_button.click()
+    grade_card = page.locator('#grades article[data-grade-source="reference"]')
+    grade_card.locator(".status-done").wait_for()
+    grade = Grade.objects.get(invocation=invocation)
+    assert grade.status == Grade.Status.DONE
+    assert f"{grade.score:.2f}" in grade_card.inner_text()
+    assert "differs" in page.locator("#turns").inner_text()  # echo answers differ
+    assert page.locator("#turns del").count() >= 1
+
+    page.get_by_label("Score (0 to 1)").fill("0.35")
+    page.get_by_label("Verdict").select_option("false")
+    page.get_by_label("Feedback").fill("Answers repeat the question.")
+    page.get_by_label("Reason for the override").fill("The reference grader is too lenient.")
+    page.get_by_role("button", name="Save human grade").click()
+    human_card = page.locator('#grades article[data-grade-source="human"]')
+    human_card.wait_for()
+    assert "The reference grader is too lenient." in human_card.inner_text()
+    assert page.locator("#grades article").count() == 2  # the earlier grade is kept
+    run = TestRun.objects.get(test=test)
+    assert (run.score, run.passed) == (0.35, False)
+    assert Grade.objects.get(invocation=invocation, source="human").actor == staff
+
+    screenshot = artifacts / "test-page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.exists()
+    assert is_png(screenshot)
+
+    page.get_by_role("button", name="Export ZIP").click()
+    link = page.locator("a.download-link").first
+    link.wait_for()
+    with page.expect_download() as download_info:
+        link.click()
+    content = Path(download_info.value.path()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        assert {"runs.csv", "turns.csv", "manifest.json"} <= set(archive.namelist())
+        runs_csv = archive.read("runs.csv").decode()
+    assert str(run.pk) in runs_csv
+    assert Test.objects.get(pk=test.pk).status == Test.Status.COMPLETED
+
+
+def test_benchmarks_and_dashboard_pages(
+    page: Any, browser_server: DaphneServer, operator: Any, research: Any, artifacts: Path
+) -> None:
+    benchmark = factories.make_benchmark(department=research, name="Demo benchmark")
+    log_in(page, browser_server, "operator", then="/benchmarks/")
+    page.screenshot(path=str(artifacts / "benchmarks-page.png"), full_page=True)
+    page.get_by_role("button", name="Start a test of Demo benchmark").click()
+    page.wait_for_url("**/tests/*/")
+    test = Test.objects.get(benchmark=benchmark)
+    assert page.url.endswith(f"/tests/{test.pk}/")
+    assert test.created_by == operator
+
+    page.goto(f"{browser_server.http_url}/dashboard/")
+    assert page.locator("svg.chart-line").count() == 2
+    page.screenshot(path=str(artifacts / "dashboard-page.png"), full_page=True)
+    # A narrow screen stacks the tables instead of overflowing.
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(f"{browser_server.http_url}/tests/{test.pk}/")
+    page.screenshot(path=str(artifacts / "test-page-narrow.png"), full_page=True)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
