@@ -118,7 +118,8 @@ def _catalogue_covering(eval_ids: set[str], department_ids: set[str]) -> dict[st
     if not eval_ids <= set(catalogue["evals"]) or not department_ids <= set(
         catalogue["departments"]
     ):
-        # Something was added since the catalogue was cached: rebuild it once.
+        # Something was added since the catalogue was cached (or a selected id does not exist):
+        # rebuild it, at most once per call.
         cache_tags.invalidate(cache_tags.FACETS)
         catalogue = _facet_catalogue()
     return catalogue
@@ -215,7 +216,9 @@ def search_tests(
     eval_counts = _counts(base.filter(by_department), "eval_id")
     department_counts = _counts(base.filter(by_eval), "department_id")
 
-    catalogue = _catalogue_covering(set(eval_counts), set(department_counts))
+    catalogue = _catalogue_covering(
+        set(eval_counts) | selected_evals, set(department_counts) | selected_departments
+    )
     eval_labels = {key: value[0] for key, value in catalogue["evals"].items()}
     visible_evals = {
         key
