@@ -20,12 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-from django.conf import settings
 
-from tests.conftest import require_service
+from tests.integration.conftest import database_url, redis_url
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30
@@ -42,19 +40,6 @@ class DaphneServer:
 
     def ws_url(self, path: str) -> str:
         return f"ws://{self.host}:{self.port}/{path.lstrip('/')}"
-
-
-def database_url_for_other_processes() -> str:
-    """The URL of the database pytest-django created (``test_<name>``), for another process."""
-    database = settings.DATABASES["default"]
-    if database["ENGINE"] != "django.db.backends.postgresql":
-        require_service("a daphne process needs PostgreSQL (set DATABASE_URL)")
-    credentials = quote(str(database.get("USER") or ""), safe="")
-    if database.get("PASSWORD"):
-        credentials += ":" + quote(str(database["PASSWORD"]), safe="")
-    host = database.get("HOST") or "127.0.0.1"
-    port = database.get("PORT") or 5432
-    return f"postgres://{credentials}@{host}:{port}/{database['NAME']}"
 
 
 def free_port() -> int:
@@ -75,14 +60,13 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="session", name="daphne_server")
 def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
-    if not settings.REDIS_URL:
-        require_service("a daphne process needs Redis for its channel layer (set REDIS_URL)")
     server = DaphneServer(host="127.0.0.1", port=free_port())
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": database_url_for_other_processes(),
-        "REDIS_URL": settings.REDIS_URL,
+        "DATABASE_URL": database_url(),
+        "DATABASE_POOL": "false",
+        "REDIS_URL": redis_url(),
         "BACKGROUND_BACKEND": "celery",
         "PYTHONUNBUFFERED": "1",
     }
