@@ -1,1 +1,750 @@
-"""The Django admin for operators."""
+"""The Django admin for operators.
+
+Operators maintain departments, memberships, rubrics, evals and benchmarks here. Everything a test
+produces (runs, invocations, steps, grades, exports) is read-only: those rows and their status
+fields only change through ``tests_app.services``, so the admin shows them and offers actions that
+call the services (archive / unarchive), never a form that writes a status.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import Count, Model, QuerySet, Subquery
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from rest_framework_api_key.models import APIKey as LibraryAPIKey
+
+from tests_app.actors import CLIENT_BROWSER, Actor
+from tests_app.errors import DomainError
+from tests_app.models import (
+    ApiKey,
+    Benchmark,
+    BenchmarkEntry,
+    Department,
+    Eval,
+    Grade,
+    Membership,
+    ReplayStep,
+    Rubric,
+    Test,
+    TestInvocation,
+    TestRun,
+    Upload,
+)
+from tests_app.services.api_keys import issue_key, revoke_keys
+from tests_app.services.importing import message_problems
+
+User = get_user_model()
+
+# Read-only inlines show this many rows at most, with a link to the full, filtered list.
+INLINE_LIMIT = 20
+# Benchmarks with more entries than this are edited entry by entry, not in one giant form.
+ENTRY_INLINE_LIMIT = 100
+TARGET_KINDS = ("reference", "openai")
+
+# The library registers the admin of its own APIKey model, which this project does not use (keys
+# are tests_app.ApiKey, tied to a user); showing both would send operators to the wrong one.
+if admin.site.is_registered(LibraryAPIKey):
+    admin.site.unregister(LibraryAPIKey)
+
+
+def _admin_link(obj: Model | None, label: str | None = None) -> str:
+    if obj is None:
+        return "-"
+    meta = obj._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+def _changelist_link(model: type[Model], label: str, **filters: Any) -> str:
+    meta = model._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+    query = "&".join(f"{key}={value}" for key, value in filters.items())
+    return format_html('<a href="{}?{}">{}</a>', url, query, label)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _search_by_uuid(queryset: QuerySet[Any], search_term: str) -> QuerySet[Any] | None:
+    # Operators paste ids from the API; a UUID search is an exact match on the primary key.
+    try:
+        return queryset.filter(pk=uuid.UUID(search_term.strip()))
+    except ValueError:
+        return None
+
+
+class UuidSearchMixin:
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        by_id = _search_by_uuid(queryset, search_term)
+        if by_id is not None:
+            return by_id, False
+        return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
+
+
+class ReadOnlyAdmin(UuidSearchMixin, admin.ModelAdmin):
+    """Rows written by services: viewable, deletable by those allowed, never added or edited."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """A bounded, read-only list of the newest rows of a parent (see get_formset_kwargs below)."""
+
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    limit = INLINE_LIMIT
+    newest_first: tuple[str, ...] = ("-created_at",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def bounded_queryset(self, request: HttpRequest, parent: Model) -> QuerySet[Any]:
+        fk_name = self.fk_name or _fk_name(self.model, type(parent))
+        newest = (
+            self.model._default_manager.filter(**{fk_name: parent})
+            .order_by(*self.newest_first)
+            .values("pk")[: self.limit]
+        )
+        # A sliced queryset cannot be filtered by the inline formset, a pk__in subquery can.
+        return (
+            self.get_queryset(request).filter(pk__in=Subquery(newest)).order_by(*self.newest_first)
+        )
+
+
+def _fk_name(model: type[Model], parent: type[Model]) -> str:
+    for field in model._meta.get_fields():
+        if field.many_to_one and field.related_model is parent:
+            return field.name
+    raise LookupError(f"{model.__name__} has no foreign key to {parent.__name__}")
+
+
+class BoundedInlinesMixin:
+    """Give every ReadOnlyInline only the newest ``limit`` rows of the object shown."""
+
+    def get_formset_kwargs(
+        self, request: HttpRequest, obj: Any, inline: Any, prefix: str
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = super().get_formset_kwargs(request, obj, inline, prefix)  # type: ignore[misc]
+        if isinstance(inline, ReadOnlyInline) and obj is not None and obj.pk is not None:
+            kwargs["queryset"] = inline.bounded_queryset(request, obj)
+        return kwargs
+
+
+# --- organisation -----------------------------------------------------------------------------
+
+
+class MembershipInlineForDepartment(admin.TabularInline):
+    model = Membership
+    fk_name = "department"
+    fields = ("user", "role")
+    autocomplete_fields = ("user",)
+    extra = 0
+
+
+class MembershipInlineForUser(admin.TabularInline):
+    model = Membership
+    fk_name = "user"
+    fields = ("department", "role")
+    autocomplete_fields = ("department",)
+    extra = 0
+
+
+@admin.register(Department)
+class DepartmentAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "member_count", "eval_count", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("created_at", "updated_at")
+    inlines = (MembershipInlineForDepartment,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Department]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                member_total=Count("memberships", distinct=True),
+                eval_total=Count("evals", distinct=True),
+            )
+        )
+
+    @admin.display(description="members", ordering="member_total")
+    def member_count(self, obj: Any) -> int:
+        return int(obj.member_total)
+
+    @admin.display(description="evals", ordering="eval_total")
+    def eval_count(self, obj: Any) -> int:
+        return int(obj.eval_total)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "department", "role", "created_at")
+    list_filter = ("role", "department")
+    search_fields = ("user__username", "user__email", "department__name")
+    autocomplete_fields = ("user", "department")
+    list_select_related = ("user", "department")
+    readonly_fields = ("created_at", "updated_at")
+
+
+# Memberships and keys are easiest to manage from the person they belong to.
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    inlines = (MembershipInlineForUser,)
+
+
+# --- what is measured -------------------------------------------------------------------------
+
+
+class RubricForm(forms.ModelForm):
+    class Meta:
+        model = Rubric
+        fields = ("name", "description", "criteria", "pass_threshold", "judge_instructions")
+
+    def clean_criteria(self) -> Any:
+        criteria = self.cleaned_data.get("criteria")
+        if not isinstance(criteria, list):
+            raise forms.ValidationError('Criteria must be a JSON list of {"name", "weight", ...}.')
+        for index, criterion in enumerate(criteria, start=1):
+            if not isinstance(criterion, dict) or not str(criterion.get("name") or "").strip():
+                raise forms.ValidationError(f"Criterion {index} needs a name.")
+            weight = criterion.get("weight", 1)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                raise forms.ValidationError(f"Criterion {index} needs a positive number weight.")
+        return criteria
+
+
+@admin.register(Rubric)
+class RubricAdmin(admin.ModelAdmin):
+    form = RubricForm
+    list_display = ("name", "pass_threshold", "criteria_count", "updated_at")
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "updated_at")
+
+    @admin.display(description="criteria")
+    def criteria_count(self, obj: Rubric) -> int:
+        return len(obj.criteria) if isinstance(obj.criteria, list) else 0
+
+
+@admin.register(Eval)
+class EvalAdmin(admin.ModelAdmin):
+    list_display = ("name", "department", "rubric", "benchmark_count", "updated_at")
+    list_filter = ("department",)
+    search_fields = ("name", "description", "department__name")
+    autocomplete_fields = ("department", "rubric")
+    list_select_related = ("department", "rubric")
+    readonly_fields = ("created_at", "updated_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Eval]:
+        return super().get_queryset(request).annotate(benchmark_total=Count("benchmarks"))
+
+    @admin.display(description="benchmarks", ordering="benchmark_total")
+    def benchmark_count(self, obj: Any) -> int:
+        return int(obj.benchmark_total)
+
+
+class BenchmarkEntryForm(forms.ModelForm):
+    class Meta:
+        model = BenchmarkEntry
+        fields = ("benchmark", "position", "title", "messages")
+
+    def clean_messages(self) -> Any:
+        messages_value = self.cleaned_data.get("messages")
+        problems = message_problems(messages_value)
+        if problems:
+            raise forms.ValidationError(problems)
+        return messages_value
+
+
+class BenchmarkEntryInline(admin.StackedInline):
+    model = BenchmarkEntry
+    form = BenchmarkEntryForm
+    fields = ("position", "title", "messages", "turns")
+    readonly_fields = ("turns",)
+    extra = 0
+    show_change_link = True
+
+
+class BenchmarkForm(forms.ModelForm):
+    class Meta:
+        model = Benchmark
+        fields = ("name", "eval", "target", "runs_per_entry", "replay_mode")
+        help_texts = {
+            "target": (
+                "The model under test, as JSON. Offline (answers with the recorded replies): "
+                '{"kind": "reference"}. Any OpenAI-compatible server: {"kind": "openai", '
+                '"model": "gpt-4o-mini", "base_url": "http://127.0.0.1:11434/v1", '
+                '"api_key_env": "OPENAI_API_KEY", "temperature": 0, "max_tokens": null, '
+                '"timeout_s": 60}. Never paste a secret here: name the environment variable '
+                "that holds it in api_key_env."
+            ),
+        }
+
+    def clean_target(self) -> Any:
+        target = self.cleaned_data.get("target") or {"kind": "reference"}
+        if not isinstance(target, dict):
+            raise forms.ValidationError('The target must be a JSON object such as {"kind": ...}.')
+        kind = target.get("kind", "reference")
+        if kind not in TARGET_KINDS:
+            raise forms.ValidationError(
+                f"Unknown target kind {kind!r}; use one of {', '.join(TARGET_KINDS)}."
+            )
+        if kind == "openai" and not str(target.get("model") or "").strip():
+            raise forms.ValidationError('An "openai" target needs a "model".')
+        if "api_key" in target:
+            raise forms.ValidationError(
+                'Secrets are never stored: replace "api_key" by "api_key_env", the name of the '
+                "environment variable that holds the key."
+            )
+        return target
+
+
+@admin.register(Benchmark)
+class BenchmarkAdmin(UuidSearchMixin, admin.ModelAdmin):
+    form = BenchmarkForm
+    list_display = (
+        "name",
+        "eval",
+        "department",
+        "target_kind",
+        "entry_count",
+        "runs_per_entry",
+        "replay_mode",
+        "updated_at",
+    )
+    list_filter = ("replay_mode", "eval__department", "eval")
+    search_fields = ("name", "eval__name")
+    autocomplete_fields = ("eval",)
+    list_select_related = ("eval__department",)
+    readonly_fields = ("entries_link", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "eval", "runs_per_entry", "replay_mode")}),
+        ("Model under test", {"fields": ("target",)}),
+        ("Entries", {"fields": ("entries_link",)}),
+        ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Benchmark]:
+        return super().get_queryset(request).annotate(entry_total=Count("entries"))
+
+    def get_inlines(
+        self, request: HttpRequest, obj: Any
+    ) -> list[type[admin.options.InlineModelAdmin]]:  # type: ignore[override]
+        # A benchmark imported with thousands of entries would make one unusable form.
+        if obj is not None and getattr(obj, "entry_total", 0) > ENTRY_INLINE_LIMIT:
+            return []
+        return [BenchmarkEntryInline]
+
+    @admin.display(description="department", ordering="eval__department__name")
+    def department(self, obj: Benchmark) -> str:
+        return str(obj.eval.department)
+
+    @admin.display(description="target")
+    def target_kind(self, obj: Benchmark) -> str:
+        return obj.target_kind
+
+    @admin.display(description="entries", ordering="entry_total")
+    def entry_count(self, obj: Any) -> int:
+        return int(obj.entry_total)
+
+    @admin.display(description="all entries")
+    def entries_link(self, obj: Any) -> str:
+        if obj is None or obj.pk is None:
+            return "-"
+        return _changelist_link(
+            BenchmarkEntry, f"Open the {obj.entry_total} entries as a list", benchmark=obj.pk
+        )
+
+
+@admin.register(BenchmarkEntry)
+class BenchmarkEntryAdmin(UuidSearchMixin, admin.ModelAdmin):
+    form = BenchmarkEntryForm
+    list_display = ("__str__", "benchmark", "position", "turns", "updated_at")
+    list_filter = ("benchmark__eval__department", "benchmark__eval")
+    search_fields = ("title", "benchmark__name")
+    autocomplete_fields = ("benchmark",)
+    list_select_related = ("benchmark",)
+    readonly_fields = ("turns", "created_at", "updated_at")
+    ordering = ("benchmark__name", "position")
+    show_full_result_count = False
+
+
+# --- what a test produced (read-only) --------------------------------------------------------
+
+
+class RunInline(ReadOnlyInline):
+    model = TestRun
+    fields = ("ordinal", "cycle", "entry", "status", "attempts", "score", "passed")
+    readonly_fields = fields
+    newest_first = ("-cycle", "-ordinal")
+    verbose_name_plural = f"runs (newest {INLINE_LIMIT}; the link above lists all)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TestRun]:
+        return super().get_queryset(request).select_related("entry")
+
+
+class InvocationInline(ReadOnlyInline):
+    model = TestInvocation
+    fk_name = "test"
+    fields = ("status", "run", "client", "actor", "started_at", "ended_at", "steps_count", "error")
+    readonly_fields = fields
+    verbose_name_plural = f"invocations (newest {INLINE_LIMIT}; the link above lists all)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TestInvocation]:
+        return super().get_queryset(request).select_related("run", "actor")
+
+
+class UploadInline(ReadOnlyInline):
+    model = Upload
+    fields = ("file_name", "row_count", "size_bytes", "created_by", "created_at")
+    readonly_fields = fields
+    verbose_name_plural = f"exports (newest {INLINE_LIMIT})"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Upload]:
+        return super().get_queryset(request).select_related("created_by")
+
+
+def _set_archived(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Test], archived: bool
+) -> None:
+    # Imported here: the archiving service belongs to the lifecycle work and the admin must load
+    # whether or not it is present.
+    from tests_app.services.archiving import set_archived
+
+    actor = Actor(user=request.user, client=CLIENT_BROWSER)  # type: ignore[arg-type]
+    test_ids = list(queryset.values_list("pk", flat=True)[: TestAdmin.ARCHIVE_LIMIT])
+    try:
+        changed = set_archived(actor=actor, test_ids=test_ids, archived=archived)
+    except DomainError as error:
+        modeladmin.message_user(request, error.detail, messages.ERROR)
+        return
+    verb = "Archived" if archived else "Unarchived"
+    modeladmin.message_user(
+        request,
+        f"{verb} {changed} test(s); {len(test_ids) - changed} already were.",
+        messages.SUCCESS,
+    )
+
+
+@admin.register(Test)
+class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
+    ARCHIVE_LIMIT = 1000  # the archive endpoint's own bound
+
+    list_display = (
+        "short_id",
+        "benchmark",
+        "eval",
+        "department",
+        "status",
+        "progress",
+        "pass_rate_display",
+        "mean_score_display",
+        "infinite_mode",
+        "cycle",
+        "is_archived",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("status", "is_archived", "infinite_mode", "department", "eval")
+    search_fields = ("benchmark__name", "eval__name", "department__name", "created_by__username")
+    autocomplete_fields = ("benchmark", "eval", "department", "created_by")
+    list_select_related = ("benchmark", "eval", "department", "created_by")
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("archive_tests", "unarchive_tests")
+    readonly_fields = ("runs_link", "invocations_link")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "benchmark",
+                    "eval",
+                    "department",
+                    "status",
+                    "infinite_mode",
+                    "cycle",
+                    "is_archived",
+                    "created_by",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "current_invocation",
+                )
+            },
+        ),
+        (
+            "Counters",
+            {
+                "fields": (
+                    "total_runs",
+                    "completed_runs",
+                    "graded_runs",
+                    "passed_runs",
+                    "score_sum",
+                )
+            },
+        ),
+        ("All rows", {"fields": ("runs_link", "invocations_link")}),
+    )
+    inlines = (RunInline, InvocationInline, UploadInline)
+
+    def has_archive_permission(self, request: HttpRequest) -> bool:
+        # The service checks the caller's departments again; this only hides the action.
+        return bool(request.user.has_perm("tests_app.change_test"))
+
+    @admin.action(description="Archive the selected tests", permissions=["archive"])
+    def archive_tests(self, request: HttpRequest, queryset: QuerySet[Test]) -> None:
+        _set_archived(self, request, queryset, archived=True)
+
+    @admin.action(description="Unarchive the selected tests", permissions=["archive"])
+    def unarchive_tests(self, request: HttpRequest, queryset: QuerySet[Test]) -> None:
+        _set_archived(self, request, queryset, archived=False)
+
+    @admin.display(description="test", ordering="created_at")
+    def short_id(self, obj: Test) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="runs done")
+    def progress(self, obj: Test) -> str:
+        return f"{obj.completed_runs}/{obj.total_runs}"
+
+    @admin.display(description="pass rate")
+    def pass_rate_display(self, obj: Test) -> str:
+        return _percent(obj.pass_rate)
+
+    @admin.display(description="mean score")
+    def mean_score_display(self, obj: Test) -> str:
+        return "-" if obj.mean_score is None else f"{obj.mean_score:.2f}"
+
+    @admin.display(description="runs")
+    def runs_link(self, obj: Test) -> str:
+        return _changelist_link(TestRun, f"All {obj.total_runs} runs of this test", test=obj.pk)
+
+    @admin.display(description="invocations")
+    def invocations_link(self, obj: Test) -> str:
+        return _changelist_link(TestInvocation, "All invocations of this test", test=obj.pk)
+
+
+@admin.register(TestRun)
+class TestRunAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
+    list_display = (
+        "__str__",
+        "test_link",
+        "entry",
+        "status",
+        "attempts",
+        "score",
+        "passed",
+        "updated_at",
+    )
+    list_filter = ("status", "passed", "test__department")
+    search_fields = ("entry__title", "test__benchmark__name")
+    autocomplete_fields = ("test", "entry", "latest_invocation")
+    list_select_related = ("test", "entry")
+    show_full_result_count = False
+    list_per_page = 50
+    ordering = ("-created_at",)
+
+    class InvocationOfRunInline(ReadOnlyInline):
+        model = TestInvocation
+        fk_name = "run"
+        fields = ("status", "client", "actor", "started_at", "ended_at", "steps_count", "error")
+        readonly_fields = fields
+
+    inlines = (InvocationOfRunInline,)
+
+    @admin.display(description="test")
+    def test_link(self, obj: TestRun) -> str:
+        return _admin_link(obj.test, str(obj.test_id)[:8])
+
+
+class StepInline(ReadOnlyInline):
+    model = ReplayStep
+    fields = ("turn", "input", "output", "reference", "latency_ms", "error")
+    readonly_fields = fields
+    newest_first = ("turn",)
+    limit = 200  # turns of one conversation; a longer one is listed in full by the link
+
+
+class GradeInline(ReadOnlyInline):
+    model = Grade
+    fields = ("source", "status", "score", "passed", "feedback", "actor", "reason", "created_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Grade]:
+        return super().get_queryset(request).select_related("actor")
+
+
+@admin.register(TestInvocation)
+class TestInvocationAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
+    list_display = (
+        "short_id",
+        "test_link",
+        "run",
+        "status",
+        "client",
+        "actor",
+        "steps_count",
+        "started_at",
+        "ended_at",
+    )
+    list_filter = ("status", "client", "stop_requested")
+    search_fields = ("task_id", "actor__username", "test__benchmark__name")
+    autocomplete_fields = ("test", "run", "actor")
+    list_select_related = ("test", "run", "actor")
+    show_full_result_count = False
+    list_per_page = 50
+    readonly_fields = ("steps_link", "grades_link")
+    inlines = (StepInline, GradeInline)
+
+    @admin.display(description="invocation", ordering="created_at")
+    def short_id(self, obj: TestInvocation) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="test")
+    def test_link(self, obj: TestInvocation) -> str:
+        return _admin_link(obj.test, str(obj.test_id)[:8])
+
+    @admin.display(description="all steps")
+    def steps_link(self, obj: TestInvocation) -> str:
+        return _changelist_link(ReplayStep, "All steps of this invocation", invocation=obj.pk)
+
+    @admin.display(description="all grades")
+    def grades_link(self, obj: TestInvocation) -> str:
+        return _changelist_link(Grade, "All grades of this invocation", invocation=obj.pk)
+
+
+@admin.register(ReplayStep)
+class ReplayStepAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "invocation", "latency_ms", "prompt_tokens", "completion_tokens")
+    search_fields = ("input", "output")
+    autocomplete_fields = ("invocation",)
+    list_select_related = ("invocation",)
+    show_full_result_count = False
+    list_per_page = 50
+    ordering = ("-created_at",)
+
+
+@admin.register(Grade)
+class GradeAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "invocation", "source", "status", "score", "passed", "created_at")
+    list_filter = ("source", "status", "passed")
+    search_fields = ("feedback", "reason")
+    autocomplete_fields = ("invocation", "actor")
+    list_select_related = ("invocation", "actor")
+    show_full_result_count = False
+    list_per_page = 50
+    readonly_fields = ("provenance_json", "criteria_json")
+
+    @admin.display(description="provenance")
+    def provenance_json(self, obj: Grade) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.provenance, indent=2, sort_keys=True))
+
+    @admin.display(description="criteria scores")
+    def criteria_json(self, obj: Grade) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.criteria_scores, indent=2))
+
+
+@admin.register(Upload)
+class UploadAdmin(ReadOnlyAdmin):
+    list_display = (
+        "file_name",
+        "test",
+        "kind",
+        "row_count",
+        "size_bytes",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("kind",)
+    search_fields = ("file_name",)
+    autocomplete_fields = ("test", "created_by")
+    list_select_related = ("test", "created_by")
+    show_full_result_count = False
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("user", "name", "expiry_date")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Adding a key shows its secret once, in the message after saving; only a hash is kept."""
+
+    list_display = ("name", "user", "prefix", "created", "last_used_at", "expiry_date", "revoked")
+    list_filter = ("revoked", "created")
+    search_fields = ("name", "prefix", "user__username")
+    autocomplete_fields = ("user",)
+    list_select_related = ("user",)
+    actions = ("revoke_selected",)
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        if obj is None:
+            return ["user", "name", "expiry_date"]
+        return ["user", "name", "prefix", "created", "last_used_at", "expiry_date", "revoked"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        if obj is None:
+            return []
+        readonly = ["user", "prefix", "created", "last_used_at"]
+        if obj.revoked:
+            # Revoking cannot be undone, and a revoked key is kept only as a record.
+            readonly += ["name", "expiry_date", "revoked"]
+        return readonly
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        raw_key = issue_key(api_key=obj)
+        self.message_user(
+            request,
+            f"The API key {obj.name!r} for {obj.user} is: {raw_key}  "
+            "Copy it now: it is stored only as a hash and will not be shown again.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = revoke_keys(key_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
