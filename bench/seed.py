@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -318,15 +318,23 @@ def seed_finished_test(
         score_sum=sum(0.9 if index % 2 == 0 else 0.3 for index in range(runs)),
     )
     test_id = str(test.pk)
-    stamp = now.isoformat()
+    first_created = now - timedelta(milliseconds=runs)
     run_table = CopyTable(
         TestRun,
-        variables=["id", "entry_id", "ordinal", "latest_invocation_id", "score", "passed"],
+        variables=[
+            "id",
+            "created_at",
+            "entry_id",
+            "ordinal",
+            "latest_invocation_id",
+            "score",
+            "passed",
+        ],
         constants={"test_id": test_id, "cycle": 1, "status": "completed", "attempts": 1},
     )
     invocation_table = CopyTable(
         TestInvocation,
-        variables=["id", "run_id"],
+        variables=["id", "created_at", "run_id"],
         constants={
             "test_id": test_id,
             "status": "ended",
@@ -340,29 +348,31 @@ def seed_finished_test(
     )
     step_table = CopyTable(
         ReplayStep,
-        variables=["id", "invocation_id", "turn", "input", "output", "reference"],
+        variables=["id", "created_at", "invocation_id", "turn", "input", "output", "reference"],
         constants={"latency_ms": 50, "prompt_tokens": 40, "completion_tokens": 12},
     )
     grade_table = CopyTable(
         Grade,
-        variables=["id", "invocation_id", "score", "passed"],
+        variables=["id", "created_at", "invocation_id", "score", "passed"],
         constants={
             "source": "agent",
             "status": "done",
             "feedback": "Matches the reference on the facts; a little terse.",
             "actor_id": world.operator_id,
-            "created_at": stamp,
         },
     )
     for rows in batched(runs, 20_000):
         run_lines, invocation_lines, step_lines, grade_lines = [], [], [], []
         for index in rows:
             run_id, invocation_id = str(uuid.uuid4()), str(uuid.uuid4())
+            # Distinct, increasing times as a real test has them (ties would skew sorts).
+            created = (first_created + timedelta(milliseconds=index)).isoformat()
             passed = index % 2 == 0
             score = "0.9" if passed else "0.3"
             run_lines.append(
                 run_table.line(
                     run_id,
+                    created,
                     entry_ids[index % entries],
                     str(index + 1),
                     invocation_id,
@@ -370,14 +380,17 @@ def seed_finished_test(
                     "t" if passed else "f",
                 )
             )
-            invocation_lines.append(invocation_table.line(invocation_id, run_id))
+            invocation_lines.append(invocation_table.line(invocation_id, created, run_id))
             grade_lines.append(
-                grade_table.line(str(uuid.uuid4()), invocation_id, score, "t" if passed else "f")
+                grade_table.line(
+                    str(uuid.uuid4()), created, invocation_id, score, "t" if passed else "f"
+                )
             )
             for turn in range(1, steps_per_run + 1):
                 step_lines.append(
                     step_table.line(
                         str(uuid.uuid4()),
+                        created,
                         invocation_id,
                         str(turn),
                         f"e{index % entries + 1}: question {turn}?",
