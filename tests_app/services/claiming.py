@@ -78,9 +78,11 @@ def _take(test_id: uuid.UUID) -> TestRun | None:
 
 
 def _start_next_cycle(test_id: uuid.UUID) -> None:
-    """Infinite mode: add the next cycle of runs unless a concurrent caller already did."""
+    """Infinite mode: add the next cycle of runs unless a free pending run exists by now."""
     test = lock_test(test_id)  # serializes cycle creation: one new cycle, not one per caller
-    if TestRun.objects.filter(test_id=test_id, status=TestRun.Status.PENDING).exists():
+    # Runs that other claimers hold locks on are not free (they are being claimed), so skip
+    # them here too; a free one found is locked for us and is what _take returns next.
+    if _pending_runs(test_id).values_list("pk", flat=True).first() is not None:
         return
     runs = build_cycle_runs(test=test, benchmark=test.benchmark, cycle=test.cycle + 1)
     Test.objects.filter(pk=test_id).update(
@@ -101,7 +103,11 @@ def claim_next_run(*, actor: Actor, test_id: uuid.UUID) -> Claim:
 
     with transaction.atomic():
         run = _take(test.pk)
-        if run is None and test.infinite_mode:
+        for _ in range(3 if test.infinite_mode else 0):
+            if run is not None:
+                break
+            # Once we hold the test lock nobody else adds cycles, so this ends in one or two
+            # rounds: the runs we add are invisible to others until we commit.
             _start_next_cycle(test.pk)
             run = _take(test.pk)
         if run is None:
