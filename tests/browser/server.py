@@ -8,6 +8,7 @@ daphne process and its events reach the page's websocket without any other proce
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,10 +17,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from django.conf import settings
 
-from tests.integration.daphne import DaphneServer, database_url_for_other_processes, free_port
+from tests.conftest import require_service
+from tests.integration.daphne import DaphneServer
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30
@@ -27,6 +31,25 @@ START_TIMEOUT_S = 30
 FAKE_KEY_ENV = "BROWSER_TEST_TARGET_KEY"
 DAPHNE = [sys.executable, "-m", "daphne"]
 _NOT_INHERITED = {"REDIS_URL", "JUDGE_MODEL", "DJANGO_ALLOW_ASYNC_UNSAFE", "BACKGROUND_BACKEND"}
+
+
+def database_url_for_other_processes() -> str:
+    """The URL of the database pytest-django created (``test_<name>``), for the server process."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        require_service("the browser tests' daphne process needs PostgreSQL (set DATABASE_URL)")
+    credentials = quote(str(database.get("USER") or ""), safe="")
+    if database.get("PASSWORD"):
+        credentials += ":" + quote(str(database["PASSWORD"]), safe="")
+    host = database.get("HOST") or "127.0.0.1"
+    port = database.get("PORT") or 5432
+    return f"postgres://{credentials}@{host}:{port}/{database['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -47,6 +70,7 @@ def run_embedded_daphne() -> Iterator[DaphneServer]:
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DATABASE_URL": database_url_for_other_processes(),
+            "DATABASE_POOL": "false",
             "BACKGROUND_BACKEND": "thread",
             "REPLAYBENCH_DATA_DIR": data_dir,
             "MEDIA_ROOT": str(Path(data_dir) / "media"),

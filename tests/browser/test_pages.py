@@ -9,10 +9,12 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from tests import factories
 from tests.browser.server import FAKE_KEY_ENV
@@ -20,6 +22,10 @@ from tests.fake_openai import FakeOpenAI, serve
 from tests.integration.daphne import DaphneServer
 from tests_app.actors import Actor
 from tests_app.models import Grade, Test, TestInvocation, TestRun
+from tests_app.services.claiming import claim_next_run
+from tests_app.services.ending import end_invocation
+from tests_app.services.refresh import refresh_analytics_views
+from tests_app.services.running import request_replay
 from tests_app.services.starting import start_test
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -38,6 +44,18 @@ def log_in(page: Any, server: DaphneServer, username: str, then: str = "/tests/"
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{server.http_url}{then}*")
+
+
+def grade_every_run(benchmark: Any, user: Any, *, score: float) -> Test:
+    """A test of ``benchmark`` whose runs are replayed (inline) and graded ``score``."""
+    actor = Actor(user=user)
+    test = start_test(actor=actor, benchmark_id=benchmark.pk)
+    for _ in range(test.total_runs):
+        claim = claim_next_run(actor=actor, test_id=test.pk)
+        ids = {"test_id": test.pk, "invocation_id": claim.invocation.pk, "run_id": claim.run.pk}
+        request_replay(actor=actor, **ids)
+        end_invocation(actor=actor, score=score, **ids)
+    return test
 
 
 def is_png(path: Path) -> bool:
@@ -173,8 +191,20 @@ def test_benchmarks_and_dashboard_pages(
     assert page.url.endswith(f"/tests/{test.pk}/")
     assert test.created_by == operator
 
+    # Graded history for the dashboard: two evals over three days.
+    other = factories.make_benchmark(department=research, name="Other", eval__name="Tone")
+    for day, (first, second) in enumerate([(0.9, 0.4), (0.8, 0.75), (0.95, 0.9)]):
+        for graded_benchmark, score in ((benchmark, first), (other, second)):
+            graded = grade_every_run(graded_benchmark, operator, score=score)
+            Test.objects.filter(pk=graded.pk).update(
+                created_at=timezone.now() - timedelta(days=2 - day)
+            )
+    refresh_analytics_views()
+
     page.goto(f"{browser_server.http_url}/dashboard/")
     assert page.locator("svg.chart-line").count() == 2
+    assert page.locator("svg.chart-line polyline").count() == 4  # two evals in two charts
+    assert page.locator("#eval-table tbody tr").count() == 2
     page.screenshot(path=str(artifacts / "dashboard-page.png"), full_page=True)
     # A narrow screen stacks the tables instead of overflowing.
     page.set_viewport_size({"width": 390, "height": 800})

@@ -15,6 +15,7 @@ from tests_app.models import Grade, Test, TestInvocation, TestRun
 from tests_app.pages.reads import word_diff
 from tests_app.services.claiming import claim_next_run
 from tests_app.services.ending import end_invocation
+from tests_app.services.refresh import refresh_analytics_views
 from tests_app.services.running import request_replay
 from tests_app.services.starting import start_test
 
@@ -297,6 +298,7 @@ def test_dashboard_shows_pass_rate_per_eval(
 ) -> None:
     replayed_invocation(started, operator, django_capture_on_commit_callbacks, score=0.9)
     replayed_invocation(started, operator, django_capture_on_commit_callbacks, score=0.2)
+    refresh_analytics_views()
     page = logged_in(operator).get("/dashboard/").content.decode()
     row = re.search(r"<tr>\s*<td data-label=\"Eval\">.*?</tr>", page, re.S)
     assert row is not None
@@ -312,3 +314,16 @@ def test_word_diff_marks_changes_and_escapes() -> None:
     reference, output = word_diff("Paris is <b>nice</b>", "Paris is <i>big</i>")
     assert reference == "Paris is <del>&lt;b&gt;nice&lt;/b&gt;</del>"
     assert output == "Paris is <ins>&lt;i&gt;big&lt;/i&gt;</ins>"
+
+
+def test_staff_refreshes_the_dashboard(
+    started: Test, staff: Any, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    replayed_invocation(started, operator, django_capture_on_commit_callbacks, score=0.9)
+    client = logged_in(staff)
+    assert "No graded runs in this window." in client.get("/dashboard/").content.decode()
+    page = client.post("/dashboard/", follow=True).content.decode()
+    assert "Refreshed analytics_eval_daily" in page
+    assert "100%" in page
+    operator_page = logged_in(operator).post("/dashboard/", follow=True).content.decode()
+    assert "staff only" in operator_page

@@ -25,7 +25,7 @@ STATUS_COLOURS = {
 SERIES_COLOURS = ["#2680c2", "#d64545", "#3ebd93", "#9446ed", "#f0b429", "#616e7c", "#e668a7"]
 
 
-def status_bar(by_status: Mapping[str, int], *, width: int = 480, height: int = 28) -> SafeString:
+def status_bar(by_status: Mapping[str, int], *, width: int = 640, height: int = 28) -> SafeString:
     """A stacked horizontal bar of run counts by status, with a text legend below it."""
     total = sum(by_status.values())
     label = ", ".join(f"{name} {count}" for name, count in by_status.items())
@@ -51,7 +51,8 @@ def status_bar(by_status: Mapping[str, int], *, width: int = 480, height: int = 
             f'<text x="{legend_x + 14}" y="{height + 17}" font-size="11">'
             f"{escape(name)} {count}</text>"
         )
-        legend_x += 80
+        # About 7 units per character at font-size 11, plus the swatch and a gap.
+        legend_x += 14 + 7 * len(f"{name} {count}") + 12
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308  # every interpolated label is escaped above
 

@@ -492,8 +492,19 @@ def _start_test(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        from tests_app.services.refresh import refresh
+
+        try:
+            result = refresh(actor=_actor(request))
+        except DomainError as error:
+            messages.error(request, error.detail)
+        else:
+            messages.success(
+                request, f"Refreshed {', '.join(result.refreshed_views) or 'nothing'}."
+            )
+        return redirect("pages:dashboard")
     days = min(_int_param(request, "days", 30) or 30, analytics.MAX_DAYS)
     trends = analytics.eval_trends(user=request.user, days=days)
     pass_series = {
@@ -519,6 +530,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "legend": charts.legend_colours([trend.eval_name for trend in trends]),
             "pass_chart": charts.line_chart(pass_series, title="Pass rate per eval per day"),
             "score_chart": charts.line_chart(score_series, title="Mean score per eval per day"),
+            "materialized": analytics.is_materialized(),
         },
     )
 

@@ -1,24 +1,28 @@
 """Reads for the dashboard: pass rate and mean score per eval over time.
 
-Scoped like everything else (a user sees the evals of their departments), bounded by a window of
-days and a maximum number of evals.
+They come from the ``analytics_eval_daily`` view of migration 0002 (materialized on PostgreSQL and
+refreshed by the beat task or the refresh endpoint, so figures are as of the last refresh; a plain
+view on SQLite, always current). Scoped like everything else and bounded by a window of days and
+a maximum number of evals.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Q
-from django.db.models.functions import TruncDate
+from django.db import connection
 from django.utils import timezone
 
-from tests_app.models import TestRun
+from tests_app.models import Eval
 from tests_app.selectors.scope import visible_department_ids
 
 MAX_DAYS = 365
 MAX_EVALS = 12
+# Rows read from the view at most: a busy year of many evals stays a bounded read.
+MAX_ROWS = 5000
 
 
 @dataclass
@@ -55,45 +59,71 @@ class EvalTrend:
         return weighted / self.graded if self.graded else None
 
 
-def eval_trends(*, user: Any, days: int = 30) -> list[EvalTrend]:
-    """Per visible eval and per day (of the test's start), graded runs, passes and mean score.
+def _as_date(value: Any) -> date:
+    # SQLite's view returns the day as text.
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
-    Aggregated in SQL over graded runs of the window: one query, at most ``MAX_EVALS`` evals
-    (the busiest first) times ``days`` rows.
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def eval_trends(*, user: Any, days: int = 30) -> list[EvalTrend]:
+    """Per visible eval and per day of test creation: graded runs, passes and mean score.
+
+    Two queries: the view's rows of the window (graded days only), then the names of their evals
+    and departments. The busiest ``MAX_EVALS`` evals are kept.
     """
     days = max(1, min(days, MAX_DAYS))
-    since = timezone.now() - timedelta(days=days)
-    runs = TestRun.objects.filter(score__isnull=False, test__created_at__gte=since)
+    since = (timezone.now() - timedelta(days=days)).date()
+    sql = (
+        "SELECT eval_id, department_id, day, graded, passed, mean_score "
+        "FROM analytics_eval_daily WHERE day >= %s AND graded > 0"
+    )
+    params: list[Any] = [since]
     department_ids = visible_department_ids(user)
     if department_ids is not None:
-        runs = runs.filter(test__department_id__in=department_ids)
-    rows = (
-        runs.annotate(day=TruncDate("test__created_at"))
-        .values("test__eval_id", "test__eval__name", "test__department__name", "day")
-        .annotate(
-            graded=Count("id"),
-            passed=Count("id", filter=Q(passed=True)),
-            mean_score=Avg("score"),
+        if not department_ids:
+            return []
+        # One placeholder per id: portable across PostgreSQL and SQLite, values still bound.
+        sql += f" AND department_id IN ({', '.join(['%s'] * len(department_ids))})"
+        params.extend(str(pk) if connection.vendor == "sqlite" else pk for pk in department_ids)
+    sql += " ORDER BY day LIMIT %s"
+    params.append(MAX_ROWS)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+
+    eval_ids = {_as_uuid(row[0]) for row in rows}
+    evals = {
+        pk: (name, department)
+        for pk, name, department in Eval.objects.filter(pk__in=eval_ids).values_list(
+            "pk", "name", "department__name"
         )
-        .order_by("test__eval__name", "day")[: MAX_EVALS * days * 4]
-    )
-    trends: dict[str, EvalTrend] = {}
-    for row in rows:
-        key = str(row["test__eval_id"])
+    }
+    trends: dict[uuid.UUID, EvalTrend] = {}
+    for eval_id, _department_id, day, graded, passed, mean_score in rows:
+        key = _as_uuid(eval_id)
+        if key not in evals:
+            continue  # deleted since the last refresh
         trend = trends.get(key)
         if trend is None:
+            name, department_name = evals[key]
             trend = trends[key] = EvalTrend(
-                eval_id=key,
-                eval_name=row["test__eval__name"],
-                department_name=row["test__department__name"],
+                eval_id=str(key), eval_name=name, department_name=department_name
             )
         trend.days.append(
             EvalDay(
-                day=row["day"],
-                graded=row["graded"],
-                passed=row["passed"],
-                mean_score=row["mean_score"],
+                day=_as_date(day),
+                graded=int(graded),
+                passed=int(passed or 0),
+                mean_score=float(mean_score) if mean_score is not None else None,
             )
         )
     busiest = sorted(trends.values(), key=lambda trend: -trend.graded)[:MAX_EVALS]
     return sorted(busiest, key=lambda trend: trend.eval_name)
+
+
+def is_materialized() -> bool:
+    """Whether the figures are a snapshot (PostgreSQL) rather than always current (SQLite)."""
+    return connection.vendor == "postgresql"
