@@ -94,12 +94,19 @@ class UuidSearchMixin:
 
 
 class ReadOnlyAdmin(UuidSearchMixin, admin.ModelAdmin):
-    """Rows written by services: viewable, deletable by those allowed, never added or edited."""
+    """Rows written by services: viewable, never added, edited or deleted here.
+
+    Deleting a run or a grade would leave the test's counters wrong, and deleting a test would
+    make Django collect every nested row for the confirmation page; archiving is the way out.
+    """
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -210,14 +217,22 @@ class MembershipAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at", "updated_at")
 
 
+class ApiKeyInlineForUser(ReadOnlyInline):
+    model = ApiKey
+    fields = ("name", "prefix", "created", "last_used_at", "expiry_date", "revoked")
+    readonly_fields = fields
+    newest_first = ("-created",)
+    verbose_name_plural = "API keys (add one from API keys; the secret is shown once)"
+
+
 # Memberships and keys are easiest to manage from the person they belong to.
 if admin.site.is_registered(User):
     admin.site.unregister(User)
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
-    inlines = (MembershipInlineForUser,)
+class UserAdmin(BoundedInlinesMixin, DjangoUserAdmin):
+    inlines = (MembershipInlineForUser, ApiKeyInlineForUser)
 
 
 # --- what is measured -------------------------------------------------------------------------
@@ -662,7 +677,20 @@ class GradeAdmin(ReadOnlyAdmin):
     list_select_related = ("invocation", "actor")
     show_full_result_count = False
     list_per_page = 50
-    readonly_fields = ("provenance_json", "criteria_json")
+    fields = (
+        "invocation",
+        "source",
+        "status",
+        "score",
+        "passed",
+        "feedback",
+        "criteria_json",
+        "provenance_json",
+        "actor",
+        "reason",
+        "created_at",
+    )
+    readonly_fields = ("provenance_json", "criteria_json", "created_at")
 
     @admin.display(description="provenance")
     def provenance_json(self, obj: Grade) -> str:
@@ -689,6 +717,22 @@ class UploadAdmin(ReadOnlyAdmin):
     autocomplete_fields = ("test", "created_by")
     list_select_related = ("test", "created_by")
     show_full_result_count = False
+    # Media is not served; the API's download checks the caller's scope and streams the file.
+    fields = (
+        "test",
+        "kind",
+        "file_name",
+        "download",
+        "row_count",
+        "size_bytes",
+        "created_by",
+        "created_at",
+    )
+    readonly_fields = ("download", "created_at")
+
+    @admin.display(description="download")
+    def download(self, obj: Upload) -> str:
+        return format_html('<a href="/api/v5/uploads/{}/download">{}</a>', obj.pk, obj.file_name)
 
 
 # --- API keys -------------------------------------------------------------------------------

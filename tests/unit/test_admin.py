@@ -335,3 +335,32 @@ def test_login_page_logs_in_and_reports_bad_credentials(client: Client, operator
     assert good.status_code == 302
     assert good["Location"] == "/tests/"
     assert client.session["_auth_user_id"] == str(operator.pk)
+
+
+def test_user_page_shows_memberships_and_keys_without_secrets(
+    admin_client: Client, world: dict[str, Any]
+) -> None:
+    user, api_key = world["user"], world["api_key"]
+    page = admin_client.get(admin_url(user, "change", user.pk)).content.decode()
+    assert 'name="memberships-0-role"' in page
+    assert api_key.prefix in page
+    assert api_key.hashed_key not in page
+
+
+def test_results_cannot_be_deleted_from_the_admin(
+    admin_client: Client, world: dict[str, Any]
+) -> None:
+    for name in ("test", "run", "invocation", "step", "grade", "upload"):
+        obj = world[name]
+        response = admin_client.post(admin_url(obj, "delete", obj.pk), {"post": "yes"})
+        assert response.status_code == 403, name
+        assert type(obj).objects.filter(pk=obj.pk).exists(), name
+    listing = admin_client.get(admin_url(Test, "changelist")).content.decode()
+    assert "delete_selected" not in listing
+    assert "archive_tests" in listing
+
+
+def test_upload_page_links_to_the_api_download(admin_client: Client, world: dict[str, Any]) -> None:
+    upload = world["upload"]
+    page = admin_client.get(admin_url(upload, "change", upload.pk)).content.decode()
+    assert f'href="/api/v5/uploads/{upload.pk}/download"' in page
