@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from tests import factories
@@ -321,7 +322,8 @@ def test_staff_refreshes_the_dashboard(
 ) -> None:
     replayed_invocation(started, operator, django_capture_on_commit_callbacks, score=0.9)
     client = logged_in(staff)
-    assert "No graded runs in this window." in client.get("/dashboard/").content.decode()
+    if connection.vendor == "postgresql":  # materialized: stale until refreshed
+        assert "No graded runs in this window." in client.get("/dashboard/").content.decode()
     page = client.post("/dashboard/", follow=True).content.decode()
     assert "Refreshed analytics_eval_daily" in page
     assert "100%" in page

@@ -85,9 +85,10 @@ def eval_trends(*, user: Any, days: int = 30) -> list[EvalTrend]:
     if department_ids is not None:
         if not department_ids:
             return []
-        # One placeholder per id: portable across PostgreSQL and SQLite, values still bound.
+        # One placeholder per id: portable across PostgreSQL and SQLite (which stores UUIDs as
+        # 32 hex digits), values still bound.
         sql += f" AND department_id IN ({', '.join(['%s'] * len(department_ids))})"
-        params.extend(str(pk) if connection.vendor == "sqlite" else pk for pk in department_ids)
+        params.extend(pk.hex if connection.vendor == "sqlite" else pk for pk in department_ids)
     sql += " ORDER BY day LIMIT %s"
     params.append(MAX_ROWS)
     with connection.cursor() as cursor:
