@@ -2,17 +2,20 @@
 
 A ``websockets`` client authenticated by an ``X-Api-Key`` header watches a test while the flow is
 driven through the HTTP API on the daphne server; the replay and the grading run on the worker,
-which publishes through channels-redis to the daphne process that holds the socket.
+which publishes through channels-redis to the daphne process that holds the socket. The last test
+does the same on the embedded default (`make run`: SQLite, a replay thread in the server process,
+the in-memory layer).
 """
 
 from __future__ import annotations
 
 import json
 import queue
+import sqlite3
 import threading
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,11 +24,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests import factories
+from tests.integration import test_embedded_runtime as embedded
 from tests.integration.daphne import DaphneServer, daphne_server_fixture  # noqa: F401
 from tests_app.models import Grade, ReplayStep, TestInvocation
 from tests_app.realtime.events import send_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db")]
+
+embedded_server = embedded.embedded_server  # the `make run` server fixture, shared
 
 WAIT_S = 30  # the longest we wait for something that should happen
 # The issue's stated behaviour: an event arrives within a second of its data being written.
@@ -200,3 +206,68 @@ def test_a_replay_and_its_grade_stream_to_the_agent_as_they_happen(
         for event, arrived, written in zip(progress, arrivals, written_at, strict=True)
     ]
     assert all(gap < ARRIVAL_BOUND_S for _, gap in gaps), gaps
+
+
+def test_on_the_embedded_default_steps_stream_as_they_happen(
+    embedded_server: dict[str, Any],
+) -> None:
+    post = embedded.post
+    status, found = post(embedded_server, "/api/v5/artifacts/benchmark/search", {})
+    assert status == 200, found
+    status, started = post(
+        embedded_server,
+        "/api/v5/artifacts/test/start",
+        {"benchmark_id": found["benchmarks"][0]["id"]},
+    )
+    assert status == 200, started
+    test_id = started["test_id"]
+    ws_url = embedded_server["base"].replace("http://", "ws://") + f"/ws/tests/{test_id}/"
+
+    with connect(
+        ws_url, additional_headers={"X-Api-Key": embedded_server["key"]}, open_timeout=WAIT_S
+    ) as websocket:
+        reader = EventReader(websocket)
+        _, snapshot = reader.next()
+        status, claim = post(embedded_server, "/api/v5/artifacts/test/next", {"test_id": test_id})
+        assert status == 200, claim
+        ids = {"test_id": test_id, "test_invocation_id": claim["invocation_id"]}
+        ids["run_id"] = claim["run_id"]
+        status, ran = post(embedded_server, "/api/v5/artifacts/test/run", ids)
+        assert status == 200, ran
+        replay = reader.until("run.completed")
+
+    status, detail = post(embedded_server, "/api/v5/artifacts/test/get", {"test_id": test_id})
+    assert status == 200, detail
+    entry_id = next(run["entry_id"] for run in detail["runs"] if run["id"] == claim["run_id"])
+    turns = next(item["turns"] for item in detail["entries"]["items"] if item["id"] == entry_id)
+    events = [event for _, event in replay]
+    assert snapshot["type"] == "snapshot"
+    assert [event["type"] for event in events] == [
+        "run.started",
+        *["run.step"] * turns,
+        "run.completed",
+    ]
+    assert [event["seq"] for event in events] == [
+        snapshot["seq"] + offset for offset in range(1, turns + 3)
+    ]
+
+    # The server's SQLite file holds each step; its output went out when the row was written.
+    database = sqlite3.connect(embedded_server["data_dir"] / "replaybench.sqlite3")
+    try:
+        rows = database.execute(
+            "SELECT turn, output, created_at FROM tests_app_replaystep WHERE invocation_id = ?",
+            (claim["invocation_id"].replace("-", ""),),
+        ).fetchall()
+    finally:
+        database.close()
+    written = {
+        turn: (output, datetime.fromisoformat(created).replace(tzinfo=UTC))
+        for turn, output, created in rows
+    }
+    assert sorted(written) == list(range(1, turns + 1))
+    for arrived, event in replay:
+        if event["type"] == "run.step":
+            output, created_at = written[event["turn"]]
+            assert event["output"] == output
+            gap = (arrived - created_at).total_seconds()
+            assert gap < ARRIVAL_BOUND_S, (event["turn"], gap)
