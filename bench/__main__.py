@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.stats import Row, render_table, write_results
+from bench.stats import Row, render_table, results_path, write_results
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/replaybench_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -110,6 +110,20 @@ def main() -> None:
     world = make_world()
     rows: dict[int, list[Row]] = {}
     notes: list[str] = []
+    path = results_path(mode=mode, directory=RESULTS)
+
+    def save(*, complete: bool) -> list[Row]:
+        ordered = [row for order in sorted(rows) for row in rows[order]]
+        write_results(
+            rows=ordered,
+            mode=mode,
+            sizes=sizes.as_dict(),
+            notes=notes,
+            path=path,
+            complete=complete,
+        )
+        return ordered
+
     started = time.monotonic()
     with runtime.running(
         database_url=arguments.database_url,
@@ -140,14 +154,12 @@ def main() -> None:
                 print(
                     f"    {row.scenario}: {row.figure} {row.unit} (floor {row.floor})", flush=True
                 )
-    table_rows = [row for order in sorted(rows) for row in rows[order]]
+            save(complete=False)
+    table_rows = save(complete=True)
     print()
     print(render_table(table_rows))
     for note in notes:
         print(f"note: {note}")
-    path = write_results(
-        rows=table_rows, mode=mode, sizes=sizes.as_dict(), notes=notes, directory=RESULTS
-    )
     shown = path.relative_to(RESULTS.parent.parent)
     print(f"\n{time.monotonic() - started:.0f} s; results written to {shown}")
 

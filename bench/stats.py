@@ -114,14 +114,25 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "memory_gib": memory_gib, "python": platform.python_version()}
 
 
-def write_results(
-    *, rows: Sequence[Row], mode: str, sizes: dict[str, Any], notes: list[str], directory: Path
-) -> Path:
+def results_path(*, mode: str, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = directory / f"bench-{mode}-{stamp}.json"
+    return directory / f"bench-{mode}-{stamp}.json"
+
+
+def write_results(
+    *,
+    rows: Sequence[Row],
+    mode: str,
+    sizes: dict[str, Any],
+    notes: list[str],
+    path: Path,
+    complete: bool = True,
+) -> Path:
+    """Write the run's JSON; called after every scenario, so a run cut short keeps its rows."""
     document = {
         "mode": mode,
+        "complete": complete,
         "finished_at": datetime.now(UTC).isoformat(),
         "commit": _git_commit(),
         "machine": machine(),
@@ -131,5 +142,5 @@ def write_results(
         "table": render_table(rows),
     }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    (directory / f"latest-{mode}.json").write_text(path.read_text())
+    (path.parent / f"latest-{mode}.json").write_text(path.read_text())
     return path
