@@ -53,6 +53,12 @@ def parse_arguments() -> argparse.Namespace:
         help="flushed at every run (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed of the data and requests")
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        default=1,
+        help="daphne processes sharing the listening socket (default: %(default)s)",
+    )
     return parser.parse_args()
 
 
@@ -76,6 +82,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     mode = "quick" if arguments.quick else "full"
+    if arguments.web_processes != 1:
+        mode += f"-web{arguments.web_processes}"
 
     from bench import runtime
 
@@ -130,6 +138,7 @@ def main() -> None:
         redis_url=arguments.redis_url,
         log_directory=log_directory,
         openai_delay_ms=50,
+        web_processes=arguments.web_processes,
     ) as processes:
         context = Context(
             runtime=processes,

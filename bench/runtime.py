@@ -145,14 +145,29 @@ class Runtime:
             raise SystemExit(f"the fake OpenAI server did not start: {line}")
         self.openai_port = int(line[1])
 
-    def start_web(self) -> None:
-        self.web_port = free_port()
+    def start_web(self, *, processes: int = 1) -> None:
+        """``processes`` daphne processes accepting on one listening socket (the kernel spreads
+        the connections), which is how more web processes scale out without a proxy."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((HOST, 0))
+        listener.listen(1024)
+        listener.set_inheritable(True)
+        self.web_port = int(listener.getsockname()[1])
         daphne = str(Path(sys.executable).parent / "daphne")
-        self._spawn(
-            "web",
-            [daphne, "-b", HOST, "-p", str(self.web_port), "config.asgi:application"],
-            self.production_environment(pool_max=20),
-        )
+        for index in range(processes):
+            name = "web" if index == 0 else f"web{index + 1}"
+            log = (self.log_directory / f"{name}.log").open("wb")
+            self.processes[name] = subprocess.Popen(
+                [daphne, "--fd", str(listener.fileno()), "config.asgi:application"],
+                cwd=ROOT,
+                env=self.production_environment(pool_max=20),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
+            )
+        # The children hold the socket now; this process must not accept on it.
+        listener.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             self._check_alive("web")
@@ -223,12 +238,17 @@ class Runtime:
 
 @contextmanager
 def running(
-    *, database_url: str, redis_url: str, log_directory: Path, openai_delay_ms: float
+    *,
+    database_url: str,
+    redis_url: str,
+    log_directory: Path,
+    openai_delay_ms: float,
+    web_processes: int = 1,
 ) -> Iterator[Runtime]:
     runtime = Runtime(database_url=database_url, redis_url=redis_url, log_directory=log_directory)
     try:
         runtime.start_openai(delay_ms=openai_delay_ms)
-        runtime.start_web()
+        runtime.start_web(processes=web_processes)
         runtime.start_worker()
         yield runtime
     finally:
