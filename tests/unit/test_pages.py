@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from tests import factories
 from tests_app.actors import Actor
@@ -179,6 +180,7 @@ def test_run_then_end_with_grade_shows_transcript_and_grade(
     assert "Answer 3." in page
     assert "matches reference" in page
     assert 'id="control-end"' in page
+    assert 'id="invocations-table"' in page
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
@@ -329,3 +331,20 @@ def test_staff_refreshes_the_dashboard(
     assert "100%" in page
     operator_page = logged_in(operator).post("/dashboard/", follow=True).content.decode()
     assert "staff only" in operator_page
+
+
+def test_detail_page_queries_do_not_grow_with_the_test(
+    research: Any, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    def queries_for(entries: int) -> int:
+        benchmark = factories.make_benchmark(department=research, entries=entries, turns=2)
+        test = start_test(actor=Actor(user=operator), benchmark_id=benchmark.pk)
+        for _ in range(min(entries, 3)):
+            replayed_invocation(test, operator, django_capture_on_commit_callbacks, score=0.5)
+        client = logged_in(operator)
+        client.get(detail_url(test))  # warm the session and caches
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(detail_url(test)).status_code == 200
+        return len(queries)
+
+    assert queries_for(40) == queries_for(3)
