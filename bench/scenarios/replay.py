@@ -120,7 +120,7 @@ def run(context: Context) -> list[Row]:
     senders = threading.Thread(target=send_all)
     senders.start()
     floor = entries * turns * DELAY_S / WORKER_CONCURRENCY
-    deadline = started + max(120.0, 30 * floor)
+    deadline = started + max(300.0, 60 * floor)
     done = failed = 0
     while time.perf_counter() < deadline:
         done, failed = finished_count(context, test_id)
