@@ -273,3 +273,28 @@ def test_a_viewer_cannot_end(client_for: Any, operator: Any, viewer: Any, benchm
     assert_error(post(client_for(viewer), "end", end_body(invocation)), 403, "permission_denied")
     invocation.refresh_from_db()
     assert invocation.status == TestInvocation.Status.REPLAYED
+
+
+def test_it_publishes_the_grade_and_the_completed_test_after_commit(
+    client_for: Any,
+    operator: Any,
+    research: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
+    test = started_test(operator, factories.make_benchmark(department=research, entries=1))
+    invocation = replayed(operator, test)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        post(client_for(operator), "end", end_body(invocation, score=0.9))
+    assert sent == []  # nothing leaves before the commit
+    for callback in callbacks:
+        callback()
+
+    assert [event["event_type"] for event in sent] == ["grade.completed", "test.completed"]
+    assert sent[0]["score"] == 0.9
+    assert sent[0]["passed"] is True
+    assert sent[0]["invocation_id"] == invocation.pk
+    assert sent[1]["status"] == "completed"
