@@ -391,8 +391,8 @@ class BenchmarkAdmin(UuidSearchMixin, admin.ModelAdmin):
 
     @admin.display(description="all entries")
     def entries_link(self, obj: Any) -> str:
-        if obj is None or obj.pk is None:
-            return "-"
+        if obj is None or obj._state.adding:
+            return "Save the benchmark first; then add entries below or import a JSONL file."
         return _changelist_link(
             BenchmarkEntry, f"Open the {obj.entry_total} entries as a list", benchmark=obj.pk
         )

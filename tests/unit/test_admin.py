@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -364,3 +365,53 @@ def test_upload_page_links_to_the_api_download(admin_client: Client, world: dict
     upload = world["upload"]
     page = admin_client.get(admin_url(upload, "change", upload.pk)).content.decode()
     assert f'href="/api/v5/uploads/{upload.pk}/download"' in page
+
+
+def test_add_pages_of_editable_models_load(admin_client: Client) -> None:
+    for model_name in (
+        "auth_user",
+        "tests_app_department",
+        "tests_app_membership",
+        "tests_app_rubric",
+        "tests_app_eval",
+        "tests_app_benchmark",
+        "tests_app_benchmarkentry",
+        "tests_app_apikey",
+    ):
+        page = admin_client.get(reverse(f"admin:{model_name}_add"))
+        assert page.status_code == 200, model_name
+        assert "<form" in page.content.decode(), model_name
+    for model_name in ("testrun", "testinvocation", "replaystep", "grade", "upload"):
+        assert admin_client.get(reverse(f"admin:tests_app_{model_name}_add")).status_code == 403
+
+
+def test_operator_flow_add_benchmark_with_entries(admin_client: Client, research: Any) -> None:
+    eval_ = factories.EvalFactory(department=research)
+    conversation = factories.conversation(3)
+    response = admin_client.post(
+        admin_url(Benchmark, "add"),
+        {
+            "name": "Handmade",
+            "eval": eval_.pk,
+            "runs_per_entry": 2,
+            "replay_mode": "teacher_forced",
+            "target": '{"kind": "reference"}',
+            "entries-TOTAL_FORMS": 1,
+            "entries-INITIAL_FORMS": 0,
+            "entries-MIN_NUM_FORMS": 0,
+            "entries-MAX_NUM_FORMS": 1000,
+            "entries-0-position": 1,
+            "entries-0-title": "First",
+            "entries-0-messages": json.dumps(conversation),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    benchmark = Benchmark.objects.get(name="Handmade")
+    assert (benchmark.eval, benchmark.runs_per_entry, benchmark.replay_mode) == (
+        eval_,
+        2,
+        "teacher_forced",
+    )
+    entry = benchmark.entries.get()
+    assert (entry.position, entry.title, entry.turns) == (1, "First", 3)
+    assert entry.messages == conversation
