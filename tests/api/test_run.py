@@ -207,3 +207,19 @@ def test_it_rejects_bad_bodies(
     )
 
     assert field in error["fields"]
+
+
+def test_a_stopped_test_runs_no_more_replays(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    # Another agent's invocation is still created when the test is stopped through this one.
+    test = started_test(operator, benchmark)
+    stopped, other = claimed_invocation(operator, test), claimed_invocation(operator, test)
+    client = client_for(operator)
+    post(client, "stop", {"invocation_id": str(stopped.pk)})
+
+    body = assert_error(post(client, "run", run_body(other)), 409, "test_stopped")
+
+    assert "stopped" in body["detail"]
+    other.refresh_from_db()
+    assert other.task_id == ""

@@ -63,6 +63,10 @@ def request_replay(
             "(call next for a new invocation).",
             code=f"invocation_{invocation.status}",
         )
+    if test.status == Test.Status.STOPPED:
+        raise InvalidTransition(
+            "The test is stopped; no more replays run in it.", code="test_stopped"
+        )
     with transaction.atomic():
         # task_id "" means "not yet enqueued"; the WHERE clause makes exactly one caller win.
         task_id = str(uuid.uuid4())
