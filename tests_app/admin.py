@@ -461,9 +461,14 @@ def _set_archived(
         modeladmin.message_user(request, error.detail, messages.ERROR)
         return
     verb = "Archived" if archived else "Unarchived"
+    capped = (
+        f" At most {TestAdmin.ARCHIVE_LIMIT} tests per action: run it again for the rest."
+        if len(test_ids) == TestAdmin.ARCHIVE_LIMIT
+        else ""
+    )
     modeladmin.message_user(
         request,
-        f"{verb} {changed} test(s); {len(test_ids) - changed} already were.",
+        f"{verb} {changed} test(s); {len(test_ids) - changed} already were.{capped}",
         messages.SUCCESS,
     )
 

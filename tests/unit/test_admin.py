@@ -415,3 +415,37 @@ def test_operator_flow_add_benchmark_with_entries(admin_client: Client, research
     entry = benchmark.entries.get()
     assert (entry.position, entry.title, entry.turns) == (1, "First", 3)
     assert entry.messages == conversation
+
+
+def test_user_page_saves_with_its_inlines(admin_client: Client, world: dict[str, Any]) -> None:
+    user, membership = world["user"], world["membership"]
+    response = admin_client.post(
+        admin_url(user, "change", user.pk),
+        {
+            "username": user.username,
+            "first_name": "Renamed",
+            "last_name": user.last_name,
+            "email": user.email,
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "10:00:00",
+            "memberships-TOTAL_FORMS": 1,
+            "memberships-INITIAL_FORMS": 1,
+            "memberships-MIN_NUM_FORMS": 0,
+            "memberships-MAX_NUM_FORMS": 1000,
+            "memberships-0-id": membership.pk,
+            "memberships-0-user": user.pk,
+            "memberships-0-department": membership.department_id,
+            "memberships-0-role": "viewer",
+            "api_keys-TOTAL_FORMS": 1,
+            "api_keys-INITIAL_FORMS": 1,
+            "api_keys-MIN_NUM_FORMS": 0,
+            "api_keys-MAX_NUM_FORMS": 0,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    user.refresh_from_db()
+    membership.refresh_from_db()
+    assert user.first_name == "Renamed"
+    assert membership.role == "viewer"
+    assert ApiKey.objects.get(pk=world["api_key"].pk).revoked is False
