@@ -103,11 +103,7 @@ def grade(*, grade_id: uuid.UUID | str) -> None:
 
     A missing grade is logged and ignored; a grade that is no longer pending is left alone.
     """
-    row = (
-        Grade.objects.select_related("invocation__test__eval__rubric")
-        .filter(pk=grade_id)
-        .first()
-    )
+    row = Grade.objects.select_related("invocation__test__eval__rubric").filter(pk=grade_id).first()
     if row is None:
         logger.warning("Grade %s does not exist; nothing to grade", grade_id)
         return

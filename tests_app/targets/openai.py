@@ -2,9 +2,9 @@
 
 Retries are the SDK's own: on 408/409/429/5xx, connection errors and timeouts it retries
 ``max_retries`` times with exponential backoff (0.5 s doubling, at most 8 s, or the server's
-Retry-After). Each attempt is bounded by ``timeout_s``, so one call is bounded by
-:attr:`OpenAITarget.max_call_seconds`. The API key is read from the environment variable named in
-``api_key_env`` at call time and is never stored.
+Retry-After up to 120 s). Each attempt is bounded by ``timeout_s``, so one call is bounded by
+:attr:`OpenAITarget.max_call_seconds` (attempts x timeout + retries x 120 s). The API key is
+read from the environment variable named in ``api_key_env`` at call time and is never stored.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ ALLOWED_KEYS = {
 }
 # Local servers (vLLM, Ollama, llama.cpp) accept any key; the SDK refuses to run without one.
 PLACEHOLDER_API_KEY = "no-key-needed"
-# The SDK's own backoff ceiling; Retry-After can ask for more, so this is a typical bound.
-_BACKOFF_CEILING_S = 8.0
+# The longest wait between two attempts: the SDK backs off at most 8 s on its own, but honours a
+# server's Retry-After up to 120 s (and does not retry at all when asked to wait longer).
+_BACKOFF_CEILING_S = 120.0
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
