@@ -335,8 +335,8 @@ def test_query_count_does_not_grow_with_the_data(
     queries_for_one_search()
     large = queries_for_one_search()
     assert small == large
-    # Key lookup, memberships, count, page, two facet groupings (and key bookkeeping).
-    assert large <= 8
+    # API key lookup, memberships, one grouping for the total and both facets, the page.
+    assert large == 4
 
 
 # --- the facets and the total against a brute-force computation -----------------------------

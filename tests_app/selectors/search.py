@@ -1,7 +1,8 @@
 """Search tests (DESIGN §3 "search"): AND-combined filters, facets, exact total, newest first.
 
-Queries per call are fixed whatever the data: the caller's memberships (once per request), the
-count, the page, one GROUP BY per facet section, and the facet catalogue when it is not cached.
+Queries per call are fixed whatever the data: the caller's memberships (once per request), one
+GROUP BY (eval, department) that gives the exact total and both facet sections, the page (skipped
+when it would be empty), and the facet catalogue when it is not cached.
 
 Facet sections count over the filtered set *without the section's own id filter* (so choosing an
 eval does not hide the other evals); the name searches stay applied to both sections, because a
@@ -12,6 +13,7 @@ zero or when it is selected (and visible to the caller), most frequent first.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -29,6 +31,9 @@ PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
 # A facet section lists at most this many options (plus any selected ones).
 FACET_OPTIONS_MAX = 100
+# Below these, the page query names the matching evals explicitly (see search_tests).
+NARROW_TOTAL = 50_000
+NARROW_EVALS = 500
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,45 @@ def _catalogue_covering(eval_ids: set[str], department_ids: set[str]) -> dict[st
     return catalogue
 
 
-def _counts(queryset: QuerySet[Test], column: str) -> dict[str, int]:
-    rows = queryset.order_by().values(column).annotate(n=Count("id")).values_list(column, "n")
-    return {str(key): int(count) for key, count in rows}
+@dataclass(frozen=True)
+class _Counts:
+    total: int
+    by_eval: dict[str, int]
+    by_department: dict[str, int]
+    matching_evals: list[str]
+
+
+def _counts(
+    base: QuerySet[Test], *, selected_evals: set[str], selected_departments: set[str]
+) -> _Counts:
+    """The total and both facet sections from one GROUP BY (eval, department) over ``base``.
+
+    ``base`` has every filter but the two id filters; a group counts towards the total when it
+    passes both, towards the eval section when it passes the department filter, and the other way
+    round. One scan instead of three; the groups are at most the number of evals.
+    """
+    rows = base.order_by().values_list("eval_id", "department_id").annotate(n=Count("id"))
+    total = 0
+    by_eval: dict[str, int] = defaultdict(int)
+    by_department: dict[str, int] = defaultdict(int)
+    matching_evals: set[str] = set()
+    for eval_id, department_id, count in rows:
+        eval_key, department_key = str(eval_id), str(department_id)
+        eval_ok = not selected_evals or eval_key in selected_evals
+        department_ok = not selected_departments or department_key in selected_departments
+        if department_ok:
+            by_eval[eval_key] += count
+        if eval_ok:
+            by_department[department_key] += count
+        if eval_ok and department_ok:
+            total += count
+            matching_evals.add(eval_key)
+    return _Counts(
+        total=total,
+        by_eval=dict(by_eval),
+        by_department=dict(by_department),
+        matching_evals=sorted(matching_evals),
+    )
 
 
 def _section(
@@ -207,14 +248,23 @@ def search_tests(
     by_department = Q(department_id__in=list(department_ids)) if department_ids else Q()
     filtered = base.filter(by_eval & by_department)
 
-    total_count = filtered.count()
-    tests = list(
-        filtered.select_related("benchmark", "eval__rubric", "department", "created_by").order_by(
-            "-created_at", "id"
-        )[page_offset : page_offset + page_size]
+    counts = _counts(base, selected_evals=selected_evals, selected_departments=selected_departments)
+    total_count, eval_counts, department_counts = (
+        counts.total,
+        counts.by_eval,
+        counts.by_department,
     )
-    eval_counts = _counts(base.filter(by_department), "eval_id")
-    department_counts = _counts(base.filter(by_eval), "department_id")
+    tests: list[Test] = []
+    if page_offset < total_count:
+        if total_count <= NARROW_TOTAL and len(counts.matching_evals) <= NARROW_EVALS:
+            # Redundant for the result, but it tells the planner how few rows match: without it,
+            # a rare match makes it walk the whole created_at index looking for a page.
+            filtered = filtered.filter(eval_id__in=counts.matching_evals)
+        tests = list(
+            filtered.select_related(
+                "benchmark", "eval__rubric", "department", "created_by"
+            ).order_by("-created_at", "id")[page_offset : page_offset + page_size]
+        )
 
     catalogue = _catalogue_covering(
         set(eval_counts) | selected_evals, set(department_counts) | selected_departments
