@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from tests import factories
+from tests.conftest import require_service
 from tests_app.actors import Actor
-from tests_app.models import Membership
+from tests_app.models import Department, Eval, Membership
 from tests_app.selectors.search import search_tests
 
 pytestmark = pytest.mark.django_db
@@ -521,3 +522,20 @@ def _section(section: Any) -> dict[str, Any]:
     return {
         "options": [{"id": o.id, "count": o.count, "selected": o.selected} for o in section.options]
     }
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("model", "index"),
+    [(Eval, "eval_name_trgm_idx"), (Department, "department_name_trgm_idx")],
+)
+def test_name_searches_can_use_the_trigram_indexes(model: Any, index: str) -> None:
+    if connection.vendor != "postgresql":
+        require_service("the trigram indexes exist on PostgreSQL only")
+    # The index is on UPPER(name::text), the expression Django's icontains compiles to.
+    sql, params = model.objects.filter(name__icontains="ab%c").values("id").query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert index in plan
