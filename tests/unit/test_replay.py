@@ -396,3 +396,52 @@ def test_a_stop_between_turns_halts_before_the_next_call(fake_openai: FakeOpenAI
     assert len(fake_openai.chat_requests()) == 1
     assert invocation.steps_count == 0
     assert invocation.status == TestInvocation.Status.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_stays_fresh_during_a_long_model_call(
+    fake_openai: FakeOpenAI, settings: Any
+) -> None:
+    # A model call may outlast the reaper's timeout; the heartbeat must not wait for the turn.
+    settings.REPLAY_HEARTBEAT_TIMEOUT = 0.8
+    invocation = claimed_invocation(target=openai_target(fake_openai), turns=1)
+    seen: list[Any] = []
+
+    def answer(messages: Messages) -> str:
+        row = TestInvocation.objects.values_list("started_at", "heartbeat_at").get(pk=invocation.pk)
+        seen.append(row)
+        connection.close()
+        return "late answer"
+
+    fake_openai.answer = answer
+    fake_openai.delay_s = 1.5  # the delay comes before the answer is computed
+
+    replay_invocation(invocation_id=invocation.pk)
+
+    [(started_at, heartbeat_at)] = seen
+    # No turn was recorded yet when the answer was computed, so only the heartbeat thread
+    # could have moved heartbeat_at past the claim.
+    assert heartbeat_at > started_at
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.REPLAYED
+
+
+def test_the_replay_task_is_safe_to_deliver_twice_and_retries_only_transient_errors(
+    settings: Any,
+) -> None:
+    from django.db import OperationalError
+
+    from tests_app import tasks
+    from tests_app.targets import TargetError
+
+    for task in (tasks.replay_invocation, tasks.grade_invocation):
+        assert task.acks_late is True
+        assert task.reject_on_worker_lost is True
+        assert task.soft_time_limit == settings.REPLAY_SOFT_TIME_LIMIT
+        assert task.time_limit == settings.REPLAY_TIME_LIMIT
+        assert task.time_limit > task.soft_time_limit
+        assert OperationalError in task.autoretry_for
+        assert not any(issubclass(TargetError, kind) for kind in task.autoretry_for)
+    assert (
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] > settings.REPLAY_TIME_LIMIT
+    )
