@@ -109,7 +109,7 @@ class Runtime:
     def openai_base_url(self) -> str:
         return f"http://{HOST}:{self.openai_port}/v1"
 
-    def production_environment(self, *, pool_max: int) -> dict[str, str]:
+    def production_environment(self, *, pool_max: int, pool_min: int = 1) -> dict[str, str]:
         environment = base_environment(database_url=self.database_url, redis_url=self.redis_url)
         environment.update(
             {
@@ -119,6 +119,7 @@ class Runtime:
                 "SECURE_SSL_REDIRECT": "false",
                 "API_THROTTLE_RATE": "100000000/min",
                 "DATABASE_POOL_MAX": str(pool_max),
+                "DATABASE_POOL_MIN": str(pool_min),
                 "LOG_LEVEL": "WARNING",
                 "MEDIA_ROOT": str(self.log_directory.parent / "media"),
                 "REPLAYBENCH_DATA_DIR": str(self.log_directory.parent / "data"),
@@ -181,7 +182,8 @@ class Runtime:
         raise SystemExit("daphne did not answer within 60 s; see the web log")
 
     def start_worker(self) -> None:
-        # A pool of at least the thread count, or threads would queue for a connection.
+        # A pool of at least the thread count, opened up front: threads would otherwise queue
+        # for connections while the pool grows one at a time during the first replays.
         self._spawn(
             "worker",
             [
@@ -200,7 +202,9 @@ class Runtime:
                 "-n",
                 f"bench-{os.getpid()}@%h",
             ],
-            self.production_environment(pool_max=WORKER_CONCURRENCY + 8),
+            self.production_environment(
+                pool_max=WORKER_CONCURRENCY + 8, pool_min=WORKER_CONCURRENCY
+            ),
         )
         log = self.log_directory / "worker.log"
         deadline = time.monotonic() + 90
