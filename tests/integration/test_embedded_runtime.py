@@ -89,7 +89,7 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         try:
             urllib.request.urlopen(f"{base}/admin/login/", timeout=2)  # noqa: S310
             break
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # refused, reset or timed out while daphne starts
             time.sleep(0.2)
     else:
         process.terminate()

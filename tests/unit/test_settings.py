@@ -88,5 +88,5 @@ def test_embedded_default_needs_no_environment() -> None:
     assert result.stdout.strip().splitlines()[-1].split() == [
         "django.db.backends.sqlite3",
         "thread",
-        "channels.layers.InMemoryChannelLayer",
+        "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer",
     ]
