@@ -18,7 +18,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -29,7 +28,14 @@ from tests_app.errors import ValidationFailed
 from tests_app.models import Benchmark, ReplayStep, TestInvocation, TestRun
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
-from tests_app.targets import Message, Target, TargetError, message_text, target_for
+from tests_app.targets import (
+    Message,
+    Target,
+    TargetError,
+    TargetReply,
+    message_text,
+    target_for,
+)
 from tests_app.targets.concurrency import target_slot
 
 logger = logging.getLogger(__name__)
@@ -165,7 +171,7 @@ def _still_running(invocation_id: uuid.UUID) -> bool:
 
 
 def _record_step(
-    *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: Any
+    *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: TargetReply
 ) -> bool:
     """Write one turn; False when the invocation stopped meanwhile (then nothing is written)."""
     with transaction.atomic():
