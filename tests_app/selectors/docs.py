@@ -18,14 +18,18 @@ What the sections hold:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.settings import spectacular_settings
 
+from tests_app import api as api_package
 from tests_app import cache_tags
 from tests_app.models import BenchmarkEntry, Test
 from tests_app.selectors import scope
@@ -225,8 +229,19 @@ def _compose_from_schema() -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _code_fingerprint() -> str:
+    """Changes when the API code changes, so a shared cache (Redis outlives a deploy) never serves
+    the docs of the previous release. Computed once per process."""
+    digest = hashlib.sha256(str(spectacular_settings.VERSION).encode())
+    for path in sorted(Path(api_package.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def composed_docs() -> dict[str, Any]:
-    key = f"docs:{spectacular_settings.VERSION}"
+    key = f"docs:{_code_fingerprint()}"
     return cache_tags.cached(
         [cache_tags.DOCS], key, _compose_from_schema, timeout=DOCS_CACHE_TIMEOUT
     )
