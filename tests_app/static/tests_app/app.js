@@ -3,7 +3,8 @@
  * The page works without this script: it only appends step events as they arrive and refreshes
  * the live part of the page (a server-rendered fragment) when something else changes. Events
  * carry a per-test seq; a gap (missed events) or a reconnect re-fetches the fragment, because the
- * database, not the event stream, is the truth.
+ * database, not the event stream, is the truth. The snapshot sent on (re)connect says which seq the
+ * database reflects; a page rendered before that is refreshed.
  */
 (function () {
   "use strict";
@@ -79,7 +80,12 @@
   }
 
   function handle(event) {
-    if (event.type === "snapshot") { return; }
+    if (event.type === "snapshot") {
+      // The snapshot's seq is the last event the database already reflects: anything newer than
+      // what this page was rendered with means the page is behind.
+      if (typeof event.seq === "number" && event.seq > lastSeq) { lastSeq = event.seq; refresh(); }
+      return;
+    }
     var seq = typeof event.seq === "number" ? event.seq : null;
     if (seq !== null) {
       if (seq <= lastSeq) { return; }  // already in the page as rendered
@@ -105,8 +111,6 @@
     socket.onopen = function () {
       retryDelay = 1000;
       if (indicator) { indicator.hidden = false; }
-      // Whatever happened between rendering and connecting (or while disconnected) is in the DB.
-      refresh();
     };
     socket.onmessage = function (message) {
       try { handle(JSON.parse(message.data)); } catch (error) { /* ignore malformed */ }
