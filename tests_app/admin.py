@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
+from tests_app import cache_tags
 from tests_app.actors import CLIENT_BROWSER, Actor
 from tests_app.errors import DomainError
 from tests_app.models import (
@@ -180,8 +181,20 @@ class MembershipInlineForUser(admin.TabularInline):
     extra = 0
 
 
+class InvalidatesTestCachesMixin:
+    """Names and descriptions of these rows appear in cached docs, facets and gets of tests."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)  # type: ignore[misc]
+        cache_tags.invalidate_on_commit(*cache_tags.all_tags())
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)  # type: ignore[misc]
+        cache_tags.invalidate_on_commit(*cache_tags.all_tags())
+
+
 @admin.register(Department)
-class DepartmentAdmin(admin.ModelAdmin):
+class DepartmentAdmin(InvalidatesTestCachesMixin, admin.ModelAdmin):
     list_display = ("name", "slug", "member_count", "eval_count", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -257,7 +270,7 @@ class RubricForm(forms.ModelForm):
 
 
 @admin.register(Rubric)
-class RubricAdmin(admin.ModelAdmin):
+class RubricAdmin(InvalidatesTestCachesMixin, admin.ModelAdmin):
     form = RubricForm
     list_display = ("name", "pass_threshold", "criteria_count", "updated_at")
     search_fields = ("name", "description")
@@ -269,7 +282,7 @@ class RubricAdmin(admin.ModelAdmin):
 
 
 @admin.register(Eval)
-class EvalAdmin(admin.ModelAdmin):
+class EvalAdmin(InvalidatesTestCachesMixin, admin.ModelAdmin):
     list_display = ("name", "department", "rubric", "benchmark_count", "updated_at")
     list_filter = ("department",)
     search_fields = ("name", "description", "department__name")
@@ -342,7 +355,7 @@ class BenchmarkForm(forms.ModelForm):
 
 
 @admin.register(Benchmark)
-class BenchmarkAdmin(UuidSearchMixin, admin.ModelAdmin):
+class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdmin):
     form = BenchmarkForm
     list_display = (
         "name",

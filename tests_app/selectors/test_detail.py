@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, Subquery, Sum, Value, When
 
+from tests_app import cache_tags
 from tests_app.actors import display_name
 from tests_app.models import BenchmarkEntry, Grade, Test, TestInvocation, TestRun, Upload
 from tests_app.selectors.scope import can_operate_department, get_visible_test
@@ -220,6 +221,19 @@ def get_test_detail(
         ).defer("benchmark__target"),
     )
     page = runs_page(size=runs_page_size, offset=runs_page_offset)
+    if test.status == Test.Status.COMPLETED:
+        # A completed test changes only through grades, exports, archiving and admin renames,
+        # each of which invalidates its tag; and the answer is the same for every caller who may
+        # see it (show_controls is false once a test is finished), so it is cached per page.
+        return cache_tags.cached(
+            cache_tags.detail_tags(test.pk),
+            f"get:{test.pk}:{page.size}:{page.offset}",
+            lambda: _detail(test=test, user=user, page=page),
+        )
+    return _detail(test=test, user=user, page=page)
+
+
+def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
     runs = _runs(test, page)
     current_invocation_id = (
         TestInvocation.objects.filter(test=test, status__in=OPEN_INVOCATION_STATUSES)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from django.db import transaction
 from django.utils import timezone
 
+from tests_app import cache_tags
 from tests_app.actors import Actor
 from tests_app.errors import PermissionDenied, ValidationFailed
 from tests_app.selectors.scope import operable_department_ids, visible_tests
@@ -57,6 +58,9 @@ def set_archived(*, actor: Actor, test_ids: Sequence[uuid.UUID | str], archived:
                     f"You may view {read_only} of these tests but not operate them: "
                     "only operators of their department may archive them."
                 )
-        return visible.exclude(is_archived=archived).update(
+        changing = visible.exclude(is_archived=archived)
+        changed_ids = list(changing.values_list("pk", flat=True))
+        cache_tags.invalidate_on_commit(*(cache_tags.detail_tag(pk) for pk in changed_ids))
+        return changing.filter(pk__in=changed_ids).update(
             is_archived=archived, updated_at=timezone.now()
         )

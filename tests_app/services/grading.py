@@ -13,6 +13,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
+from tests_app import cache_tags
 from tests_app.judges import JudgeError, Transcript, TranscriptTurn, Verdict, judge_for_settings
 from tests_app.models import Grade, ReplayStep
 from tests_app.realtime.events import publish_on_commit
@@ -88,6 +89,7 @@ def _fail(grade: Grade, error: str) -> None:
             updated_at=timezone.now(),
         )
         if failed == 1:
+            cache_tags.invalidate_on_commit(cache_tags.detail_tag(grade.invocation.test_id))
             publish_on_commit(
                 test_id=grade.invocation.test_id,
                 event_type="grade.failed",

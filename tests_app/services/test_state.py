@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from tests_app import cache_tags
 from tests_app.errors import InvalidTransition
 from tests_app.models import Grade, Test, TestRun
 from tests_app.realtime.events import publish_on_commit
@@ -71,6 +72,7 @@ def maybe_complete_test(*, test: Test) -> bool:
     )
     test.status = Test.Status.COMPLETED
     test.finished_at = now
+    cache_tags.invalidate_on_commit(cache_tags.detail_tag(test.pk))
     publish_on_commit(test_id=test.pk, event_type="test.completed", status=test.status)
     return True
 
@@ -89,6 +91,8 @@ def make_grade_current(*, grade: Grade) -> None:
     if grade.status != Grade.Status.DONE or grade.score is None:
         return
     invocation = grade.invocation
+    # Even a grade that does not become current shows in get's invocation list.
+    cache_tags.invalidate_on_commit(cache_tags.detail_tag(invocation.test_id))
     test = lock_test(invocation.test_id)
     run = TestRun.objects.select_for_update().get(pk=invocation.run_id)
     if run.latest_invocation_id != invocation.pk:
