@@ -165,6 +165,7 @@ if DATABASE_URL:
         }
     DATABASES = {"default": _database}
 else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)  # a fresh clone has no data folder yet
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
