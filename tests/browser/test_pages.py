@@ -185,7 +185,7 @@ def test_benchmarks_and_dashboard_pages(
     benchmark = factories.make_benchmark(department=research, name="Demo benchmark")
     log_in(page, browser_server, "operator", then="/benchmarks/")
     page.screenshot(path=str(artifacts / "benchmarks-page.png"), full_page=True)
-    page.get_by_role("button", name="Start a test of Demo benchmark").click()
+    page.get_by_role("button", name="Start test of Demo benchmark").click()
     page.wait_for_url("**/tests/*/")
     test = Test.objects.get(benchmark=benchmark)
     assert page.url.endswith(f"/tests/{test.pk}/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
@@ -39,6 +40,18 @@ class SearchForm(forms.Form):
         # come from the facet counts rather than a second query.
         self.fields["eval"].valid_value = lambda value: True  # type: ignore[attr-defined]
         self.fields["department"].valid_value = lambda value: True  # type: ignore[attr-defined]
+
+    def _uuids(self, name: str) -> list[uuid.UUID]:
+        try:
+            return [uuid.UUID(value) for value in self.cleaned_data.get(name) or []]
+        except ValueError as error:
+            raise forms.ValidationError("Not a valid id.") from error
+
+    def clean_eval(self) -> list[uuid.UUID]:
+        return self._uuids("eval")
+
+    def clean_department(self) -> list[uuid.UUID]:
+        return self._uuids("department")
 
     def is_archived(self) -> bool | None:
         return {"active": False, "archived": True}.get(

@@ -73,7 +73,12 @@ def _int_param(request: HttpRequest, name: str, default: int = 0) -> int:
 def test_list(request: HttpRequest) -> HttpResponse:
     from tests_app.selectors.search import search_tests
 
-    form = SearchForm(request.GET or None)
+    params = request.GET.copy()
+    if params:
+        # Absent choices mean the defaults, as on the unfiltered page.
+        params.setdefault("page_size", "20")
+        params.setdefault("archived", "active")
+    form = SearchForm(params or None)
     result: Any = None
     if form.is_bound and not form.is_valid():
         messages.error(request, "Some filters are not valid; they were ignored.")
@@ -405,6 +410,14 @@ def control_regrade(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         return _back_to_test(test.pk, request.POST.get("invocation_id"))
 
     def action(test: Test) -> tuple[str, Any]:
+        # The form names an invocation; it must belong to the test of this URL.
+        if (
+            reads.invocation_of_test(
+                test_id=test.pk, invocation_id=form.cleaned_data["invocation_id"]
+            )
+            is None
+        ):
+            raise NotFound("No such invocation in this test.")
         grade = regrade_invocation(
             actor=_actor(request),
             invocation_id=form.cleaned_data["invocation_id"],
@@ -413,8 +426,6 @@ def control_regrade(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
             feedback=form.cleaned_data["feedback"],
             reason=form.cleaned_data["reason"],
         )
-        if grade.invocation.test_id != test.pk:
-            raise NotFound("No such invocation in this test.")
         return (
             "Your grade is stored; the earlier grade is kept in the history.",
             grade.invocation_id,
