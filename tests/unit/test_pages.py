@@ -372,3 +372,15 @@ def test_regrade_of_an_invocation_of_another_test_is_refused(
     )
     assert response.status_code == 404
     assert not Grade.objects.filter(source="human").exists()
+
+
+def test_live_fragment_is_the_page_part_that_scripts_refresh(
+    started: Test, operator: Any, viewer: Any, outsider: Any
+) -> None:
+    claim = claim_next_run(actor=Actor(user=operator), test_id=started.pk)
+    fragment = logged_in(viewer).get(detail_url(started), {"fragment": "1"}).content.decode()
+    assert "<html" not in fragment
+    assert 'id="runs-table"' in fragment
+    # Not pinned to an invocation: the fragment follows the newest one.
+    assert f'data-invocation-id="{claim.invocation.pk}"' in fragment
+    assert logged_in(outsider).get(detail_url(started), {"fragment": "1"}).status_code == 404

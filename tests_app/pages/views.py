@@ -220,6 +220,8 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         invocation = reads.invocation_of_test(
             test_id=test.pk, invocation_id=request.GET["invocation"]
         )
+    # A page without ?invocation= follows the newest invocation as it changes (live refreshes).
+    pinned_invocation = invocation
     if invocation is None:
         invocation = reads.newest_invocation(test_id=test.pk)
     can_operate = can_operate_department(request.user, test.department_id)
@@ -241,6 +243,7 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "invocations": detail.get("invocations") or [],
         "exports": (detail.get("resources") or {}).get("exports") or [],
         "invocation": invocation,
+        "pinned_invocation": pinned_invocation,
         "transcript": reads.transcript(invocation=invocation) if invocation else [],
         "grades": reads.grades(invocation=invocation) if invocation else [],
         "show_controls": bool(detail.get("show_controls")),

@@ -37,7 +37,11 @@
       .then(function (html) {
         live.innerHTML = html;
         var seqMarker = document.getElementById("live-seq");
-        if (seqMarker) { lastSeq = Math.max(lastSeq, parseInt(seqMarker.dataset.seq || "0", 10) || 0); }
+        if (seqMarker) {
+          lastSeq = Math.max(lastSeq, parseInt(seqMarker.dataset.seq || "0", 10) || 0);
+          // Without ?invocation= the page follows the newest invocation, which may have changed.
+          shownInvocation = seqMarker.dataset.invocationId || shownInvocation;
+        }
         if (focusedId && document.getElementById(focusedId)) { document.getElementById(focusedId).focus(); }
         live.dispatchEvent(new CustomEvent("live:refreshed"));
       })
