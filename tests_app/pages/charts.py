@@ -26,35 +26,34 @@ SERIES_COLOURS = ["#2680c2", "#d64545", "#3ebd93", "#9446ed", "#f0b429", "#616e7
 
 
 def status_bar(by_status: Mapping[str, int], *, width: int = 640, height: int = 28) -> SafeString:
-    """A stacked horizontal bar of run counts by status, with a text legend below it."""
+    """A stacked horizontal bar of run counts by status (the legend is HTML, see below)."""
     total = sum(by_status.values())
     label = ", ".join(f"{name} {count}" for name, count in by_status.items())
     parts = [
-        f'<svg class="chart chart-status" viewBox="0 0 {width} {height + 24}" role="img" '
-        f'aria-label="Runs by status: {escape(label)}" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="chart chart-status" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Runs by status: {escape(label)}" preserveAspectRatio="none" '
+        'xmlns="http://www.w3.org/2000/svg">',
         f"<title>Runs by status: {escape(label)}</title>",
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#e4e7eb" rx="4"/>',
     ]
     x = 0.0
-    legend_x = 0
     for name, count in by_status.items():
-        colour = STATUS_COLOURS.get(name, "#9aa5b1")
         if total and count:
             segment = width * count / total
             parts.append(
                 f'<rect class="segment-{escape(name)}" x="{x:.1f}" y="0" width="{segment:.1f}" '
-                f'height="{height}" fill="{colour}"><title>{escape(name)}: {count}</title></rect>'
+                f'height="{height}" fill="{STATUS_COLOURS.get(name, "#9aa5b1")}">'
+                f"<title>{escape(name)}: {count}</title></rect>"
             )
             x += segment
-        parts.append(
-            f'<rect x="{legend_x}" y="{height + 8}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{legend_x + 14}" y="{height + 17}" font-size="11">'
-            f"{escape(name)} {count}</text>"
-        )
-        # About 7 units per character at font-size 11, plus the swatch and a gap.
-        legend_x += 14 + 7 * len(f"{name} {count}") + 12
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308  # every interpolated label is escaped above
+
+
+def status_legend(by_status: Mapping[str, int]) -> list[tuple[str, int, str]]:
+    """(status, count, colour) for the HTML legend under :func:`status_bar`; text stays readable
+    on a narrow screen, where an SVG legend would shrink with the chart."""
+    return [(name, count, STATUS_COLOURS.get(name, "#9aa5b1")) for name, count in by_status.items()]
 
 
 @dataclass(frozen=True)

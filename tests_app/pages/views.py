@@ -234,6 +234,7 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "detail": detail,
         "summary": summary,
         "status_chart": charts.status_bar(summary.get("by_status") or {}),
+        "status_legend": charts.status_legend(summary.get("by_status") or {}),
         "runs": detail.get("runs") or [],
         "runs_offset": runs_offset,
         "runs_previous": max(0, runs_offset - RUNS_PAGE_SIZE) if runs_offset else None,
