@@ -184,8 +184,12 @@ def test_benchmarks_and_dashboard_pages(
 ) -> None:
     benchmark = factories.make_benchmark(department=research, name="Demo benchmark")
     log_in(page, browser_server, "operator", then="/benchmarks/")
+    # Keyboard: the first Tab lands on the skip link, and Enter on a focused button submits.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
     page.screenshot(path=str(artifacts / "benchmarks-page.png"), full_page=True)
-    page.get_by_role("button", name="Start test of Demo benchmark").click()
+    page.get_by_role("button", name="Start test of Demo benchmark").focus()
+    page.keyboard.press("Enter")
     page.wait_for_url("**/tests/*/")
     test = Test.objects.get(benchmark=benchmark)
     assert page.url.endswith(f"/tests/{test.pk}/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import uuid
 from typing import Any
@@ -15,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from tests import factories
 from tests_app.actors import Actor
 from tests_app.models import Grade, Test, TestInvocation, TestRun
+from tests_app.pages import charts
 from tests_app.pages.reads import word_diff
 from tests_app.services.claiming import claim_next_run
 from tests_app.services.ending import end_invocation
@@ -384,3 +386,22 @@ def test_live_fragment_is_the_page_part_that_scripts_refresh(
     # Not pinned to an invocation: the fragment follows the newest one.
     assert f'data-invocation-id="{claim.invocation.pk}"' in fragment
     assert logged_in(outsider).get(detail_url(started), {"fragment": "1"}).status_code == 404
+
+
+def test_search_by_date_and_name(started: Test, staff: Any) -> None:
+    client = logged_in(staff)
+    future = client.get("/tests/", {"start_date": "2999-01-01"}).content.decode()
+    assert "No tests match" in future
+    by_name = client.get("/tests/", {"eval_search": started.eval.name[:4].lower()})
+    assert started.benchmark.name in by_name.content.decode()
+    assert "No tests match" in client.get("/tests/", {"eval_search": "zzz"}).content.decode()
+
+
+def test_charts_escape_their_labels() -> None:
+    day = datetime.date(2026, 1, 2)
+    svg = charts.line_chart({"<script>x</script>": [charts.Point(day, 0.5)]}, title="A & B")
+    assert "<script>" not in svg
+    assert "&lt;script&gt;x&lt;/script&gt; 2026-01-02: 0.50" in svg
+    assert 'aria-label="A &amp; B"' in svg
+    bar = charts.status_bar({"pending": 1, "completed": 3})
+    assert 'width="480.0"' in bar  # three quarters of 640 for completed
