@@ -283,10 +283,12 @@ def seed_finished_test(
     runs: int,
     steps_per_run: int,
     entries: int = 1000,
+    pending: int = 0,
 ) -> uuid.UUID:
-    """A completed, fully graded test of ``runs`` runs, each with one ended invocation, its steps
-    and one agent grade, written with COPY (runs and invocations point at each other: the
-    foreign keys are deferred to commit, so each batch holds both sides)."""
+    """A graded test of ``runs`` runs, each with one ended invocation, its steps and one agent
+    grade, written with COPY (runs and invocations point at each other: the foreign keys are
+    deferred to commit, so each batch holds both sides). With ``pending``, the last runs are
+    still pending and the test is running; otherwise it is completed."""
     from tests_app.models import Grade, ReplayStep, Test, TestInvocation, TestRun
 
     entries = min(entries, runs)
@@ -302,20 +304,20 @@ def seed_finished_test(
         str(pk) for pk in benchmark.entries.order_by("position").values_list("pk", flat=True)
     ]
     now = timezone.now()
-    passed_total = runs // 2
+    done = runs - pending
     test = Test.objects.create(
         benchmark=benchmark,
         eval=benchmark.eval,
         department_id=department_id,
-        status=Test.Status.COMPLETED,
+        status=Test.Status.RUNNING if pending else Test.Status.COMPLETED,
         created_by_id=world.operator_id,
         started_at=now,
-        finished_at=now,
+        finished_at=None if pending else now,
         total_runs=runs,
-        completed_runs=runs,
-        graded_runs=runs,
-        passed_runs=passed_total,
-        score_sum=sum(0.9 if index % 2 == 0 else 0.3 for index in range(runs)),
+        completed_runs=done,
+        graded_runs=done,
+        passed_runs=(done + 1) // 2,
+        score_sum=sum(0.9 if index % 2 == 0 else 0.3 for index in range(done)),
     )
     test_id = str(test.pk)
     first_created = now - timedelta(milliseconds=runs)
@@ -329,8 +331,10 @@ def seed_finished_test(
             "latest_invocation_id",
             "score",
             "passed",
+            "status",
+            "attempts",
         ],
-        constants={"test_id": test_id, "cycle": 1, "status": "completed", "attempts": 1},
+        constants={"test_id": test_id, "cycle": 1},
     )
     invocation_table = CopyTable(
         TestInvocation,
@@ -369,6 +373,21 @@ def seed_finished_test(
             created = (first_created + timedelta(milliseconds=index)).isoformat()
             passed = index % 2 == 0
             score = "0.9" if passed else "0.3"
+            if index >= done:
+                run_lines.append(
+                    run_table.line(
+                        run_id,
+                        created,
+                        entry_ids[index % entries],
+                        str(index + 1),
+                        None,
+                        None,
+                        None,
+                        "pending",
+                        "0",
+                    )
+                )
+                continue
             run_lines.append(
                 run_table.line(
                     run_id,
@@ -378,6 +397,8 @@ def seed_finished_test(
                     invocation_id,
                     score,
                     "t" if passed else "f",
+                    "completed",
+                    "1",
                 )
             )
             invocation_lines.append(invocation_table.line(invocation_id, created, run_id))
