@@ -16,6 +16,10 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# Loaded with the worker, not by its first tasks: 32 threads would queue on the import lock while
+# one imports the replay service and the target SDK behind it.
+from tests_app.services import replay as replay_service
+
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
 
@@ -33,9 +37,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, Redi
     max_retries=5,
 )
 def replay_invocation(invocation_id: str) -> None:
-    from tests_app.services.replay import replay_invocation as run_replay
-
-    run_replay(invocation_id=invocation_id)
+    replay_service.replay_invocation(invocation_id=invocation_id)
 
 
 @shared_task(

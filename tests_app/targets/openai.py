@@ -10,14 +10,16 @@ read from the environment variable named in ``api_key_env`` at call time and is 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 
 from tests_app.errors import ValidationFailed
-from tests_app.targets import Message, TargetError, TargetReply
+from tests_app.targets.base import Message, TargetError, TargetReply
 
 ALLOWED_KEYS = {
     "kind",
@@ -34,6 +36,35 @@ PLACEHOLDER_API_KEY = "no-key-needed"
 # The longest wait between two attempts: the SDK backs off at most 8 s on its own, but honours a
 # server's Retry-After up to 120 s (and does not retry at all when asked to wait longer).
 _BACKOFF_CEILING_S = 120.0
+# Distinct endpoints a worker talks to; past this the least recently used client is dropped.
+_MAX_CLIENTS = 32
+
+_ClientKey = tuple[str | None, str, float, int]
+_clients: OrderedDict[_ClientKey, openai.OpenAI] = OrderedDict()
+_clients_lock = threading.Lock()
+
+
+def shared_client(
+    *, base_url: str | None, api_key: str, timeout_s: float, max_retries: int
+) -> openai.OpenAI:
+    """One client per process and endpoint, shared by every thread (the SDK's client and its
+    connection pool are thread-safe). Building one costs an SSL context (tens of ms of CPU under
+    the GIL) and a fresh connection pool, which a per-invocation client paid on every replay.
+    The key is part of the identity, so a rotated environment variable gets a new client."""
+    key = (base_url, api_key, timeout_s, max_retries)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            _clients.move_to_end(key)
+            return client
+        client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+        _clients[key] = client
+        if len(_clients) > _MAX_CLIENTS:
+            # Not closed: another thread may be mid-call on it; its pool closes when collected.
+            _clients.popitem(last=False)
+        return client
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -116,7 +147,6 @@ class OpenAITarget:
         self.max_call_seconds = (
             config.timeout_s * (config.max_retries + 1) + _BACKOFF_CEILING_S * config.max_retries
         )
-        self._client: openai.OpenAI | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> OpenAITarget:
@@ -127,19 +157,16 @@ class OpenAITarget:
         return (os.environ.get(name, "") if name else "") or PLACEHOLDER_API_KEY
 
     def client(self) -> openai.OpenAI:
-        if self._client is None:
-            self._client = openai.OpenAI(
-                api_key=self._api_key(),
-                base_url=self.config.base_url,
-                timeout=self.config.timeout_s,
-                max_retries=self.config.max_retries,
-            )
-        return self._client
+        return shared_client(
+            base_url=self.config.base_url,
+            api_key=self._api_key(),
+            timeout_s=self.config.timeout_s,
+            max_retries=self.config.max_retries,
+        )
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        # The client is shared by the process (see shared_client), so there is nothing to close.
+        return None
 
     def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
         started = time.monotonic()
