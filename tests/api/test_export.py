@@ -16,6 +16,7 @@ from django.test import AsyncRequestFactory
 from rest_framework.test import APIClient
 
 from tests import factories
+from tests.conftest import require_service
 from tests_app.api.discovery_views import UploadDownloadView
 from tests_app.models import Grade, TestInvocation, TestRun, Upload
 
@@ -308,3 +309,59 @@ def test_export_lists_in_get_resources(client_for: Any, viewer: Any, benchmark: 
     assert [item["upload_id"] for item in exports] == [body["upload_id"]]
     assert exports[0]["row_count"] == 0
     assert client.get(exports[0]["download_url"]).status_code == 200
+
+
+@pytest.mark.postgres
+def test_copy_writes_the_same_bytes_as_the_portable_path(operator: Any, benchmark: Any) -> None:
+    """On PostgreSQL the database writes the CSV records (COPY); elsewhere the csv module does.
+    Both must give the same files, byte for byte, including CRLF line ends, quoting, empty and
+    missing cells, whole-number scores and microsecond timestamps."""
+    from django.db import connection
+
+    from tests_app.services import exporting
+
+    if connection.vendor != "postgresql":
+        require_service("COPY is PostgreSQL only")
+    world = build_test(benchmark, operator)
+    test = world["test"]
+    # Cells each formatter treats specially: an empty title, a whole-number score, no actor
+    # name parts, a timestamp with and without a fraction, an empty output.
+    entry = world["runs"][2].entry
+    extra_entry = factories.BenchmarkEntryFactory(benchmark=benchmark, position=99, title="")
+    extra = factories.TestRunFactory(test=test, entry=extra_entry, ordinal=4)
+    nameless = factories.UserFactory(
+        username="nameless", first_name=" ", last_name="", password="!"
+    )
+    invocation = factories.TestInvocationFactory(
+        run=extra,
+        status=TestInvocation.Status.ENDED,
+        actor=nameless,
+        started_at=datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC),
+        ended_at=datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC),
+        error="",
+    )
+    extra.latest_invocation = invocation
+    extra.save()
+    factories.GradeFactory(invocation=invocation, score=1.0, passed=True, feedback="")
+    factories.ReplayStepFactory(
+        invocation=invocation, turn=1, input="only", output="", reference="", prompt_tokens=None
+    )
+    assert entry.title == TRICKY
+
+    def files(*, use_copy: bool) -> dict[str, bytes]:
+        counter = exporting._Counter()
+        written = {
+            name: b"".join(pieces)
+            for name, pieces in exporting._csv_files(test, counter, use_copy=use_copy)
+        }
+        assert counter.rows == {"runs.csv": 4, "turns.csv": 6}
+        return written
+
+    copied, portable = files(use_copy=True), files(use_copy=False)
+    assert copied == portable
+    runs = list(csv.DictReader(io.StringIO(copied["runs.csv"].decode("utf-8"), newline="")))
+    assert runs[3]["actor_name"] == "nameless"
+    assert runs[3]["score"] == "1.0"
+    assert runs[3]["started_at"] == "2026-03-01T12:00:00.250000+00:00"
+    assert runs[3]["ended_at"] == "2026-03-01T12:00:01+00:00"
+    assert copied["runs.csv"].count(b"\r\n") >= 5
