@@ -161,15 +161,6 @@ def _claim(invocation_id: uuid.UUID | str) -> TestInvocation | None:
     return invocation
 
 
-def _still_running(invocation_id: uuid.UUID) -> bool:
-    row = (
-        TestInvocation.objects.filter(pk=invocation_id)
-        .values_list("status", "stop_requested")
-        .first()
-    )
-    return row is not None and row[0] == TestInvocation.Status.RUNNING and not row[1]
-
-
 def _record_step(
     *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: TargetReply
 ) -> bool:
@@ -266,7 +257,7 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
 
     Never holds a transaction open during a model call. Stops before the next turn once the
     invocation is no longer running or a stop was requested (the stop service already moved the
-    statuses and published the events).
+    statuses and published the events): each step's conditional UPDATE is that check.
     """
     invocation = _claim(invocation_id)
     if invocation is None:
@@ -279,30 +270,30 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
     try:
         target = target_for(benchmark.target)
         own_answers: dict[int, str] = {}
-        for turn in turns:
-            if not _still_running(invocation.pk):
-                logger.info("Invocation %s stopped before turn %s", invocation.pk, turn.turn)
-                return
-            history = _history_for(messages, turn, own_answers, benchmark.replay_mode)
-            with (
-                _heartbeat_while(invocation.pk),
-                target_slot(
+        # One heartbeat thread for the whole replay, not one per turn.
+        with _heartbeat_while(invocation.pk):
+            for turn in turns:
+                # No separate "still running?" read: the claim has just seen the invocation
+                # running, and every later turn follows a step whose conditional UPDATE saw it
+                # running and not stopped (or the loop has returned).
+                history = _history_for(messages, turn, own_answers, benchmark.replay_mode)
+                with target_slot(
                     target.key,
                     lease_s=target.max_call_seconds + 30,
                     wait_s=max(60.0, target.max_call_seconds * 2),
-                ),
-            ):
-                reply = target.complete(messages=history, reference=turn.reference)
-            if turn.reference_index is not None:
-                own_answers[turn.reference_index] = reply.content
-            else:
-                # No recorded answer to replace: the model's answer still belongs in the history.
-                own_answers[-turn.index - 1] = reply.content
-            if not _record_step(
-                invocation=invocation, turn=turn, total_turns=len(turns), reply=reply
-            ):
-                logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
-                return
+                ):
+                    reply = target.complete(messages=history, reference=turn.reference)
+                if turn.reference_index is not None:
+                    own_answers[turn.reference_index] = reply.content
+                else:
+                    # No recorded answer to replace: the model's answer still belongs in the
+                    # history.
+                    own_answers[-turn.index - 1] = reply.content
+                if not _record_step(
+                    invocation=invocation, turn=turn, total_turns=len(turns), reply=reply
+                ):
+                    logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
+                    return
         _finish(invocation, len(turns))
     except TargetError as error:
         fail_invocation(invocation_id=invocation.pk, error=str(error))
