@@ -18,10 +18,12 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Field
 from django.utils import timezone
 
 from tests_app.errors import ValidationFailed
@@ -161,62 +163,108 @@ def _claim(invocation_id: uuid.UUID | str) -> TestInvocation | None:
     return invocation
 
 
+@cache
+def _record_step_sql() -> tuple[str, list[Field[Any, Any]]]:
+    """One statement for a step on PostgreSQL: the conditional UPDATE of the invocation and the
+    step's INSERT, which happens only when that UPDATE matched."""
+    fields = [f for f in ReplayStep._meta.concrete_fields if f.attname != "invocation_id"]
+    quote = connection.ops.quote_name
+    invocation_table = quote(TestInvocation._meta.db_table)
+    step_table = quote(ReplayStep._meta.db_table)
+    column_list = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(f"%(value_{index})s" for index in range(len(fields)))
+    sql = f"""
+        WITH moved AS (
+            UPDATE {invocation_table} SET
+                steps_count = steps_count + 1, heartbeat_at = %(now)s, updated_at = %(now)s
+            WHERE id = %(invocation_id)s AND status = %(running)s AND NOT stop_requested
+            RETURNING id
+        )
+        INSERT INTO {step_table} ({column_list}, "invocation_id")
+        SELECT {placeholders}, moved.id FROM moved
+        RETURNING id
+    """  # noqa: S608
+    return sql, fields
+
+
 def _record_step(
     *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: TargetReply
 ) -> bool:
-    """Write one turn; False when the invocation stopped meanwhile (then nothing is written)."""
-    with transaction.atomic():
-        # The conditional UPDATE takes the invocation's row lock, so a concurrent stop either
-        # commits first (we write nothing) or waits for this step to commit.
-        moved = TestInvocation.objects.filter(
-            pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
-        ).update(
-            steps_count=F("steps_count") + 1,
-            heartbeat_at=timezone.now(),
-            updated_at=timezone.now(),
-        )
-        if moved != 1:
-            return False
-        ReplayStep.objects.create(
-            invocation=invocation,
-            turn=turn.turn,
-            input=message_text(turn.user_message.get("content"))[:MAX_STEP_TEXT],
-            output=reply.content[:MAX_STEP_TEXT],
-            reference=turn.reference[:MAX_STEP_TEXT] if turn.reference is not None else None,
-            latency_ms=reply.latency_ms,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-        )
-        publish_on_commit(
-            test_id=invocation.test_id,
-            event_type="run.step",
-            invocation_id=invocation.pk,
-            run_id=invocation.run_id,
-            turn=turn.turn,
-            total_turns=total_turns,
-            output=reply.content[:MAX_STEP_TEXT],
-        )
+    """Write one turn; False when the invocation stopped meanwhile (then nothing is written).
+
+    The conditional UPDATE takes the invocation's row lock, so a concurrent stop either commits
+    first (we write nothing) or waits for this step to commit.
+    """
+    now = timezone.now()
+    step = ReplayStep(
+        invocation=invocation,
+        turn=turn.turn,
+        input=message_text(turn.user_message.get("content"))[:MAX_STEP_TEXT],
+        output=reply.content[:MAX_STEP_TEXT],
+        reference=turn.reference[:MAX_STEP_TEXT] if turn.reference is not None else None,
+        latency_ms=reply.latency_ms,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        created_at=now,
+        updated_at=now,
+    )
+    if connection.vendor == "postgresql":
+        # One round trip in autocommit instead of four (BEGIN, UPDATE, INSERT, COMMIT): each
+        # wait is a GIL hand-off, and 32 replay threads share the GIL.
+        sql, fields = _record_step_sql()
+        parameters = {
+            **{
+                f"value_{index}": field.get_db_prep_save(getattr(step, field.attname), connection)
+                for index, field in enumerate(fields)
+            },
+            "now": now,
+            "invocation_id": invocation.pk,
+            "running": TestInvocation.Status.RUNNING.value,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(sql, parameters)
+            if cursor.fetchone() is None:
+                return False
+    else:
+        with transaction.atomic():
+            moved = TestInvocation.objects.filter(
+                pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
+            ).update(steps_count=F("steps_count") + 1, heartbeat_at=now, updated_at=now)
+            if moved != 1:
+                return False
+            step.save(force_insert=True)
+    # Outside a transaction (the worker) this sends at once: the step has committed.
+    publish_on_commit(
+        test_id=invocation.test_id,
+        event_type="run.step",
+        invocation_id=invocation.pk,
+        run_id=invocation.run_id,
+        turn=turn.turn,
+        total_turns=total_turns,
+        output=reply.content[:MAX_STEP_TEXT],
+    )
     return True
 
 
 def _finish(invocation: TestInvocation, total_turns: int) -> None:
-    with transaction.atomic():
-        finished = TestInvocation.objects.filter(
-            pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
-        ).update(
+    # One statement: in autocommit it is its own transaction (no BEGIN and COMMIT round trips),
+    # and publish_on_commit then sends at once, after it committed.
+    finished = TestInvocation.objects.filter(
+        pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
+    ).update(
+        status=TestInvocation.Status.REPLAYED,
+        heartbeat_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    if finished == 1:
+        publish_on_commit(
+            test_id=invocation.test_id,
+            event_type="run.completed",
+            invocation_id=invocation.pk,
+            run_id=invocation.run_id,
             status=TestInvocation.Status.REPLAYED,
-            heartbeat_at=timezone.now(),
-            updated_at=timezone.now(),
+            total_turns=total_turns,
         )
-        if finished == 1:
-            publish_on_commit(
-                test_id=invocation.test_id,
-                event_type="run.completed",
-                invocation_id=invocation.pk,
-                run_id=invocation.run_id,
-                status=TestInvocation.Status.REPLAYED,
-                total_turns=total_turns,
-            )
 
 
 def fail_invocation(*, invocation_id: uuid.UUID | str, error: str) -> bool:
