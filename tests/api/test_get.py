@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.fields import DateTimeField
+from rest_framework.renderers import JSONRenderer
 
 from tests import factories
 from tests.api.lifecycle_support import (
@@ -20,7 +23,9 @@ from tests.api.lifecycle_support import (
     post,
     started_test,
 )
+from tests_app.api.lifecycle_serializers import GetTestArtifactResponseSerializer
 from tests_app.models import Grade, Test, TestInvocation, TestRun
+from tests_app.selectors import test_detail
 from tests_app.services.stopping import stop_invocation
 
 pytestmark = pytest.mark.django_db
@@ -363,3 +368,102 @@ def test_it_rejects_bad_bodies(
     error = assert_error(get(client_for(operator), test, **extra), 400, "invalid")
 
     assert field in error["fields"]
+
+
+def test_the_answer_is_what_the_documented_serializer_renders(
+    client_for: Any, operator: Any, research: Any
+) -> None:
+    # The view returns the selector's JSON-safe data without walking it through the output
+    # serializer; the serializer still documents the shape, so both must render the same JSON.
+    benchmark = factories.make_benchmark(department=research, entries=3)
+    test = started_test(operator, benchmark)
+    graded, running = claimed_invocation(operator, test), claimed_invocation(operator, test)
+    force_invocation_status(graded, TestInvocation.Status.ENDED)
+    force_invocation_status(running, TestInvocation.Status.RUNNING)
+    TestInvocation.objects.filter(pk=running.pk).update(started_at=timezone.now())
+    TestRun.objects.filter(pk=graded.run_id).update(
+        status=TestRun.Status.COMPLETED, score=0.5, passed=False
+    )
+    factories.GradeFactory(invocation=graded, score=0.5, passed=False, feedback="Half.")
+    factories.UploadFactory(test=test, file_name="export.zip", row_count=3)
+
+    body = get(client_for(operator), test).json()
+
+    native = test_detail.get_test_detail(user=operator, test_id=test.pk)
+    documented = JSONRenderer().render(GetTestArtifactResponseSerializer(native).data)
+    assert body == json.loads(documented)
+    assert len(body["invocations"]) == 2
+    assert body["invocations"][1]["grade"]["feedback"] == "Half."
+    assert body["resources"]["exports"][0]["row_count"] == 3
+    assert set(body["runs"][0]) == {
+        "id",
+        "ordinal",
+        "cycle",
+        "entry_id",
+        "entry_title",
+        "status",
+        "invocation_id",
+        "score",
+        "passed",
+    }
+    test.refresh_from_db()
+    assert body["test"]["created_at"] == DateTimeField().to_representation(test.created_at)
+    assert body["test"]["created_at"].endswith("Z")
+
+
+def test_a_completed_test_answers_the_same_from_the_cache(
+    client_for: Any, operator: Any, research: Any
+) -> None:
+    benchmark = factories.make_benchmark(department=research, entries=1)
+    test = started_test(operator, benchmark)
+    invocation = claimed_invocation(operator, test)
+    force_invocation_status(invocation, TestInvocation.Status.ENDED)
+    TestRun.objects.filter(pk=invocation.run_id).update(status=TestRun.Status.COMPLETED)
+    Test.objects.filter(pk=test.pk).update(status=Test.Status.COMPLETED)
+    client = client_for(operator)
+
+    built, cached = get(client, test).json(), get(client, test).json()
+
+    assert cached == built
+    assert cached["invocations"][0]["id"] == str(invocation.pk)
+    # Pages read the same selector with Python values (their templates format the dates).
+    native = test_detail.get_test_detail(user=operator, test_id=test.pk)
+    assert native["invocations"][0]["id"] == invocation.pk
+    assert native["test"]["created_at"] == Test.objects.get(pk=test.pk).created_at
+
+
+def test_entries_are_capped_and_counted_without_another_query(
+    client_for: Any,
+    operator: Any,
+    research: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_assert_max_num_queries: Any,
+) -> None:
+    monkeypatch.setattr(test_detail, "ENTRIES_LIMIT", 3)
+    benchmark = factories.make_benchmark(department=research, entries=5)
+    test = started_test(operator, benchmark)
+    claimed_invocation(operator, test)
+    factories.UploadFactory(test=test)
+    client = client_for(operator)
+    get(client, test)  # warm up: the key's last_used_at is written on first use
+
+    # Authentication (key, memberships), the test, runs, invocations with the open one,
+    # grades, the status summary, entries with their total, exports.
+    with django_assert_max_num_queries(9):
+        body = get(client, test).json()
+
+    assert body["entries"]["total"] == 5
+    assert [item["position"] for item in body["entries"]["items"]] == [1, 2, 3]
+
+
+def test_a_page_past_the_end_still_names_the_current_invocation(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    test = started_test(operator, benchmark)
+    open_invocation = claimed_invocation(operator, test)
+
+    body = get(client_for(operator), test, runs_page_size=5, runs_page_offset=10).json()
+
+    assert body["invocations"] == []
+    assert body["runs"] == []
+    assert body["current_invocation_id"] == str(open_invocation.pk)

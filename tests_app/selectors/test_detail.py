@@ -2,17 +2,37 @@
 
 The query budget does not grow with the test: counts come from one GROUP BY, runs and invocations
 are pages, each invocation's grade comes from one subquery-picked id list, and entries and exports
-are capped. ``select_related`` is only used for single-valued relations.
+are capped. ``select_related`` is only used for single-valued relations. Counts that a page needs
+ride on the page's own query as scalar subqueries (PostgreSQL runs an uncorrelated one once).
+
+The API asks for ``json_safe`` data: ids and timestamps already as the strings it renders, so
+that no serializer has to walk the ~800 nested objects of a large answer, and the cached copy of a
+completed test unpickles as plain strings. Pages ask for Python values (their templates format
+the dates).
 """
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.utils import timezone
 
 from tests_app import cache_tags
 from tests_app.actors import display_name
@@ -81,7 +101,7 @@ def _status_summary(test: Test) -> dict[str, Any]:
 
 
 def _runs(test: Test, page: RunsPage) -> list[dict[str, Any]]:
-    rows = (
+    rows = list(
         TestRun.objects.filter(test=test)
         .order_by("-cycle", "-ordinal")
         .annotate(entry_title=F("entry__title"))
@@ -97,7 +117,9 @@ def _runs(test: Test, page: RunsPage) -> list[dict[str, Any]]:
             "passed",
         )[page.offset : page.offset + page.size]
     )
-    return [{**row, "invocation_id": row.pop("latest_invocation_id")} for row in rows]
+    for row in rows:
+        row["invocation_id"] = row.pop("latest_invocation_id")
+    return rows
 
 
 def _grade(grade: Grade | None) -> dict[str, Any] | None:
@@ -114,7 +136,14 @@ def _grade(grade: Grade | None) -> dict[str, Any] | None:
     }
 
 
-def _invocations(test: Test, page: RunsPage) -> list[dict[str, Any]]:
+def _open_invocations(test: Test) -> QuerySet[TestInvocation]:
+    return TestInvocation.objects.filter(test=test, status__in=OPEN_INVOCATION_STATUSES).order_by(
+        "-created_at", "-id"
+    )
+
+
+def _invocations(test: Test, page: RunsPage) -> tuple[list[dict[str, Any]], uuid.UUID | None]:
+    """A page of invocations, newest first, and the newest one not yet ended (of any page)."""
     # The grade shown is the current one (newest done), else the newest of any status, so a
     # pending AI grade is visible while the judge works.
     current_grade = (
@@ -150,12 +179,23 @@ def _invocations(test: Test, page: RunsPage) -> list[dict[str, Any]]:
             "actor__first_name",
             "actor__last_name",
         )
-        .annotate(current_grade_id=Subquery(current_grade))
+        .annotate(
+            current_grade_id=Subquery(current_grade),
+            # Uncorrelated: evaluated once for the page, not once per row.
+            open_invocation_id=Subquery(_open_invocations(test).values("pk")[:1]),
+        )
         .order_by("-created_at", "-id")[page.offset : page.offset + page.size]
     )
+    if invocations:
+        open_invocation_id = getattr(invocations[0], "open_invocation_id", None)
+    elif page.offset:
+        # A page past the end carries no row to read it from.
+        open_invocation_id = _open_invocations(test).values_list("pk", flat=True).first()
+    else:
+        open_invocation_id = None  # no invocation at all
     grade_ids = [getattr(item, "current_grade_id", None) for item in invocations]
     grades = {grade.pk: grade for grade in Grade.objects.filter(pk__in=[g for g in grade_ids if g])}
-    return [
+    items = [
         {
             "id": item.pk,
             "run_id": item.run.pk,
@@ -172,15 +212,25 @@ def _invocations(test: Test, page: RunsPage) -> list[dict[str, Any]]:
         }
         for item in invocations
     ]
+    return items, open_invocation_id
 
 
 def _entries(test: Test) -> dict[str, Any]:
     entries = BenchmarkEntry.objects.filter(benchmark_id=test.benchmark_id)
-    items = list(
-        entries.order_by("position").values("id", "position", "title", "turns")[:ENTRIES_LIMIT]
+    # The total rides on the capped page as a scalar subquery instead of a second query.
+    total = entries.order_by().values("benchmark_id").annotate(total=Count("pk")).values("total")
+    rows = list(
+        entries.order_by("position")
+        .annotate(total=Subquery(total))
+        .values_list("id", "position", "title", "turns", "total")[:ENTRIES_LIMIT]
     )
-    total = len(items) if len(items) < ENTRIES_LIMIT else entries.count()
-    return {"total": total, "items": items}
+    return {
+        "total": rows[0][4] if rows else 0,
+        "items": [
+            {"id": pk, "position": position, "title": title, "turns": turns}
+            for pk, position, title, turns, _ in rows
+        ],
+    }
 
 
 def _resources(test: Test) -> dict[str, Any]:
@@ -211,8 +261,12 @@ def get_test_detail(
     test_id: uuid.UUID,
     runs_page_size: int | None = None,
     runs_page_offset: int | None = None,
+    json_safe: bool = False,
 ) -> dict[str, Any]:
-    """Everything the reference page's get returns, as plain data; NotFound if invisible."""
+    """Everything the reference page's get returns, as plain data; NotFound if invisible.
+
+    ``json_safe``: ids and timestamps as the strings the API renders (see :func:`json_safe`).
+    """
     test = get_visible_test(
         user=user,
         test_id=test_id,
@@ -221,26 +275,50 @@ def get_test_detail(
         ).defer("benchmark__target"),
     )
     page = runs_page(size=runs_page_size, offset=runs_page_offset)
+
+    def build() -> dict[str, Any]:
+        detail = _detail(test=test, user=user, page=page)
+        return json_safe_detail(detail) if json_safe else detail
+
     if test.status == Test.Status.COMPLETED:
         # A completed test changes only through grades, exports, archiving and admin renames,
         # each of which invalidates its tag; and the answer is the same for every caller who may
         # see it (show_controls is false once a test is finished), so it is cached per page.
+        form = "json" if json_safe else "python"
         return cache_tags.cached(
             cache_tags.detail_tags(test.pk),
-            f"get:{test.pk}:{page.size}:{page.offset}",
-            lambda: _detail(test=test, user=user, page=page),
+            f"get:{test.pk}:{page.size}:{page.offset}:{form}",
+            build,
         )
-    return _detail(test=test, user=user, page=page)
+    return build()
+
+
+def _timestamp(value: datetime.datetime) -> str:
+    # What DRF's DateTimeField renders: ISO 8601 in the current time zone, UTC spelled Z.
+    text = timezone.localtime(value).isoformat() if timezone.is_aware(value) else value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def json_safe_detail(value: Any) -> Any:
+    """``value`` with every UUID and timestamp replaced by the string the API renders for it.
+
+    One pass over plain dicts and lists: a fraction of what the output serializers cost to walk
+    the same data, and it yields exactly their output (tests/api/test_get.py checks that).
+    """
+    if isinstance(value, dict):
+        return {key: json_safe_detail(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe_detail(item) for item in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return _timestamp(value)
+    return value
 
 
 def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
     runs = _runs(test, page)
-    current_invocation_id = (
-        TestInvocation.objects.filter(test=test, status__in=OPEN_INVOCATION_STATUSES)
-        .order_by("-created_at", "-id")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    invocations, current_invocation_id = _invocations(test, page)
     finished = test.status in {Test.Status.COMPLETED, Test.Status.STOPPED}
     return {
         "test": {
@@ -259,7 +337,7 @@ def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
             "finished_at": test.finished_at,
             "created_by_name": display_name(test.created_by),
         },
-        "invocations": _invocations(test, page),
+        "invocations": invocations,
         "status": test.status,
         "eval_name": test.eval.name,
         "eval_description": test.eval.description,
