@@ -7,6 +7,7 @@ database calls come back to the test's thread, where ``transactional_db`` has co
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,14 +16,15 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from config.asgi import application
 from tests import factories
 from tests_app.models import Membership, TestInvocation, TestRun
 from tests_app.realtime.consumers import TestEventsConsumer
-from tests_app.realtime.events import group_name, publish_on_commit, send_event
+from tests_app.realtime.events import group_name, next_seq, publish_on_commit, send_event
 from tests_app.realtime.snapshot import build_snapshot
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -474,3 +476,83 @@ def test_snapshot_summarizes_grades_and_the_current_cycle(benchmark: Any) -> Non
     assert snapshot["current_invocation"]["steps_count"] == 2
     assert snapshot["current_invocation"]["run_ordinal"] == 4
     json.dumps(snapshot)  # it goes over the wire as is
+
+
+def test_seq_from_many_threads_is_unique_and_increasing(research_test: Any) -> None:
+    # Every worker thread takes its number with one UPDATE ... RETURNING in its own transaction.
+    start = research_test.event_seq
+    taken: dict[int, list[int]] = {}
+
+    def take(index: int) -> None:
+        try:
+            taken[index] = [next_seq(research_test.pk) for _ in range(20)]
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=take, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(seq for seqs in taken.values() for seq in seqs) == list(
+        range(start + 1, start + 161)
+    )
+    assert all(seqs == sorted(seqs) for seqs in taken.values())
+    research_test.refresh_from_db()
+    assert research_test.event_seq == start + 160
+
+
+def test_the_seq_commits_fast_without_touching_the_session(research_test: Any) -> None:
+    # Only the seq bump skips the WAL flush wait (set_config(..., true) is SET LOCAL); a pooled
+    # connection keeps durable commits for whatever it runs next.
+    with CaptureQueriesContext(connection) as queries:
+        seq = next_seq(research_test.pk)
+    [statement] = [query["sql"] for query in queries.captured_queries]
+    assert "set_config('synchronous_commit', 'off', true)" in statement
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)
+    research_test.refresh_from_db()
+    assert research_test.event_seq == seq
+    # Inside a caller's transaction it joins it instead (no SET LOCAL for the caller's work).
+    with transaction.atomic(), CaptureQueriesContext(connection) as inside:
+        assert next_seq(research_test.pk) == seq + 1
+    assert "set_config" not in inside.captured_queries[0]["sql"]
+
+
+def test_sends_from_many_threads_share_one_loop_and_keep_each_threads_order(
+    research_test: Any,
+) -> None:
+    layer = get_channel_layer()
+    start = research_test.event_seq
+
+    def publish_three(index: int) -> None:
+        try:
+            for turn in (1, 2, 3):
+                send_event(test_id=research_test.pk, event_type="run.step", turn=turn, sender=index)
+        finally:
+            connection.close()
+
+    def from_threads() -> None:
+        threads = [threading.Thread(target=publish_three, args=(index,)) for index in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    async def scenario() -> list[dict[str, Any]]:
+        channel = await layer.new_channel()
+        await layer.group_add(group_name(research_test.pk), channel)
+        await sync_to_async(from_threads)()
+        return [(await layer.receive(channel))["event"] for _ in range(12)]
+
+    events = async_to_sync(scenario)()
+
+    assert sorted(event["seq"] for event in events) == list(range(start + 1, start + 13))
+    for index in range(4):
+        mine = [event for event in events if event["sender"] == index]
+        assert [event["turn"] for event in mine] == [1, 2, 3]
+        assert [event["seq"] for event in mine] == sorted(event["seq"] for event in mine)
+    loops = [thread for thread in threading.enumerate() if thread.name == "realtime-events"]
+    assert len(loops) == 1

@@ -14,9 +14,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
-from tests_app.realtime.events import group_name
+from tests import factories
+from tests_app.realtime.events import group_name, send_event
 from tests_app.realtime.layers import ThreadSafeInMemoryChannelLayer
 
 WAIT_S = 5
@@ -83,3 +86,45 @@ def test_on_its_own_loop_it_behaves_like_the_plain_layer() -> None:
         return [await layer.receive(first), await layer.receive(second)]
 
     assert asyncio.run(scenario()) == [{"type": "a"}, {"type": "b"}]
+
+
+@pytest.mark.django_db
+def test_send_event_from_a_replay_thread_wakes_the_embedded_server(settings: Any) -> None:
+    # The embedded runtime: events go through the process's sender loop, then to the loop that
+    # serves the consumers, which nothing else wakes.
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer"}
+    }
+    layer = get_channel_layer()
+    assert isinstance(layer, ThreadSafeInMemoryChannelLayer)
+    test = factories.TestFactory()
+    loop = asyncio.new_event_loop()
+    waiting = threading.Event()
+    received: list[dict[str, Any]] = []
+    arrived = threading.Event()
+
+    async def consumer() -> None:
+        channel = await layer.new_channel()
+        await layer.group_add(group_name(test.pk), channel)
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)
+        waiting.set()
+        received.append(await receiving)
+        arrived.set()
+
+    server = threading.Thread(target=loop.run_until_complete, args=(consumer(),), daemon=True)
+    server.start()
+    try:
+        assert waiting.wait(WAIT_S)
+        send_event(test_id=test.pk, event_type="run.step", turn=1, output="Answer 1.")
+        assert arrived.wait(WAIT_S), "the server's loop was never woken"
+        [message] = received
+        assert message["type"] == "test.event"
+        assert message["event"]["type"] == "run.step"
+        assert message["event"]["seq"] == test.event_seq + 1
+        assert message["event"]["output"] == "Answer 1."
+    finally:
+        for task in asyncio.all_tasks(loop):
+            loop.call_soon_threadsafe(task.cancel)
+        server.join(WAIT_S)
+        loop.close()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests import factories
@@ -445,3 +450,91 @@ def test_the_replay_task_is_safe_to_deliver_twice_and_retries_only_transient_err
     assert (
         settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] > settings.REPLAY_TIME_LIMIT
     )
+
+
+def replay_queries(turns: int, capture: Callable[..., Any]) -> list[str]:
+    """The SQL of one replay of a ``turns``-turn invocation, events (and their seq) included."""
+    invocation = claimed_invocation(turns=turns)
+    with CaptureQueriesContext(connection) as queries, capture(execute=True):
+        replay_invocation(invocation_id=invocation.pk)
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert invocation.steps_count == turns
+    return [query["sql"] for query in queries.captured_queries]
+
+
+@pytest.mark.django_db
+def test_each_turn_costs_two_statements_the_step_and_its_events_seq(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    three = replay_queries(3, django_capture_on_commit_callbacks)
+    five = replay_queries(5, django_capture_on_commit_callbacks)
+
+    # No status read per turn: the step's conditional write is the stop check.
+    assert len(five) - len(three) == 2 * 2
+    seq_bumps = [sql for sql in five if "SET event_seq = event_seq + 1" in sql]
+    # run.started, five run.step and run.completed: one UPDATE ... RETURNING each.
+    assert len(seq_bumps) == 7
+    assert all("RETURNING" in sql for sql in seq_bumps)
+    assert ReplayStep.objects.filter(turn=5).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_orm_path_of_other_databases_records_the_same_steps(
+    monkeypatch: pytest.MonkeyPatch, events: list[dict[str, Any]]
+) -> None:
+    # SQLite (the embedded runtime) cannot put an UPDATE in a CTE; its path must agree.
+    invocation = claimed_invocation(turns=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(connection, "vendor", "sqlite")
+        replay_invocation(invocation_id=invocation.pk)
+
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.REPLAYED
+    assert invocation.steps_count == 2
+    assert steps_of(invocation) == [
+        (1, "Question 1?", "Answer 1.", "Answer 1."),
+        (2, "Question 2?", "Answer 2.", "Answer 2."),
+    ]
+    assert [event["event_type"] for event in events] == [
+        "run.started",
+        "run.step",
+        "run.step",
+        "run.completed",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_after_a_stop_writes_nothing_in_one_statement(
+    fake_openai: FakeOpenAI, events: list[dict[str, Any]]
+) -> None:
+    # The same stop as above, on the one-statement path: no step row, no count, no event.
+    invocation = claimed_invocation(target=openai_target(fake_openai), turns=2)
+    fake_openai.answer = stop_invocation_when(invocation.pk, "Question 1?")
+
+    replay_invocation(invocation_id=invocation.pk)
+
+    invocation.refresh_from_db()
+    assert (invocation.status, invocation.steps_count) == (TestInvocation.Status.STOPPED, 0)
+    assert not ReplayStep.objects.filter(invocation=invocation).exists()
+    assert [event["event_type"] for event in events] == ["run.started"]
+
+
+def test_loading_the_tasks_loads_the_replay_service_and_the_sdk() -> None:
+    # The worker imports its tasks before it takes work; its first 32 replays must not queue
+    # on the import lock of the SDK.
+    probe = (
+        "import sys, django; django.setup(); before = 'openai' in sys.modules; "
+        "import tests_app.tasks; "
+        "print(before, 'openai' in sys.modules, 'tests_app.services.replay' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.split() == ["False", "True", "True"]

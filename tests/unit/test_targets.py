@@ -200,3 +200,41 @@ def test_no_free_slot_in_time_is_a_target_error(settings: Any) -> None:
         thread.join(timeout=10)
     assert len(failed) == 1
     assert "No free slot" in str(failed[0])
+
+
+def test_targets_of_one_endpoint_share_one_client_across_threads(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building a client costs an SSL context and a pool; a replay per invocation paid for both.
+    monkeypatch.setenv("FAKE_TARGET_KEY", "first-key")
+    targets = [openai_target(fake_openai, api_key_env="FAKE_TARGET_KEY") for _ in range(8)]
+    clients: list[Any] = []
+    replies: list[str] = []
+    lock = threading.Lock()
+
+    def call(target: OpenAITarget) -> None:
+        reply = target.complete(messages=MESSAGES, reference=None)
+        with lock:
+            clients.append(target.client())
+            replies.append(reply.content)
+        target.close()
+
+    threads = [threading.Thread(target=call, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    assert replies == ["Echo: What is 2 + 2?"] * 8
+    assert len({id(client) for client in clients}) == 1
+    # close() leaves the shared client usable for the next replay.
+    assert targets[0].complete(messages=MESSAGES, reference=None).content.startswith("Echo")
+    # Another key (a rotated variable), timeout or server is another client.
+    monkeypatch.setenv("FAKE_TARGET_KEY", "second-key")
+    assert targets[0].client() is not clients[0]
+    slower = openai_target(fake_openai, api_key_env="FAKE_TARGET_KEY", timeout_s=7)
+    assert slower.client() is not targets[0].client()
+    assert targets[1].client() is targets[0].client()
+    targets[0].complete(messages=MESSAGES, reference=None)
+    assert fake_openai.authorizations[-1] == "Bearer second-key"
+    assert fake_openai.authorizations.count("Bearer first-key") == 9
