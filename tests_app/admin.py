@@ -36,6 +36,7 @@ from tests_app.models import (
     ReplayStep,
     Rubric,
     Test,
+    TestDayCount,
     TestInvocation,
     TestRun,
     Upload,
@@ -751,6 +752,26 @@ class UploadAdmin(ReadOnlyAdmin):
     @admin.display(description="download")
     def download(self, obj: Upload) -> str:
         return format_html('<a href="/api/v5/uploads/{}/download">{}</a>', obj.pk, obj.file_name)
+
+
+@admin.register(TestDayCount)
+class TestDayCountAdmin(admin.ModelAdmin):
+    """Derived counts, kept by database triggers (migration 0003): shown, never edited here."""
+
+    list_display = ("day", "eval_id", "department_id", "is_archived", "count")
+    list_filter = ("is_archived",)
+    date_hierarchy = "day"
+    ordering = ("-day",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 # --- API keys -------------------------------------------------------------------------------

@@ -428,3 +428,37 @@ class ApiKey(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+
+# --- derived counts -------------------------------------------------------------------------
+
+
+class TestDayCount(models.Model):
+    """How many tests exist per (eval, department, archived flag, UTC day of ``created_at``).
+
+    Derived data, kept by database triggers on the tests table (migration 0003) in the same
+    transaction as every insert, delete and change of those four columns, whoever writes them
+    (services, the admin, bulk loads): search sums these rows for its exact total and facets
+    instead of counting a million tests. Plain id columns rather than foreign keys, so that an
+    eval or department whose tests are gone can still be deleted (its rows then count zero).
+    """
+
+    __test__ = False
+
+    id = models.BigAutoField(primary_key=True)
+    eval_id = models.UUIDField()
+    department_id = models.UUIDField()
+    is_archived = models.BooleanField()
+    day = models.DateField()
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["eval_id", "department_id", "is_archived", "day"],
+                name="test_day_count_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} tests of {self.eval_id} on {self.day}"

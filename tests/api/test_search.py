@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
@@ -18,8 +18,9 @@ from rest_framework.test import APIClient
 from tests import factories
 from tests.conftest import require_service
 from tests_app.actors import Actor
-from tests_app.models import Department, Eval, Membership
+from tests_app.models import Department, Eval, Membership, Test, TestDayCount
 from tests_app.selectors.search import search_tests
+from tests_app.services.archiving import set_archived
 
 pytestmark = pytest.mark.django_db
 
@@ -539,3 +540,177 @@ def test_name_searches_can_use_the_trigram_indexes(model: Any, index: str) -> No
         cursor.execute(f"EXPLAIN {sql}", params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert index in plan
+
+
+# --- the day counts that the total and the facets are summed from ------------------------------
+
+
+def _day_counts_from_tests() -> Counter[tuple[str, str, bool, date]]:
+    return Counter(
+        (str(test.eval_id), str(test.department_id), test.is_archived, test.created_at.date())
+        for test in Test.objects.all()
+    )
+
+
+def _day_counts() -> Counter[tuple[str, str, bool, date]]:
+    return Counter(
+        {
+            (str(row.eval_id), str(row.department_id), row.is_archived, row.day): row.count
+            for row in TestDayCount.objects.filter(count__gt=0)
+        }
+    )
+
+
+def test_day_counts_follow_every_write(operator: Any, research: Any) -> None:
+    """Inserts (one by one and in bulk), archive through the service, direct updates of each
+    counted column, and deletes all move the counts in the same transaction."""
+    alpha = factories.EvalFactory(department=research)
+    beta = factories.EvalFactory(department=research)
+    other = factories.DepartmentFactory(name="Other")
+    first = make_test(eval=alpha, created_at=at(1, 23, 59, 59))
+    second = make_test(eval=alpha, created_at=at(2, 0, 0, 0))
+    third = make_test(eval=beta, created_at=at(2, 12))
+    assert _day_counts() == _day_counts_from_tests()
+    assert sum(_day_counts().values()) == 3
+
+    benchmark = factories.BenchmarkFactory(eval=beta)
+    Test.objects.bulk_create(
+        [
+            Test(benchmark=benchmark, eval=beta, department=research, created_at=at(day))
+            for day in (3, 3, 4)
+        ]
+    )
+    assert _day_counts() == _day_counts_from_tests()
+
+    assert set_archived(actor=Actor(user=operator), test_ids=[first.pk, third.pk], archived=True)
+    assert _day_counts() == _day_counts_from_tests()
+    assert _day_counts()[(str(alpha.pk), str(research.pk), True, date(2026, 3, 1))] == 1
+
+    Test.objects.filter(pk=second.pk).update(created_at=at(5))
+    Test.objects.filter(pk=third.pk).update(eval=alpha, department=other)
+    # An update that changes none of the counted columns changes no count.
+    Test.objects.filter(pk=first.pk).update(status="running", completed_runs=3)
+    second.refresh_from_db()
+    second.is_archived = True
+    second.save()
+    assert _day_counts() == _day_counts_from_tests()
+
+    Test.objects.filter(pk__in=[first.pk, third.pk]).delete()
+    assert _day_counts() == _day_counts_from_tests()
+    assert sum(_day_counts().values()) == Test.objects.count() == 4
+
+
+@hypothesis_settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    hours=st.lists(
+        st.tuples(st.integers(0, 4 * 24 - 1), st.integers(0, 3599), st.booleans()),
+        min_size=4,
+        max_size=14,
+    ),
+    start=st.none() | st.integers(0, 5 * 24 * 3600),
+    length=st.none() | st.integers(0, 4 * 24 * 3600),
+    date_only=st.booleans(),
+    is_archived=st.none() | st.booleans(),
+)
+# A test on each partial day and one on a whole day between them.
+@example(
+    hours=[(6, 0, False), (30, 0, False), (49, 0, True), (54, 0, False)],
+    start=3 * 3600,
+    length=2 * 24 * 3600,
+    date_only=False,
+    is_archived=None,
+)
+# Open-ended at one side, then the other.
+@example(
+    hours=[(1, 0, False), (50, 5, False)],
+    start=None,
+    length=None,
+    date_only=False,
+    is_archived=False,
+)
+@example(
+    hours=[(1, 0, False), (50, 5, False)],
+    start=25 * 3600,
+    length=None,
+    date_only=False,
+    is_archived=None,
+)
+def test_total_and_facets_with_date_times_match_brute_force(
+    hours: list[tuple[int, int, bool]],
+    start: int | None,
+    length: int | None,
+    date_only: bool,
+    is_archived: bool | None,
+) -> None:
+    """Date-time bounds cut days in parts: whole days come from the day counts, the partial first
+    and last day from the tests themselves; together they must count every test exactly once."""
+    first_moment = datetime(2026, 4, 1, tzinfo=UTC)
+    with transaction.atomic():
+        department = factories.DepartmentFactory(name="Bounds")
+        evals = [factories.EvalFactory(department=department) for _ in range(2)]
+        user = factories.UserFactory(is_staff=True, password="!")
+        tests = [
+            make_test(
+                eval=evals[index % 2],
+                created_at=first_moment + timedelta(hours=hour, seconds=second),
+                is_archived=archived,
+            )
+            for index, (hour, second, archived) in enumerate(hours)
+        ]
+        lower = None if start is None else first_moment + timedelta(seconds=start)
+        upper = None if lower is None or length is None else lower + timedelta(seconds=length)
+        if date_only:
+            bounds: dict[str, Any] = {
+                "start_date": lower.date() if lower else None,
+                "end_date": upper.date() if upper else None,
+            }
+            lower = None if lower is None else datetime.combine(lower.date(), time.min, UTC)
+            upper = (
+                None
+                if upper is None
+                else datetime.combine(upper.date(), time.min, UTC) + timedelta(days=1)
+            )
+        else:
+            bounds = {"start_date": lower, "end_date": upper}
+            upper = None if upper is None else upper + timedelta(microseconds=1)
+
+        result = search_tests(actor=Actor(user=user), is_archived=is_archived, **bounds)
+
+        matching = [
+            test
+            for test in tests
+            if (lower is None or test.created_at >= lower)
+            and (upper is None or test.created_at < upper)
+            and (is_archived is None or test.is_archived == is_archived)
+        ]
+        assert result.total_count == len(matching)
+        by_eval = Counter(str(test.eval_id) for test in matching)
+        assert {option.id: option.count for option in result.eval_filter.options} == by_eval
+        transaction.set_rollback(True)
+
+
+def test_the_page_reads_only_what_it_shows(client_for: Any, staff: Any, research: Any) -> None:
+    creator = factories.UserFactory(username="creator", first_name="Ada", last_name="Lovelace")
+    test = make_test(
+        eval=factories.EvalFactory(department=research), created_at=at(1), created_by=creator
+    )
+    client = client_for(staff)
+    search(client)  # warms the facet catalogue cache
+    with CaptureQueriesContext(connection) as captured:
+        body = search(client).json()
+    assert [item["id"] for item in body["tests"]] == [str(test.pk)]
+    assert body["tests"][0]["created_by_name"] == "Ada Lovelace"
+    assert body["tests"][0]["benchmark_name"] == test.benchmark.name
+    page_sql = [
+        query["sql"]
+        for query in captured.captured_queries
+        if 'ORDER BY "tests_app_test"."created_at" DESC' in query["sql"]
+    ]
+    assert len(page_sql) == 1
+    # Not the password hash, nor the benchmark's target, nor the rubric's criteria.
+    for column in ('"password"', '"target"', '"criteria"', '"judge_instructions"'):
+        assert column not in page_sql[0]

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from tests_app import cache_tags
 from tests_app.actors import Actor
 from tests_app.errors import ValidationFailed
-from tests_app.models import Department, Eval, Test
+from tests_app.models import Department, Eval, Test, TestDayCount
 from tests_app.selectors import scope
 
 PAGE_SIZE_DEFAULT = 20
@@ -34,6 +35,31 @@ FACET_OPTIONS_MAX = 100
 # Below these, the page query names the matching evals explicitly (see search_tests).
 NARROW_TOTAL = 50_000
 NARROW_EVALS = 500
+# The columns a page of results reads (SearchTestItem, and the staff list page).
+PAGE_FIELDS = (
+    "id",
+    "status",
+    "infinite_mode",
+    "is_archived",
+    "created_at",
+    "total_runs",
+    "completed_runs",
+    "graded_runs",
+    "passed_runs",
+    "score_sum",
+    "benchmark",
+    "benchmark__name",
+    "eval",
+    "eval__name",
+    "eval__rubric",
+    "eval__rubric__name",
+    "department",
+    "department__name",
+    "created_by",
+    "created_by__first_name",
+    "created_by__last_name",
+    "created_by__username",
+)
 
 
 @dataclass(frozen=True)
@@ -70,29 +96,77 @@ def _day_start(value: date) -> datetime:
     return timezone.make_aware(datetime.combine(value, time.min), timezone.get_current_timezone())
 
 
-def created_at_bounds(*, start_date: date | datetime | None, end_date: date | datetime | None) -> Q:
+@dataclass(frozen=True)
+class _Interval:
+    """Creation times from ``lower`` (inclusive) to ``upper`` (exclusive); None is unbounded."""
+
+    lower: datetime | None
+    upper: datetime | None
+
+
+def _interval(*, start_date: date | datetime | None, end_date: date | datetime | None) -> _Interval:
     """Both bounds inclusive; a plain date as end bound includes that whole day."""
-    condition = Q()
-    start = None
+    lower = upper = None
     if start_date is not None:
-        start = _aware(start_date) if isinstance(start_date, datetime) else _day_start(start_date)
-        condition &= Q(created_at__gte=start)
+        lower = _aware(start_date) if isinstance(start_date, datetime) else _day_start(start_date)
     if end_date is not None:
+        # Timestamps are stored to the microsecond, so "at most end" is "before end + 1 us".
         if isinstance(end_date, datetime):
-            end = _aware(end_date)
-            condition &= Q(created_at__lte=end)
-            empty = start is not None and start > end
+            upper = _aware(end_date) + timedelta(microseconds=1)
         else:
-            next_day = _day_start(end_date + timedelta(days=1))
-            condition &= Q(created_at__lt=next_day)
-            empty = start is not None and start >= next_day
-        if empty:
-            raise ValidationFailed(
-                "start_date is after end_date.",
-                code="invalid_date_range",
-                fields={"start_date": ["Must not be after end_date."]},
-            )
+            upper = _day_start(end_date + timedelta(days=1))
+    if lower is not None and upper is not None and lower >= upper:
+        raise ValidationFailed(
+            "start_date is after end_date.",
+            code="invalid_date_range",
+            fields={"start_date": ["Must not be after end_date."]},
+        )
+    return _Interval(lower=lower, upper=upper)
+
+
+def _within(interval: _Interval) -> Q:
+    condition = Q()
+    if interval.lower is not None:
+        condition &= Q(created_at__gte=interval.lower)
+    if interval.upper is not None:
+        condition &= Q(created_at__lt=interval.upper)
     return condition
+
+
+def _utc_midnight(value: datetime, *, up: bool) -> datetime:
+    instant = value.astimezone(UTC)
+    midnight = datetime.combine(instant.date(), time.min, tzinfo=UTC)
+    return midnight + timedelta(days=1) if up and midnight < instant else midnight
+
+
+@dataclass(frozen=True)
+class _DaySplit:
+    """An interval cut into whole UTC days, whose tests TestDayCount counts, and the partial
+    days at either end, which are counted on the tests table (at most two days of tests)."""
+
+    first_day: date | None  # whole days from this one (None: from the first test)
+    end_day: date | None  # up to this one, exclusive (None: to the last test)
+    partial: list[_Interval]
+    any_whole_day: bool
+
+
+def _split_days(interval: _Interval) -> _DaySplit:
+    lower, upper = interval.lower, interval.upper
+    whole_from = _utc_midnight(lower, up=True) if lower is not None else None
+    whole_to = _utc_midnight(upper, up=False) if upper is not None else None
+    if whole_from is not None and whole_to is not None and whole_from >= whole_to:
+        return _DaySplit(first_day=None, end_day=None, partial=[interval], any_whole_day=False)
+    partial = []
+    if lower is not None and whole_from is not None and lower < whole_from:
+        partial.append(_Interval(lower=lower, upper=whole_from))
+    if upper is not None and whole_to is not None and whole_to < upper:
+        partial.append(_Interval(lower=whole_to, upper=upper))
+    return _DaySplit(
+        first_day=whole_from.date() if whole_from is not None else None,
+        end_day=whole_to.date() if whole_to is not None else None,
+        partial=partial,
+        any_whole_day=True,
+    )
 
 
 def _facet_catalogue() -> dict[str, Any]:
@@ -135,24 +209,61 @@ class _Counts:
     total: int
     by_eval: dict[str, int]
     by_department: dict[str, int]
+    # The evals and departments of the tests that pass every filter.
     matching_evals: list[str]
+    matching_departments: list[str]
+
+
+def _count_rows(
+    *, tests: QuerySet[Test], day_counts: QuerySet[TestDayCount], interval: _Interval
+) -> QuerySet[Any]:
+    """(eval_id, department_id, count) rows that add up to the tests matching ``interval`` and the
+    filters ``tests`` and ``day_counts`` already carry; a pair may come twice (whole days and
+    partial days), the caller adds them. One query however the range is cut."""
+    split = _split_days(interval)
+    parts: list[QuerySet[Any]] = []
+    if split.any_whole_day:
+        days = day_counts.filter(count__gt=0)
+        if split.first_day is not None:
+            days = days.filter(day__gte=split.first_day)
+        if split.end_day is not None:
+            days = days.filter(day__lt=split.end_day)
+        parts.append(
+            days.order_by().values_list("eval_id", "department_id").annotate(n=Sum("count"))
+        )
+    if split.partial:
+        edges = Q()
+        for piece in split.partial:
+            edges |= _within(piece)
+        parts.append(
+            tests.filter(edges)
+            .order_by()
+            .values_list("eval_id", "department_id")
+            .annotate(n=Count("id"))
+        )
+    first, *rest = parts
+    return first.union(*rest, all=True) if rest else first
 
 
 def _counts(
-    base: QuerySet[Test], *, selected_evals: set[str], selected_departments: set[str]
+    rows: Iterable[tuple[Any, Any, int]],
+    *,
+    selected_evals: set[str],
+    selected_departments: set[str],
 ) -> _Counts:
-    """The total and both facet sections from one GROUP BY (eval, department) over ``base``.
-
-    ``base`` has every filter but the two id filters; a group counts towards the total when it
-    passes both, towards the eval section when it passes the department filter, and the other way
-    round. One scan instead of three; the groups are at most the number of evals.
+    """The total and both facet sections from (eval, department, count) rows over the tests that
+    pass every filter but the two id filters: a row counts towards the total when it passes both,
+    towards the eval section when it passes the department filter, and the other way round. The
+    rows are at most the number of evals (twice, with a partial day).
     """
-    rows = base.order_by().values_list("eval_id", "department_id").annotate(n=Count("id"))
     total = 0
     by_eval: dict[str, int] = defaultdict(int)
     by_department: dict[str, int] = defaultdict(int)
     matching_evals: set[str] = set()
+    matching_departments: set[str] = set()
     for eval_id, department_id, count in rows:
+        if not count:
+            continue
         eval_key, department_key = str(eval_id), str(department_id)
         eval_ok = not selected_evals or eval_key in selected_evals
         department_ok = not selected_departments or department_key in selected_departments
@@ -163,11 +274,13 @@ def _counts(
         if eval_ok and department_ok:
             total += count
             matching_evals.add(eval_key)
+            matching_departments.add(department_key)
     return _Counts(
         total=total,
         by_eval=dict(by_eval),
         by_department=dict(by_department),
         matching_evals=sorted(matching_evals),
+        matching_departments=sorted(matching_departments),
     )
 
 
@@ -224,46 +337,73 @@ def search_tests(
             "page_offset must not be negative.", fields={"page_offset": ["Must be at least 0."]}
         )
     user = actor.user
-    base = scope.visible_tests(user).filter(
-        created_at_bounds(start_date=start_date, end_date=end_date)
+    interval = _interval(start_date=start_date, end_date=end_date)
+    # Filters that both the tests and their day counts carry (same column names).
+    archived = Q() if is_archived is None else Q(is_archived=is_archived)
+    # Subqueries on the eval and department tables, where the trigram indexes on the names live.
+    named_evals = (
+        Q(eval_id__in=Eval.objects.filter(name__icontains=eval_search).values("id"))
+        if eval_search
+        else Q()
     )
-    if is_archived is not None:
-        base = base.filter(is_archived=is_archived)
-    if eval_search:
-        # A subquery on the eval table, where the trigram index on the name lives.
-        base = base.filter(
-            eval_id__in=Eval.objects.filter(name__icontains=eval_search).values("id")
-        )
-    if department_search:
-        base = base.filter(
+    named_departments = (
+        Q(
             department_id__in=Department.objects.filter(name__icontains=department_search).values(
                 "id"
             )
         )
+        if department_search
+        else Q()
+    )
+    tests = scope.visible_tests(user).filter(archived)
+    seen_departments = scope.visible_department_ids(user)
+    day_counts = TestDayCount.objects.filter(archived & named_evals & named_departments)
+    if seen_departments is not None:
+        day_counts = day_counts.filter(department_id__in=seen_departments)
 
     selected_evals = {str(pk) for pk in eval_ids or []}
     selected_departments = {str(pk) for pk in department_ids or []}
     # An empty id list selects nothing in a facet, so it filters nothing (like null).
     by_eval = Q(eval_id__in=list(eval_ids)) if eval_ids else Q()
     by_department = Q(department_id__in=list(department_ids)) if department_ids else Q()
-    filtered = base.filter(by_eval & by_department)
+    filtered = tests.filter(_within(interval), by_eval & by_department)
 
-    counts = _counts(base, selected_evals=selected_evals, selected_departments=selected_departments)
+    counts = _counts(
+        _count_rows(
+            tests=tests.filter(named_evals & named_departments),
+            day_counts=day_counts,
+            interval=interval,
+        ),
+        selected_evals=selected_evals,
+        selected_departments=selected_departments,
+    )
     total_count, eval_counts, department_counts = (
         counts.total,
         counts.by_eval,
         counts.by_department,
     )
-    tests: list[Test] = []
+    page: list[Test] = []
     if page_offset < total_count:
-        if total_count <= NARROW_TOTAL and len(counts.matching_evals) <= NARROW_EVALS:
-            # Redundant for the result, but it tells the planner how few rows match: without it,
-            # a rare match makes it walk the whole created_at index looking for a page.
+        # The counts name the evals and departments that match: as literal ids they replace the
+        # name searches exactly, and the planner can estimate them from its statistics (it
+        # cannot see how many tests a name subquery selects, and then counts every test of
+        # the matching evals instead of walking the created_at index to the page).
+        few_evals = len(counts.matching_evals) <= NARROW_EVALS
+        if few_evals and (eval_search or total_count <= NARROW_TOTAL):
+            # With a small total, also a hint: without it, a rare match makes the planner walk
+            # the whole created_at index looking for a page.
             filtered = filtered.filter(eval_id__in=counts.matching_evals)
-        tests = list(
-            filtered.select_related(
-                "benchmark", "eval__rubric", "department", "created_by"
-            ).order_by("-created_at", "id")[page_offset : page_offset + page_size]
+        else:
+            filtered = filtered.filter(named_evals)
+        if department_search and len(counts.matching_departments) <= NARROW_EVALS:
+            filtered = filtered.filter(department_id__in=counts.matching_departments)
+        else:
+            filtered = filtered.filter(named_departments)
+        page = list(
+            filtered.select_related("benchmark", "eval__rubric", "department", "created_by")
+            # Only what SearchTestItem shows: not the benchmark's target, the user's password...
+            .only(*PAGE_FIELDS)
+            .order_by("-created_at", "id")[page_offset : page_offset + page_size]
         )
 
     catalogue = _catalogue_covering(
@@ -282,7 +422,7 @@ def search_tests(
     }
     return SearchResult(
         actor_name=actor.display_name,
-        tests=tests,
+        tests=page,
         eval_filter=_section(
             key="eval_ids",
             label="Eval",
