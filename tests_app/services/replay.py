@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -137,8 +138,44 @@ def _heartbeat_while(invocation_id: uuid.UUID) -> Iterator[None]:
         thread.join(timeout=interval + 5)
 
 
-def _claim(invocation_id: uuid.UUID | str) -> TestInvocation | None:
-    now = timezone.now()
+@cache
+def _claim_sql() -> str:
+    """Claim on PostgreSQL in one statement: the invocation created → running and its run
+    claimed → running, atomically, without a transaction's BEGIN and COMMIT round trips."""
+    quote = connection.ops.quote_name
+    invocation_table = quote(TestInvocation._meta.db_table)
+    run_table = quote(TestRun._meta.db_table)
+    return f"""
+        WITH claimed AS (
+            UPDATE {invocation_table} SET
+                status = %(running)s, started_at = %(now)s, heartbeat_at = %(now)s,
+                updated_at = %(now)s
+            WHERE id = %(invocation_id)s AND status = %(created)s
+            RETURNING run_id
+        ), moved AS (
+            UPDATE {run_table} AS run SET status = %(run_running)s, updated_at = %(now)s
+            FROM claimed
+            WHERE run.id = claimed.run_id AND run.status = %(run_claimed)s
+            RETURNING run.id
+        )
+        SELECT (SELECT count(*) FROM claimed), (SELECT count(*) FROM moved)
+    """  # noqa: S608
+
+
+def _claimed_now(invocation_id: uuid.UUID | str, now: datetime) -> bool:
+    if connection.vendor == "postgresql":
+        parameters = {
+            "invocation_id": invocation_id,
+            "now": now,
+            "running": TestInvocation.Status.RUNNING.value,
+            "created": TestInvocation.Status.CREATED.value,
+            "run_running": TestRun.Status.RUNNING.value,
+            "run_claimed": TestRun.Status.CLAIMED.value,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(_claim_sql(), parameters)
+            row = cursor.fetchone()
+        return row is not None and row[0] == 1
     with transaction.atomic():
         claimed = TestInvocation.objects.filter(
             pk=invocation_id, status=TestInvocation.Status.CREATED
@@ -146,20 +183,28 @@ def _claim(invocation_id: uuid.UUID | str) -> TestInvocation | None:
             status=TestInvocation.Status.RUNNING, started_at=now, heartbeat_at=now, updated_at=now
         )
         if claimed != 1:
-            return None
-        invocation = TestInvocation.objects.select_related("run__entry", "test__benchmark").get(
-            pk=invocation_id
-        )
-        TestRun.objects.filter(pk=invocation.run_id, status=TestRun.Status.CLAIMED).update(
+            return False
+        run_id = TestInvocation.objects.values_list("run_id", flat=True).get(pk=invocation_id)
+        TestRun.objects.filter(pk=run_id, status=TestRun.Status.CLAIMED).update(
             status=TestRun.Status.RUNNING, updated_at=now
         )
-        publish_on_commit(
-            test_id=invocation.test_id,
-            event_type="run.started",
-            invocation_id=invocation.pk,
-            run_id=invocation.run_id,
-            total_turns=invocation.run.entry.turns,
-        )
+    return True
+
+
+def _claim(invocation_id: uuid.UUID | str) -> TestInvocation | None:
+    if not _claimed_now(invocation_id, timezone.now()):
+        return None
+    # Read after the claim committed: nobody else moves a running invocation's run or entry.
+    invocation = TestInvocation.objects.select_related("run__entry", "test__benchmark").get(
+        pk=invocation_id
+    )
+    publish_on_commit(
+        test_id=invocation.test_id,
+        event_type="run.started",
+        invocation_id=invocation.pk,
+        run_id=invocation.run_id,
+        total_turns=invocation.run.entry.turns,
+    )
     return invocation
 
 
