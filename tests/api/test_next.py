@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from tests import factories
 from tests.api.lifecycle_support import agent, assert_error, post, started_test
@@ -210,3 +211,61 @@ def test_staff_sees_other_departments(client_for: Any, staff: Any, support: Any)
 
     assert response.status_code == 200
     assert TestInvocation.objects.get(pk=response.json()["invocation_id"]).actor == staff
+
+
+def test_a_claim_is_one_statement_after_authentication(
+    client_for: Any, operator: Any, benchmark: Any, django_assert_max_num_queries: Any
+) -> None:
+    # On PostgreSQL the pick, the test row, the run and the invocation are one statement, so
+    # concurrent claimers never hold the test row lock while Python runs between statements.
+    test = started_test(operator, benchmark)
+    client = client_for(operator)
+    post(client, "next", {"test_id": str(test.pk)})  # warm up: the key's last_used_at is written
+
+    # The key, the caller's memberships, then the claim (more statements on other databases).
+    with django_assert_max_num_queries(3 if connection.vendor == "postgresql" else 12):
+        body = post(client, "next", {"test_id": str(test.pk)}).json()
+
+    assert body["current_run"] == 2
+    assert body["total_runs"] == 2
+    run = TestRun.objects.get(pk=body["run_id"])
+    assert (run.status, run.attempts, str(run.latest_invocation_id)) == (
+        TestRun.Status.CLAIMED,
+        1,
+        body["invocation_id"],
+    )
+    assert str(Test.objects.get(pk=test.pk).current_invocation_id) == body["invocation_id"]
+
+
+def test_the_run_count_is_that_of_the_claimed_runs_cycle(
+    client_for: Any, operator: Any, research: Any
+) -> None:
+    # A run of an older cycle put back to pending reports its own cycle's size, even after
+    # entries were added to the benchmark for later cycles.
+    benchmark = factories.make_benchmark(department=research, entries=2)
+    test = started_test(operator, benchmark, infinite_mode=True)
+    client = client_for(operator)
+    first = post(client, "next", {"test_id": str(test.pk)}).json()
+    post(client, "next", {"test_id": str(test.pk)})
+    factories.BenchmarkEntryFactory(benchmark=benchmark, position=3)
+    third = post(client, "next", {"test_id": str(test.pk)}).json()  # opens cycle 2 of 3 runs
+    TestRun.objects.filter(pk=first["run_id"]).update(status=TestRun.Status.PENDING)
+
+    again = post(client, "next", {"test_id": str(test.pk)}).json()
+
+    assert (third["cycle"], third["current_run"], third["total_runs"]) == (2, 1, 3)
+    assert (again["run_id"], again["cycle"], again["total_runs"]) == (first["run_id"], 1, 2)
+
+
+def test_a_viewer_claim_changes_nothing(
+    client_for: Any, operator: Any, viewer: Any, benchmark: Any
+) -> None:
+    # The claim statement itself refuses a caller who may not operate the test: no run is
+    # locked or marked, and the test row keeps its state.
+    test = started_test(operator, benchmark)
+
+    assert_error(post(client_for(viewer), "next", {"test_id": str(test.pk)}), 403)
+
+    test.refresh_from_db()
+    assert (test.status, test.started_at, test.current_invocation_id) == ("pending", None, None)
+    assert set(test.runs.values_list("status", "attempts")) == {(TestRun.Status.PENDING, 0)}

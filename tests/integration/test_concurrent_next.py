@@ -7,17 +7,19 @@ releases them together). ``transactional_db`` so that every request really commi
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
 from tests import factories
 from tests.api.lifecycle_support import started_test
 from tests.conftest import require_service
 from tests_app.models import Test, TestInvocation, TestRun
+from tests_app.services.test_state import lock_test
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -125,3 +127,63 @@ def test_infinite_mode_adds_cycles_without_duplicates(operator: Any) -> None:
     assert test.total_runs == TestRun.objects.filter(test=test).count() == CALLERS
     cycles = Counter(TestRun.objects.filter(test=test).values_list("cycle", flat=True))
     assert cycles == dict.fromkeys(range(1, CALLERS // 2 + 1), 2)
+
+
+def wait_for_a_lock_wait(timeout: float = 30) -> None:
+    """Return once some other session of this database waits for a row lock."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            # Activity statistics are a snapshot per transaction; the caller is inside one.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError("no claim waited for the test row lock")
+
+
+@pytest.mark.parametrize("closing", ["stop", "archive"])
+def test_a_stop_or_archive_committing_during_a_claim_wins(operator: Any, closing: str) -> None:
+    # The claim reads the test as open, picks a run, then needs the test row, which the closing
+    # transaction holds; once that commits, the claim must change nothing and answer 409.
+    test = start(operator, entries=3)
+    _, key = factories.make_api_key(operator)
+    started = threading.Event()
+    responses: list[Any] = []
+
+    def claim() -> None:
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=key)
+        started.set()
+        try:
+            responses.append(
+                client.post("/api/v5/artifacts/test/next", {"test_id": str(test.pk)}, format="json")
+            )
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        lock_test(test.pk)
+        claimer = threading.Thread(target=claim)
+        claimer.start()
+        started.wait(timeout=10)
+        wait_for_a_lock_wait()
+        changes = {"status": Test.Status.STOPPED} if closing == "stop" else {"is_archived": True}
+        Test.objects.filter(pk=test.pk).update(**changes)
+    claimer.join(timeout=30)
+
+    assert not claimer.is_alive()
+    [response] = responses
+    assert response.status_code == 409
+    assert response.json()["code"] == ("test_stopped" if closing == "stop" else "test_archived")
+    assert not TestInvocation.objects.filter(test=test).exists()
+    assert set(TestRun.objects.filter(test=test).values_list("status", "attempts")) == {
+        (TestRun.Status.PENDING, 0)
+    }
+    test.refresh_from_db()
+    assert test.current_invocation_id is None
+    assert test.started_at is None
