@@ -454,8 +454,9 @@ class TestDayCount(models.Model):
 
     class Meta:
         constraints = [
+            # Day first: a date range reads a range of the index.
             models.UniqueConstraint(
-                fields=["eval_id", "department_id", "is_archived", "day"],
+                fields=["day", "eval_id", "department_id", "is_archived"],
                 name="test_day_count_key",
             )
         ]

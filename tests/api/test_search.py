@@ -13,11 +13,16 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from tests import factories
 from tests.conftest import require_service
 from tests_app.actors import Actor
+from tests_app.api.discovery_serializers import (
+    ListFilterOptionSerializer,
+    SearchTestItemSerializer,
+)
 from tests_app.models import Department, Eval, Membership, Test, TestDayCount
 from tests_app.selectors.search import search_tests
 from tests_app.services.archiving import set_archived
@@ -714,3 +719,37 @@ def test_the_page_reads_only_what_it_shows(client_for: Any, staff: Any, research
     # Not the password hash, nor the benchmark's target, nor the rubric's criteria.
     for column in ('"password"', '"target"', '"criteria"', '"judge_instructions"'):
         assert column not in page_sql[0]
+
+
+def test_items_and_options_render_as_their_declared_fields(staff: Any, research: Any) -> None:
+    """The item and option serializers build their dicts directly for speed; DRF's own
+    field-by-field rendering of the declared fields must give the same JSON."""
+    creator = factories.UserFactory(username="creator", first_name="Ada", last_name="Lovelace")
+    eval = factories.EvalFactory(department=research)
+    make_test(eval=eval, created_at=at(1), created_by=creator)
+    make_test(
+        eval=eval,
+        created_at=datetime(2026, 3, 2, 8, 30, 15, 123456, tzinfo=UTC),
+        total_runs=4,
+        completed_runs=3,
+        graded_runs=3,
+        passed_runs=2,
+        score_sum=2.2,
+        infinite_mode=True,
+        is_archived=True,
+        status="running",
+    )
+    result = search_tests(actor=Actor(user=staff), eval_ids=[eval.pk])
+    assert len(result.tests) == 2
+    item = SearchTestItemSerializer()
+    for test in result.tests:
+        fast = item.to_representation(test)
+        assert fast == serializers.Serializer.to_representation(item, test)
+        assert list(fast) == list(item.fields)
+    option = ListFilterOptionSerializer()
+    options = [*result.eval_filter.options, *result.department_filter.options]
+    assert options
+    for choice in options:
+        assert option.to_representation(choice) == serializers.Serializer.to_representation(
+            option, choice
+        )

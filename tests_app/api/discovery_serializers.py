@@ -147,12 +147,49 @@ class SearchTestItemSerializer(serializers.Serializer):
     def get_created_by_name(self, test: Any) -> str:
         return display_name(test.created_by)
 
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        # DRF's field-by-field walk (after a deep copy of the declared fields) costs more per page
+        # than the page's query: the same values, built directly. A test compares the two.
+        test = instance
+        return {
+            "id": str(test.pk),
+            "benchmark_id": str(test.benchmark_id),
+            "benchmark_name": test.benchmark.name,
+            "eval_id": str(test.eval_id),
+            "eval_name": test.eval.name,
+            "department_id": str(test.department_id),
+            "department_name": test.department.name,
+            "rubric_name": test.eval.rubric.name,
+            "status": test.status,
+            "infinite_mode": test.infinite_mode,
+            "is_archived": test.is_archived,
+            "created_at": _DATETIME.to_representation(test.created_at),
+            "created_by_name": display_name(test.created_by),
+            "total_runs": test.total_runs,
+            "completed_runs": test.completed_runs,
+            "pass_rate": test.pass_rate,
+            "mean_score": test.mean_score,
+        }
+
+
+# Renders a date-time exactly as a DateTimeField of a serializer does (format, time zone).
+_DATETIME = serializers.DateTimeField()
+
 
 class ListFilterOptionSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="Put it in the request field named by the section key.")
     label = serializers.CharField()  # type: ignore[assignment]  # a declared field, popped
     count = serializers.IntegerField(help_text="Tests matching every other filter and this option.")
     selected = serializers.BooleanField()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        # Up to 100 options per section, built directly (see SearchTestItemSerializer).
+        return {
+            "id": instance.id,
+            "label": instance.label,
+            "count": instance.count,
+            "selected": instance.selected,
+        }
 
 
 class ListFilterSectionSerializer(serializers.Serializer):
