@@ -299,13 +299,20 @@ def json_safe_detail(value: Any) -> Any:
     return _json_safe(value, timezone.get_current_timezone())
 
 
+# Values JSON takes as they are; checked inline so that most leaves cost no call.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def _json_safe(value: Any, zone: datetime.tzinfo) -> Any:
     # Dispatch on the exact type: this visits every value of a large answer (thousands).
     kind = type(value)
     if kind is dict:
-        return {key: _json_safe(item, zone) for key, item in value.items()}
+        return {
+            key: item if type(item) in _PLAIN_TYPES else _json_safe(item, zone)
+            for key, item in value.items()
+        }
     if kind is list:
-        return [_json_safe(item, zone) for item in value]
+        return [item if type(item) in _PLAIN_TYPES else _json_safe(item, zone) for item in value]
     if kind is uuid.UUID:
         return str(value)
     if kind is datetime.datetime:
