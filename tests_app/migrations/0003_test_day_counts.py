@@ -6,9 +6,11 @@ last day of a date range counted on the tests table (``tests_app.selectors.searc
 
 The triggers move the counts in the same transaction as the write that changes them, whoever
 makes it: the start and archive services, the admin, deletes, bulk loads and COPY. PostgreSQL:
-statement-level triggers over the transition tables, so a bulk insert costs one aggregated upsert,
-applied in key order (two transactions never take the same count rows in opposite orders), and an
-update that changes none of the four columns writes nothing. SQLite: row-level triggers.
+inserts and deletes through statement-level triggers over the transition tables, so a bulk insert
+costs one aggregated upsert; updates through a row-level trigger whose WHEN clause skips every
+update that leaves the four columns alone (counters and event numbers move on every claim and
+turn, and must not pay for this). Count rows are always taken in key order. SQLite: row-level
+triggers.
 """
 
 from django.db import migrations, models
@@ -19,7 +21,7 @@ POSTGRES_UPSERT = """
     SELECT eval_id, department_id, is_archived, day, SUM(delta) FROM ({changes}) AS changes
      GROUP BY eval_id, department_id, is_archived, day
     HAVING SUM(delta) <> 0
-     ORDER BY eval_id, department_id, is_archived, day
+     ORDER BY day, eval_id, department_id, is_archived
         ON CONFLICT (eval_id, department_id, is_archived, day)
         DO UPDATE SET count = tests_app_testdaycount.count + EXCLUDED.count;
 """
@@ -62,14 +64,34 @@ POSTGRES_FORWARD = [
     *_postgres_trigger(
         "DELETE", "OLD TABLE AS old_rows", POSTGRES_ROWS.format(rows="old_rows", delta=-1)
     ),
-    # Fires for every update of a test; rows whose four columns did not change cancel out.
-    *_postgres_trigger(
-        "UPDATE",
-        "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-        POSTGRES_ROWS.format(rows="new_rows", delta=1)
-        + " UNION ALL "
-        + POSTGRES_ROWS.format(rows="old_rows", delta=-1),
-    ),
+    """
+    CREATE FUNCTION tests_app_test_day_count_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO tests_app_testdaycount (eval_id, department_id, is_archived, day, count)
+        SELECT * FROM (VALUES
+            (OLD.eval_id, OLD.department_id, OLD.is_archived,
+             (OLD.created_at AT TIME ZONE 'UTC')::date, -1),
+            (NEW.eval_id, NEW.department_id, NEW.is_archived,
+             (NEW.created_at AT TIME ZONE 'UTC')::date, 1)
+        ) AS changes (eval_id, department_id, is_archived, day, delta)
+         ORDER BY day, eval_id, department_id, is_archived
+            ON CONFLICT (eval_id, department_id, is_archived, day)
+            DO UPDATE SET count = tests_app_testdaycount.count + EXCLUDED.count;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER tests_app_test_day_count_update
+    AFTER UPDATE OF eval_id, department_id, is_archived, created_at ON tests_app_test
+    FOR EACH ROW
+    WHEN (OLD.eval_id IS DISTINCT FROM NEW.eval_id
+          OR OLD.department_id IS DISTINCT FROM NEW.department_id
+          OR OLD.is_archived IS DISTINCT FROM NEW.is_archived
+          OR (OLD.created_at AT TIME ZONE 'UTC')::date
+             IS DISTINCT FROM (NEW.created_at AT TIME ZONE 'UTC')::date)
+    EXECUTE FUNCTION tests_app_test_day_count_update()
+    """,
     # The tests that exist already.
     POSTGRES_UPSERT.format(changes=POSTGRES_ROWS.format(rows="tests_app_test", delta=1)),
 ]
