@@ -9,6 +9,7 @@ captured in-process and replayed verbatim with psycopg on one connection.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -160,7 +161,9 @@ def run(context: Context) -> list[Row]:
     seeded = 0
     for tests in context.sizes.search_tests:
         print(f"  seeding tests {seeded:,} -> {tests:,}", flush=True)
+        started = time.perf_counter()
         seed_tests(context, first=seeded, last=tests)
+        print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
         seeded = tests
         refresh_analytics(context)
         rows.extend(measure(context, tests))
