@@ -1,8 +1,14 @@
 """Search tests (DESIGN §3 "search"): AND-combined filters, facets, exact total, newest first.
 
 Queries per call are fixed whatever the data: the caller's memberships (once per request), one
-GROUP BY (eval, department) that gives the exact total and both facet sections, the page (skipped
-when it would be empty), and the facet catalogue when it is not cached.
+query for the (eval, department) counts that give the exact total and both facet sections, the
+page (skipped when it would be empty), and the facet catalogue when it is not cached.
+
+The counts are summed from TestDayCount (tests per eval, department, archived flag and UTC day,
+kept exact by database triggers) rather than counted over the tests: at a million tests that is
+a sum over at most evals x days x 2 rows instead of a full scan. A date-time bound that falls
+inside a day leaves that partial day to be counted on the tests table, through the created_at
+index, in the same query (a UNION ALL).
 
 Facet sections count over the filtered set *without the section's own id filter* (so choosing an
 eval does not hide the other evals); the name searches stay applied to both sections, because a
