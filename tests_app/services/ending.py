@@ -13,14 +13,13 @@ from tests_app.actors import Actor
 from tests_app.background import enqueue_on_commit
 from tests_app.errors import ValidationFailed
 from tests_app.models import Grade, Test, TestInvocation, TestRun
-from tests_app.realtime.events import publish_on_commit
 from tests_app.selectors.scope import get_visible_test, require_operator
 from tests_app.services.running import invocation_of_test
 from tests_app.services.test_state import (
+    complete_grade,
     conditional_status_update,
     count_completed_run,
     lock_test,
-    make_grade_current,
     maybe_complete_test,
 )
 
@@ -119,17 +118,7 @@ def end_invocation(
                 feedback=feedback or "",
                 provenance={"client": actor.client, "pass_threshold": threshold},
             )
-            make_grade_current(grade=new_grade)
-            publish_on_commit(
-                test_id=test.pk,
-                event_type="grade.completed",
-                invocation_id=invocation.pk,
-                run_id=invocation.run_id,
-                grade_id=str(new_grade.pk),
-                source=new_grade.source,
-                score=new_grade.score,
-                passed=new_grade.passed,
-            )
+            complete_grade(grade=new_grade)
         elif grade:
             new_grade = Grade.objects.create(
                 invocation=invocation,

@@ -68,17 +68,7 @@ def _store(grade: Grade, verdict: Verdict) -> None:
             logger.info("Grade %s was settled meanwhile; dropping this result", grade.pk)
             return
         grade.refresh_from_db()
-        test_state.make_grade_current(grade=grade)
-        publish_on_commit(
-            test_id=grade.invocation.test_id,
-            event_type="grade.completed",
-            invocation_id=grade.invocation_id,
-            run_id=grade.invocation.run_id,
-            grade_id=str(grade.pk),
-            score=verdict.score,
-            passed=verdict.passed,
-            source=verdict.source,
-        )
+        test_state.complete_grade(grade=grade)
 
 
 def _fail(grade: Grade, error: str) -> None:

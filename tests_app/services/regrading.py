@@ -13,9 +13,8 @@ from django.db import transaction
 from tests_app.actors import Actor
 from tests_app.errors import InvalidTransition, ValidationFailed
 from tests_app.models import Grade, TestInvocation
-from tests_app.realtime.events import publish_on_commit
 from tests_app.selectors.scope import get_visible_test, require_operator
-from tests_app.services.test_state import make_grade_current
+from tests_app.services.test_state import complete_grade
 
 # Only an ended invocation has a settled transcript and grade worth overriding.
 REGRADABLE_STATUSES = (TestInvocation.Status.ENDED,)
@@ -74,16 +73,5 @@ def regrade_invocation(
                 "overrides_source": previous.source if previous else None,
             },
         )
-        make_grade_current(grade=grade)
-        publish_on_commit(
-            test_id=invocation.test_id,
-            event_type="grade.completed",
-            invocation_id=invocation.pk,
-            run_id=invocation.run_id,
-            grade_id=str(grade.pk),
-            source=grade.source,
-            score=grade.score,
-            passed=grade.passed,
-            feedback=grade.feedback,
-        )
+        complete_grade(grade=grade)
     return grade

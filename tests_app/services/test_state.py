@@ -120,5 +120,25 @@ def make_grade_current(*, grade: Grade) -> None:
     )
 
 
+def complete_grade(*, grade: Grade) -> None:
+    """A grade just became ``done``: make it current and tell the socket (after commit).
+
+    Every source of grades (agent, judge, human) ends here, so the counters and the
+    ``grade.completed`` event cannot disagree.
+    """
+    make_grade_current(grade=grade)
+    publish_on_commit(
+        test_id=grade.invocation.test_id,
+        event_type="grade.completed",
+        invocation_id=grade.invocation_id,
+        run_id=grade.invocation.run_id,
+        grade_id=str(grade.pk),
+        source=grade.source,
+        score=grade.score,
+        passed=grade.passed,
+        feedback=grade.feedback,
+    )
+
+
 def in_transaction() -> bool:
     return transaction.get_connection().in_atomic_block
