@@ -8,28 +8,19 @@ daphne process and its events reach the page's websocket without any other proce
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
 from django.conf import settings
 
 from tests.conftest import require_service
-from tests.integration.daphne import DaphneServer
+from tests.integration.daphne import DaphneServer, serve_daphne
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 30
 # The name of the environment variable that holds the fake target's key (never a real secret).
 FAKE_KEY_ENV = "BROWSER_TEST_TARGET_KEY"
-DAPHNE = [sys.executable, "-m", "daphne"]
 _NOT_INHERITED = {"REDIS_URL", "JUDGE_MODEL", "DJANGO_ALLOW_ASYNC_UNSAFE", "BACKGROUND_BACKEND"}
 
 
@@ -46,28 +37,13 @@ def database_url_for_other_processes() -> str:
     return f"postgres://{credentials}@{host}:{port}/{database['NAME']}"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback URL built here)
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-
-
 def run_embedded_daphne() -> Iterator[DaphneServer]:
-    server = DaphneServer(host="127.0.0.1", port=free_port())
     data_dir = tempfile.mkdtemp(prefix="replaybench-browser-")
-    environment = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
-    environment.update(
-        {
+    inherited = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
+
+    def environment_for(server: DaphneServer) -> dict[str, str]:
+        return {
+            **inherited,
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DATABASE_URL": database_url_for_other_processes(),
             "DATABASE_POOL": "false",
@@ -78,32 +54,9 @@ def run_embedded_daphne() -> Iterator[DaphneServer]:
             FAKE_KEY_ENV: "sk-browser-test-placeholder",
             "PYTHONUNBUFFERED": "1",
         }
-    )
-    log_path = Path(data_dir) / "daphne.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*DAPHNE, "-b", server.host, "-p", str(server.port), "config.asgi:application"],
-            cwd=REPOSITORY,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not _answers(f"{server.http_url}/accounts/login/"):
-                if process.poll() is not None:
-                    pytest.fail(f"daphne exited with {process.returncode}:\n{_tail(log_path)}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"daphne did not answer in {START_TIMEOUT_S}s:\n{_tail(log_path)}")
-                time.sleep(0.1)
-            yield server
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+
+    with serve_daphne(environment_for, ready_path="/accounts/login/") as server:
+        yield server
 
 
 def wait_for_sessions_to_close(timeout_s: float = 10) -> None:
@@ -123,7 +76,3 @@ def wait_for_sessions_to_close(timeout_s: float = 10) -> None:
             if cursor.fetchone()[0] == 0:
                 return
         time.sleep(0.1)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])

@@ -8,6 +8,7 @@ committed and therefore visible to the other process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback URL built here)
             return True
@@ -58,18 +59,16 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session", name="daphne_server")
-def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
+@contextlib.contextmanager
+def serve_daphne(
+    environment_for: Callable[[DaphneServer], dict[str, str]], *, ready_path: str = "/"
+) -> Iterator[DaphneServer]:
+    """Run ``daphne config.asgi:application`` on a free loopback port until the block ends.
+
+    ``environment_for`` builds the process's whole environment (it may need the server's URL);
+    a process that exits or does not answer in time fails the test with the end of its log.
+    """
     server = DaphneServer(host="127.0.0.1", port=free_port())
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": database_url(),
-        "DATABASE_POOL": "false",
-        "REDIS_URL": redis_url(),
-        "BACKGROUND_BACKEND": "celery",
-        "PYTHONUNBUFFERED": "1",
-    }
     log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)  # noqa: SIM115
     command = [
         sys.executable,
@@ -82,11 +81,15 @@ def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
         "config.asgi:application",
     ]
     process = subprocess.Popen(
-        command, cwd=REPOSITORY, env=environment, stdout=log, stderr=subprocess.STDOUT
+        command,
+        cwd=REPOSITORY,
+        env=environment_for(server),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(f"{server.http_url}/"):
+        while not answers(f"{server.http_url}{ready_path}"):
             if process.poll() is not None:
                 pytest.fail(f"daphne exited with {process.returncode}:\n{_tail(log.name)}")
             if time.monotonic() > deadline:
@@ -102,6 +105,22 @@ def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
             process.wait()
         log.close()
         os.unlink(log.name)
+
+
+@pytest.fixture(scope="session", name="daphne_server")
+def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
+    """The production-like server: Celery on Redis for background work, channels-redis."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database_url(),
+        "DATABASE_POOL": "false",
+        "REDIS_URL": redis_url(),
+        "BACKGROUND_BACKEND": "celery",
+        "PYTHONUNBUFFERED": "1",
+    }
+    with serve_daphne(lambda _server: environment) as server:
+        yield server
 
 
 def _tail(path: str, lines: int = 40) -> str:
