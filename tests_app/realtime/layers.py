@@ -2,7 +2,7 @@
 
 Channels' ``InMemoryChannelLayer`` keeps asyncio queues, which belong to one event loop and are
 not thread-safe. In the embedded runtime a replay runs on a background thread of the server
-process and publishes through ``async_to_sync``, that is from an event loop of its own: the
+process and publishes from the publishing thread's own event loop (tests_app.realtime.events): the
 message lands in the queue, but the server's loop is not woken, so the socket would see it only
 when something else happens to wake that loop (seconds later, or never on an idle server).
 Here every operation that touches queues or groups runs on the loop that serves the consumers.
