@@ -1,3 +1,12 @@
+"""Per-caller rate limit (``API_THROTTLE_RATE``, e.g. ``6000/min``), shared by every web process.
+
+DRF's ``SimpleRateThrottle`` keeps each caller's request history as a list in the cache and
+rewrites it on every request: at thousands of requests a minute that list is thousands of
+timestamps read, pickled and written per call. A fixed window counted with one atomic
+``add``/``incr`` (Redis in production) costs one round trip and allows at most twice the rate
+across a window boundary, which is what a guard against runaway clients needs.
+"""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -11,9 +20,10 @@ if TYPE_CHECKING:
 
 
 class CallerRateThrottle(SimpleRateThrottle):
-    """One budget per API key, else per user, else per client address (rate: API_THROTTLE_RATE)."""
+    """One budget per API key, else per user, else per client address."""
 
     scope = "caller"
+    wait_seconds: float | None = None
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         if isinstance(request.auth, ApiKey):
@@ -23,3 +33,28 @@ class CallerRateThrottle(SimpleRateThrottle):
         else:
             ident = f"addr:{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if self.rate is None or self.num_requests is None or self.duration is None:
+            return True
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        now = self.timer()
+        window = int(now // self.duration)
+        window_key = f"{key}:{window}"
+        if self.cache.add(window_key, 1, timeout=self.duration + 1):
+            count = 1
+        else:
+            try:
+                count = self.cache.incr(window_key)
+            except ValueError:  # the window expired between add and incr: start it again
+                self.cache.set(window_key, 1, timeout=self.duration + 1)
+                count = 1
+        if count > self.num_requests:
+            self.wait_seconds = (window + 1) * self.duration - now
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return self.wait_seconds
