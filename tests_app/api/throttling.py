@@ -23,6 +23,9 @@ class CallerRateThrottle(SimpleRateThrottle):
     """One budget per API key, else per user, else per client address."""
 
     scope = "caller"
+    # Set by SimpleRateThrottle.__init__ from the rate; declared here for the type checker.
+    num_requests: int | None
+    duration: int | None
     wait_seconds: float | None = None
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
