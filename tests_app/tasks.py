@@ -10,6 +10,8 @@ and the reaper bound a replay instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -22,19 +24,25 @@ from tests_app.services import replay as replay_service
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
+# Replays and grades: safe to deliver twice (their services claim the work with a conditional
+# update), so they are acknowledged late and retried only when the database or Redis blinked.
+LONG_TASK_OPTIONS: dict[str, Any] = {
+    "ignore_result": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.REPLAY_SOFT_TIME_LIMIT,
+    "time_limit": settings.REPLAY_TIME_LIMIT,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
 
 @shared_task(
     name="tests_app.tasks.replay_invocation",
-    ignore_result=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.REPLAY_SOFT_TIME_LIMIT,
-    time_limit=settings.REPLAY_TIME_LIMIT,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
+    **LONG_TASK_OPTIONS,
 )
 def replay_invocation(invocation_id: str) -> None:
     replay_service.replay_invocation(invocation_id=invocation_id)
@@ -42,16 +50,7 @@ def replay_invocation(invocation_id: str) -> None:
 
 @shared_task(
     name="tests_app.tasks.grade_invocation",
-    ignore_result=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.REPLAY_SOFT_TIME_LIMIT,
-    time_limit=settings.REPLAY_TIME_LIMIT,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
+    **LONG_TASK_OPTIONS,
 )
 def grade_invocation(grade_id: str) -> None:
     from tests_app.services.grading import grade as run_grade
