@@ -148,3 +148,10 @@ def test_schema_and_viewers_are_served_offline() -> None:
     # The assets ship with the sidecar package, so no network is needed.
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")
+
+
+def test_an_unknown_api_path_answers_in_the_error_body(client: Any, settings: Any) -> None:
+    settings.DEBUG = True  # the embedded default, where Django would render its HTML 404
+    response = client.post("/api/v5/artifacts/test/nope", {}, content_type="application/json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No such endpoint.", "code": "not_found"}
