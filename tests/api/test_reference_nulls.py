@@ -1,0 +1,79 @@
+"""A client that follows the reference page to the letter may send every nullable field as null."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.lifecycle_support import (
+    claimed_invocation,
+    force_invocation_status,
+    post,
+    started_test,
+)
+from tests_app.models import Grade, TestInvocation
+
+pytestmark = pytest.mark.django_db
+
+
+def ids_of(invocation: TestInvocation) -> dict[str, str]:
+    return {
+        "test_id": str(invocation.test_id),
+        "test_invocation_id": str(invocation.pk),
+        "run_id": str(invocation.run_id),
+    }
+
+
+def test_end_with_null_grade_fields_ends_ungraded(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+    force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
+    body = {**ids_of(invocation), "grade": False, "score": None, "passed": None, "feedback": None}
+    response = post(client_for(operator), "end", body)
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "invocation_id": str(invocation.pk),
+        "grade_id": None,
+        "score": None,
+        "passed": None,
+        "feedback": None,
+    }
+    invocation.refresh_from_db()
+    assert invocation.status == TestInvocation.Status.ENDED
+    assert not Grade.objects.filter(invocation=invocation).exists()
+
+
+def test_end_asking_the_judge_with_null_fields_queues_a_grade(
+    client_for: Any, operator: Any, benchmark: Any
+) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+    force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
+    body = {**ids_of(invocation), "grade": True, "score": None, "passed": None, "feedback": None}
+    response = post(client_for(operator), "end", body)
+    assert response.status_code == 200, response.content
+    grade = Grade.objects.get(invocation=invocation)
+    assert response.json()["grade_id"] == str(grade.pk)
+
+
+def test_search_and_docs_accept_every_optional_field_as_null(client_for: Any, viewer: Any) -> None:
+    client = client_for(viewer)
+    search = post(
+        client,
+        "search",
+        {
+            "eval_ids": None,
+            "department_ids": None,
+            "is_archived": None,
+            "start_date": None,
+            "end_date": None,
+            "eval_search": None,
+            "department_search": None,
+        },
+    )
+    assert search.status_code == 200, search.content
+    assert search.json()["total_count"] == 0
+    docs = post(client, "docs", {"entity_id": None})
+    assert docs.status_code == 200, docs.content
+    assert len(docs.json()["api_operations"]) == 11
