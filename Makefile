@@ -26,7 +26,7 @@ $(VENV)/.dev-installed: requirements/dev.txt | $(BIN)/python
 ## run: install, migrate, load the demo data and serve HTTP + websockets on $(HOST):$(PORT)
 run: $(VENV)/.base-installed
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
 	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, pages: /tests/, API: /api/v5/artifacts/test/...)"
 	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
