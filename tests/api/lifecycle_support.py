@@ -51,3 +51,12 @@ def force_invocation_status(invocation: TestInvocation, status: str) -> None:
     """
     TestInvocation.objects.filter(pk=invocation.pk).update(status=status)
     invocation.refresh_from_db()
+
+
+def invocation_ids(invocation: TestInvocation) -> dict[str, str]:
+    """The id triple that run and end take, as the reference page names it."""
+    return {
+        "test_id": str(invocation.test_id),
+        "test_invocation_id": str(invocation.pk),
+        "run_id": str(invocation.run_id),
+    }

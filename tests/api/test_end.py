@@ -12,6 +12,7 @@ from tests.api.lifecycle_support import (
     assert_error,
     claimed_invocation,
     force_invocation_status,
+    invocation_ids,
     post,
     started_test,
 )
@@ -30,12 +31,7 @@ def replayed(user: Any, test: Test) -> TestInvocation:
 
 
 def end_body(invocation: TestInvocation, **extra: Any) -> dict[str, Any]:
-    return {
-        "test_id": str(invocation.test_id),
-        "test_invocation_id": str(invocation.pk),
-        "run_id": str(invocation.run_id),
-        **extra,
-    }
+    return {**invocation_ids(invocation), **extra}
 
 
 def test_it_ends_ungraded(client_for: Any, operator: Any, benchmark: Any) -> None:

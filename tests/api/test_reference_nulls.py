@@ -9,6 +9,7 @@ import pytest
 from tests.api.lifecycle_support import (
     claimed_invocation,
     force_invocation_status,
+    invocation_ids,
     post,
     started_test,
 )
@@ -16,13 +17,7 @@ from tests_app.models import Grade, TestInvocation
 
 pytestmark = pytest.mark.django_db
 
-
-def ids_of(invocation: TestInvocation) -> dict[str, str]:
-    return {
-        "test_id": str(invocation.test_id),
-        "test_invocation_id": str(invocation.pk),
-        "run_id": str(invocation.run_id),
-    }
+NULL_GRADE_FIELDS = {"score": None, "passed": None, "feedback": None}
 
 
 def test_end_with_null_grade_fields_ends_ungraded(
@@ -30,7 +25,7 @@ def test_end_with_null_grade_fields_ends_ungraded(
 ) -> None:
     invocation = claimed_invocation(operator, started_test(operator, benchmark))
     force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
-    body = {**ids_of(invocation), "grade": False, "score": None, "passed": None, "feedback": None}
+    body = {**invocation_ids(invocation), "grade": False, **NULL_GRADE_FIELDS}
     response = post(client_for(operator), "end", body)
     assert response.status_code == 200, response.content
     assert response.json() == {
@@ -50,7 +45,7 @@ def test_end_asking_the_judge_with_null_fields_queues_a_grade(
 ) -> None:
     invocation = claimed_invocation(operator, started_test(operator, benchmark))
     force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
-    body = {**ids_of(invocation), "grade": True, "score": None, "passed": None, "feedback": None}
+    body = {**invocation_ids(invocation), "grade": True, **NULL_GRADE_FIELDS}
     response = post(client_for(operator), "end", body)
     assert response.status_code == 200, response.content
     grade = Grade.objects.get(invocation=invocation)

@@ -12,6 +12,7 @@ from tests.api.lifecycle_support import (
     assert_error,
     claimed_invocation,
     force_invocation_status,
+    invocation_ids,
     post,
     started_test,
 )
@@ -20,12 +21,7 @@ from tests_app.models import ReplayStep, TestInvocation, TestRun
 pytestmark = pytest.mark.django_db
 
 
-def run_body(invocation: TestInvocation) -> dict[str, str]:
-    return {
-        "test_id": str(invocation.test_id),
-        "test_invocation_id": str(invocation.pk),
-        "run_id": str(invocation.run_id),
-    }
+run_body = invocation_ids
 
 
 def test_it_enqueues_the_replay_after_commit(
