@@ -211,6 +211,10 @@ else:
         "default": {"BACKEND": "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer"}
     }
 
+# API key authentication keeps a key's row, user and memberships in the cache this long (seconds);
+# only with a shared cache, so that a revoke in any process reaches every web process at once.
+API_KEY_CACHE_SECONDS = _env_int("API_KEY_CACHE_SECONDS", 30 if REDIS_URL else 0)
+
 # "celery" hands work to Celery workers on Redis; "thread" runs it in this process on a thread
 # after commit (the embedded default, where no broker exists).
 BACKGROUND_BACKEND = _env("BACKGROUND_BACKEND", "celery" if REDIS_URL else "thread")

@@ -16,6 +16,11 @@ from tests_app.errors import NotFound, PermissionDenied
 from tests_app.models import Benchmark, Department, Eval, Membership, Test
 
 
+def remember_memberships(user: Any, memberships: dict[uuid.UUID, str]) -> None:
+    """Hand the user object memberships already read (API key authentication caches them)."""
+    user._replaybench_memberships = memberships
+
+
 def _membership_cache(user: Any) -> dict[uuid.UUID, str]:
     # Cached on the user object: one query per request, however many checks the request makes.
     cached = getattr(user, "_replaybench_memberships", None)

@@ -12,6 +12,7 @@ from typing import Any
 from django.db import transaction
 
 from tests_app.models import ApiKey
+from tests_app.signals import forget_after_commit
 
 
 def issue_key(*, api_key: ApiKey) -> str:
@@ -49,7 +50,12 @@ def revoke_keys(
         queryset = queryset.filter(name=name)
     if key_ids is not None:
         queryset = queryset.filter(pk__in=list(key_ids))
-    return queryset.update(revoked=True)
+    with transaction.atomic():
+        prefixes = list(queryset.select_for_update().values_list("prefix", flat=True))
+        revoked = queryset.update(revoked=True)
+        # A queryset update sends no signal: drop the cached authentications here.
+        forget_after_commit(prefixes)
+    return revoked
 
 
 @transaction.atomic
