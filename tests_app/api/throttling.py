@@ -2,9 +2,10 @@
 
 DRF's ``SimpleRateThrottle`` keeps each caller's request history as a list in the cache and
 rewrites it on every request: at thousands of requests a minute that list is thousands of
-timestamps read, pickled and written per call. A fixed window counted with one atomic
-``add``/``incr`` (Redis in production) costs one round trip and allows at most twice the rate
-across a window boundary, which is what a guard against runaway clients needs.
+timestamps read, pickled and written per call. A fixed window counted with one atomic ``incr``
+(Redis in production; ``add`` only for the first call of a window) costs one round trip and
+allows at most twice the rate across a window boundary, which is what a guard against runaway
+clients needs.
 """
 
 from __future__ import annotations
@@ -46,14 +47,17 @@ class CallerRateThrottle(SimpleRateThrottle):
         now = self.timer()
         window = int(now // self.duration)
         window_key = f"{key}:{window}"
-        if self.cache.add(window_key, 1, timeout=self.duration + 1):
-            count = 1
-        else:
-            try:
-                count = self.cache.incr(window_key)
-            except ValueError:  # the window expired between add and incr: start it again
-                self.cache.set(window_key, 1, timeout=self.duration + 1)
+        try:
+            count = self.cache.incr(window_key)  # the common case: the window exists
+        except ValueError:  # the first call of this window: create it, or count if it raced
+            if self.cache.add(window_key, 1, timeout=self.duration + 1):
                 count = 1
+            else:
+                try:
+                    count = self.cache.incr(window_key)
+                except ValueError:  # it expired in between: start it again
+                    self.cache.set(window_key, 1, timeout=self.duration + 1)
+                    count = 1
         if count > self.num_requests:
             self.wait_seconds = (window + 1) * self.duration - now
             return False
