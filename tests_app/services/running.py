@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import transaction
-
 from tests_app import tasks
 from tests_app.actors import Actor
 from tests_app.background import enqueue_on_commit
 from tests_app.errors import InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test, TestInvocation
-from tests_app.selectors.scope import get_visible_test, require_operator, visible_tests
+from tests_app.selectors.scope import (
+    can_see_department,
+    get_visible_test,
+    require_operator,
+    visible_tests,
+)
 
 
 def invocation_of_test(
@@ -31,13 +34,17 @@ def invocation_of_test(
             code="mismatch",
             fields={"test_invocation_id": ["Not an invocation of this test."]},
         )
+    _require_run(invocation, run_id)
+    return invocation
+
+
+def _require_run(invocation: TestInvocation, run_id: uuid.UUID) -> None:
     if invocation.run_id != run_id:
         raise ValidationFailed(
             "The invocation does not belong to that run.",
             code="mismatch",
             fields={"run_id": ["Not the run of this invocation."]},
         )
-    return invocation
 
 
 def request_replay(
@@ -48,11 +55,21 @@ def request_replay(
     Returns at once: the replay runs in the background (Celery, or a thread when embedded). A
     second call for the same invocation is a 409, so a replay is never enqueued twice.
     """
-    test = get_visible_test(user=actor.user, test_id=test_id)
-    require_operator(user=actor.user, department_id=test.department_id)
-    invocation = invocation_of_test(
-        actor=actor, test=test, invocation_id=invocation_id, run_id=run_id
-    )
+    # The usual call names ids that belong together: one query reads the invocation and its test.
+    # Otherwise the slower path below decides which id is wrong (404 test, 404 invocation, 400).
+    invocation = TestInvocation.objects.select_related("test").filter(pk=invocation_id).first()
+    if invocation is not None and invocation.test_id == test_id:
+        test = invocation.test
+        if not can_see_department(actor.user, test.department_id):
+            raise NotFound("No test with that id is visible to you.")
+        require_operator(user=actor.user, department_id=test.department_id)
+        _require_run(invocation, run_id)
+    else:
+        test = get_visible_test(user=actor.user, test_id=test_id)
+        require_operator(user=actor.user, department_id=test.department_id)
+        invocation = invocation_of_test(
+            actor=actor, test=test, invocation_id=invocation_id, run_id=run_id
+        )
     if test.is_archived:
         raise InvalidTransition(
             "The test is archived; unarchive it before running replays.", code="test_archived"
@@ -67,28 +84,26 @@ def request_replay(
         raise InvalidTransition(
             "The test is stopped; no more replays run in it.", code="test_stopped"
         )
-    with transaction.atomic():
-        # task_id "" means "not yet enqueued"; the WHERE clause makes exactly one caller win.
-        task_id = str(uuid.uuid4())
-        marked = TestInvocation.objects.filter(
-            pk=invocation.pk, status=TestInvocation.Status.CREATED, task_id=""
-        ).update(task_id=task_id)
-        if marked != 1:
-            current = (
-                TestInvocation.objects.filter(pk=invocation.pk)
-                .values_list("status", flat=True)
-                .get()
-            )
-            if current != TestInvocation.Status.CREATED:
-                raise InvalidTransition(
-                    f"The invocation is {current}; run needs it to be created.",
-                    code=f"invocation_{current}",
-                )
+    # task_id "" means "not yet enqueued"; the WHERE clause makes exactly one caller win. One
+    # statement needs no transaction of its own: once it has committed, the task is sent.
+    task_id = str(uuid.uuid4())
+    marked = TestInvocation.objects.filter(
+        pk=invocation.pk, status=TestInvocation.Status.CREATED, task_id=""
+    ).update(task_id=task_id)
+    if marked != 1:
+        current = (
+            TestInvocation.objects.filter(pk=invocation.pk).values_list("status", flat=True).get()
+        )
+        if current != TestInvocation.Status.CREATED:
             raise InvalidTransition(
-                "The replay of this invocation was already requested; follow its progress "
-                "with get or the websocket.",
-                code="already_enqueued",
+                f"The invocation is {current}; run needs it to be created.",
+                code=f"invocation_{current}",
             )
-        invocation.task_id = task_id
-        enqueue_on_commit(tasks.replay_invocation, invocation.pk)
+        raise InvalidTransition(
+            "The replay of this invocation was already requested; follow its progress "
+            "with get or the websocket.",
+            code="already_enqueued",
+        )
+    invocation.task_id = task_id
+    enqueue_on_commit(tasks.replay_invocation, invocation.pk)
     return invocation
