@@ -1,8 +1,9 @@
 """``python -m bench [--quick] [--only search,next,...]``: run the performance scenarios.
 
 See bench/README.md. The harness drops and recreates its own database, flushes its own Redis
-database, starts daphne, a Celery worker and the fake model server, runs the scenarios, prints
-one table and writes it as JSON to bench/results/.
+database, starts the web processes (granian for HTTP, daphne for websockets), a Celery worker
+and the fake model server, runs the scenarios, prints one table and writes it as JSON to
+bench/results/.
 """
 
 from __future__ import annotations
@@ -54,10 +55,18 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed of the data and requests")
     parser.add_argument(
+        "--http-server",
+        choices=("granian", "daphne"),
+        default="granian",
+        help="what serves HTTP: granian (WSGI) beside a daphne for websockets, or daphne for"
+        " both (default: %(default)s)",
+    )
+    parser.add_argument(
         "--web-processes",
         type=int,
-        default=1,
-        help="daphne processes sharing the listening socket (default: %(default)s)",
+        default=None,
+        help="HTTP processes: granian workers, or daphne processes sharing one listening socket"
+        " (default: 2 for granian, one per core; 1 for daphne)",
     )
     return parser.parse_args()
 
@@ -82,7 +91,12 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     mode = "quick" if arguments.quick else "full"
-    if arguments.web_processes != 1:
+    default_processes = 2 if arguments.http_server == "granian" else 1
+    if arguments.web_processes is None:
+        arguments.web_processes = default_processes
+    if arguments.http_server != "granian":
+        mode += f"-{arguments.http_server}"
+    if arguments.web_processes != default_processes:
         mode += f"-web{arguments.web_processes}"
 
     from bench import runtime
@@ -139,6 +153,7 @@ def main() -> None:
         log_directory=log_directory,
         openai_delay_ms=50,
         web_processes=arguments.web_processes,
+        http_server=arguments.http_server,
     ) as processes:
         context = Context(
             runtime=processes,

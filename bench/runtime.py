@@ -2,8 +2,9 @@
 
 * a dedicated PostgreSQL database, dropped, created and migrated at every run (clean figures);
 * a dedicated Redis database, flushed (broker, channel layer and cache of the processes below);
-* ``daphne`` serving HTTP and websockets, a Celery worker (``--pool=threads``, concurrency 32)
-  and the loopback OpenAI-compatible server of :mod:`bench.fake_openai`, all on 127.0.0.1.
+* granian serving HTTP through ``config.wsgi`` (or daphne, ``--http-server daphne``), a daphne
+  for the websockets, a Celery worker (``--pool=threads``, concurrency 32) and the loopback
+  OpenAI-compatible server of :mod:`bench.fake_openai`, all on 127.0.0.1.
 
 The web and worker processes run with ``REPLAYBENCH_MODE=production`` (DEBUG off, pooled
 connections), minus the HTTPS redirect that a proxy would terminate, and with the per-caller
@@ -30,6 +31,7 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_CONCURRENCY = 32
+GRANIAN_THREADS = 8
 HOST = "127.0.0.1"
 
 
@@ -102,6 +104,7 @@ class Runtime:
     redis_url: str
     log_directory: Path
     web_port: int = 0
+    ws_port: int = 0
     openai_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -146,18 +149,57 @@ class Runtime:
             raise SystemExit(f"the fake OpenAI server did not start: {line}")
         self.openai_port = int(line[1])
 
-    def start_web(self, *, processes: int = 1) -> None:
-        """``processes`` daphne processes accepting on one listening socket (the kernel spreads
-        the connections), which is how more web processes scale out without a proxy."""
+    def start_web(self, *, processes: int, http_server: str) -> None:
+        """Serve the app: ``processes`` web processes answer HTTP.
+
+        ``daphne``: that many daphne processes accept on one listening socket (the kernel spreads
+        the connections) and answer HTTP and websockets. ``granian``: granian serves HTTP through
+        ``config.wsgi`` with that many worker processes (each with threads), and one daphne
+        process serves the websockets on a port of its own, as behind a proxy routing ``/ws/``.
+        """
+        if http_server == "granian":
+            self.web_port = free_port()
+            granian = str(Path(sys.executable).parent / "granian")
+            self._spawn(
+                "web",
+                [
+                    granian,
+                    "--interface",
+                    "wsgi",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.web_port),
+                    "--workers",
+                    str(processes),
+                    "--blocking-threads",
+                    str(GRANIAN_THREADS),
+                    "--backlog",
+                    "1024",
+                    "--no-ws",
+                    "--log-level",
+                    "warning",
+                    "config.wsgi:application",
+                ],
+                self.production_environment(pool_max=GRANIAN_THREADS + 2),
+            )
+            self._wait_for_http("web", self.web_port)
+            self.ws_port = self._start_daphne(["ws"])
+        else:
+            self.web_port = self.ws_port = self._start_daphne(
+                ["web" if index == 0 else f"web{index + 1}" for index in range(processes)]
+            )
+
+    def _start_daphne(self, names: list[str]) -> int:
+        """One daphne process per name, all accepting on one new listening socket; its port."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((HOST, 0))
         listener.listen(1024)
         listener.set_inheritable(True)
-        self.web_port = int(listener.getsockname()[1])
+        port = int(listener.getsockname()[1])
         daphne = str(Path(sys.executable).parent / "daphne")
-        for index in range(processes):
-            name = "web" if index == 0 else f"web{index + 1}"
+        for name in names:
             log = (self.log_directory / f"{name}.log").open("wb")
             self.processes[name] = subprocess.Popen(
                 [daphne, "--fd", str(listener.fileno()), "config.asgi:application"],
@@ -169,17 +211,21 @@ class Runtime:
             )
         # The children hold the socket now; this process must not accept on it.
         listener.close()
+        self._wait_for_http(names[0], port)
+        return port
+
+    def _wait_for_http(self, name: str, port: int) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            self._check_alive("web")
+            self._check_alive(name)
             try:
-                urllib.request.urlopen(f"http://{HOST}:{self.web_port}/api/", timeout=2)
+                urllib.request.urlopen(f"http://{HOST}:{port}/api/", timeout=2)
                 return
             except urllib.error.HTTPError:
                 return  # any HTTP answer means the server is up
             except OSError:
                 time.sleep(0.2)
-        raise SystemExit("daphne did not answer within 60 s; see the web log")
+        raise SystemExit(f"{name} did not answer HTTP within 60 s; see its log")
 
     def start_worker(self) -> None:
         # A pool of at least the thread count, opened up front: threads would otherwise queue
@@ -247,12 +293,13 @@ def running(
     redis_url: str,
     log_directory: Path,
     openai_delay_ms: float,
-    web_processes: int = 1,
+    web_processes: int = 2,
+    http_server: str = "granian",
 ) -> Iterator[Runtime]:
     runtime = Runtime(database_url=database_url, redis_url=redis_url, log_directory=log_directory)
     try:
         runtime.start_openai(delay_ms=openai_delay_ms)
-        runtime.start_web(processes=web_processes)
+        runtime.start_web(processes=web_processes, http_server=http_server)
         runtime.start_worker()
         yield runtime
     finally:

@@ -83,7 +83,7 @@ def run(context: Context) -> list[Row]:
     )
     test_id = start_test(context, benchmark.pk)
     client = context.client()
-    url = f"ws://127.0.0.1:{context.runtime.web_port}/ws/tests/{test_id}/"
+    url = f"ws://127.0.0.1:{context.runtime.ws_port}/ws/tests/{test_id}/"
     latencies: list[float] = []
     missed = 0
     with connect(url, additional_headers={"X-Api-Key": context.world.operator_key}) as socket:

@@ -1,4 +1,4 @@
-"""A real daphne process serving the ASGI application against the test database and Redis.
+"""Real server processes (daphne for ASGI, granian for WSGI) against the test database and Redis.
 
 Import the fixture into a test module (``from tests.integration.daphne import
 daphne_server_fixture``); tests then ask for ``daphne_server``.
@@ -68,20 +68,62 @@ def serve_daphne(
     ``environment_for`` builds the process's whole environment (it may need the server's URL);
     a process that exits or does not answer in time fails the test with the end of its log.
     """
+
+    def command(server: DaphneServer) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            server.host,
+            "-p",
+            str(server.port),
+            "config.asgi:application",
+        ]
+
+    with serve_process("daphne", command, environment_for, ready_path=ready_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_granian(
+    environment_for: Callable[[DaphneServer], dict[str, str]], *, workers: int = 2
+) -> Iterator[DaphneServer]:
+    """Run granian on ``config.wsgi:application`` (the production HTTP server) with ``workers``
+    processes, until the block ends."""
+
+    def command(server: DaphneServer) -> list[str]:
+        return [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "wsgi",
+            "--host",
+            server.host,
+            "--port",
+            str(server.port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            "4",
+            "config.wsgi:application",
+        ]
+
+    with serve_process("granian", command, environment_for, ready_path="/api/") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_process(
+    name: str,
+    command_for: Callable[[DaphneServer], list[str]],
+    environment_for: Callable[[DaphneServer], dict[str, str]],
+    *,
+    ready_path: str,
+) -> Iterator[DaphneServer]:
     server = DaphneServer(host="127.0.0.1", port=free_port())
-    log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [
-        sys.executable,
-        "-m",
-        "daphne",
-        "-b",
-        server.host,
-        "-p",
-        str(server.port),
-        "config.asgi:application",
-    ]
+    log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        command,
+        command_for(server),
         cwd=REPOSITORY,
         env=environment_for(server),
         stdout=log,
@@ -91,9 +133,9 @@ def serve_daphne(
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers(f"{server.http_url}{ready_path}"):
             if process.poll() is not None:
-                pytest.fail(f"daphne exited with {process.returncode}:\n{_tail(log.name)}")
+                pytest.fail(f"{name} exited with {process.returncode}:\n{_tail(log.name)}")
             if time.monotonic() > deadline:
-                pytest.fail(f"daphne did not answer in {START_TIMEOUT_S}s:\n{_tail(log.name)}")
+                pytest.fail(f"{name} did not answer in {START_TIMEOUT_S}s:\n{_tail(log.name)}")
             time.sleep(0.1)
         yield server
     finally:
@@ -107,10 +149,9 @@ def serve_daphne(
         os.unlink(log.name)
 
 
-@pytest.fixture(scope="session", name="daphne_server")
-def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
-    """The production-like server: Celery on Redis for background work, channels-redis."""
-    environment = {
+def production_environment() -> dict[str, str]:
+    """What the session's servers run with: Celery on Redis for background work, channels-redis."""
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": database_url(),
@@ -119,6 +160,12 @@ def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
         "BACKGROUND_BACKEND": "celery",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+@pytest.fixture(scope="session", name="daphne_server")
+def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
+    """The production-like server: Celery on Redis for background work, channels-redis."""
+    environment = production_environment()
     with serve_daphne(lambda _server: environment) as server:
         yield server
 

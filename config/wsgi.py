@@ -1,0 +1,16 @@
+"""WSGI entry point: plain HTTP (API, admin, pages) for a multi-process WSGI server.
+
+Under ASGI, Django runs every synchronous view on one thread per process, so one daphne process
+answers one API call at a time. In production the HTTP routes can go to a WSGI server with several
+worker processes and threads (the README's Performance section measures granian against daphne),
+while daphne keeps the websockets (``/ws/``) through ``config.asgi``. Static files are served by the
+app itself here too, as under ASGI.
+"""
+
+import os
+
+from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+application = StaticFilesHandler(get_wsgi_application())
