@@ -28,15 +28,18 @@ def require_service(reason: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
-    # Unit and API tests run background work inline on commit and use the in-memory channel
-    # layer and cache; integration tests keep the real ones (Celery on Redis, channels-redis).
+    # Unit and API tests run background work inline on commit and use the embedded runtime's
+    # in-memory channel layer (thread-safe: events are sent from the process's sender thread)
+    # and cache; integration tests keep the real ones (Celery on Redis, channels-redis).
     if request.node.get_closest_marker("browser") is None:
         # Hashing is not what these tests measure; browser tests keep the real hasher because
         # the server process they log in to verifies the passwords.
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if request.node.get_closest_marker("integration") is None:
         settings.BACKGROUND_BACKEND = "sync"
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        settings.CHANNEL_LAYERS = {
+            "default": {"BACKEND": "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer"}
+        }
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 

@@ -8,7 +8,10 @@ Two costs are kept off the hot path of a replay, which publishes every turn from
 threads: the seq is one short statement in its own transaction (the test row stays locked for
 microseconds, not for a Python round trip under a busy GIL), and sends go through one long-lived
 event loop per process that owns the channel layer's connections, instead of a new loop and a new
-Redis connection per event.
+Redis connection per event. The caller does not wait for the send: it hands the event to that loop
+and goes on (a replay thread would otherwise sit out the layer's round trips five times per
+replay). The loop sends the events of one test one after another, in the order they were handed
+over, so each thread's events arrive in its order; different tests' events go out concurrently.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import os
 import threading
 import uuid
+from concurrent.futures import Future
 from typing import Any, Literal
 
 from channels.layers import get_channel_layer
@@ -37,12 +41,15 @@ EventType = Literal[
     "test.stopped",
 ]
 
-# A send waits this long for the layer; beyond it the event is dropped (and logged), not the work.
+# A send gets this long from the layer; beyond it the event is dropped (and logged), not the work.
 SEND_TIMEOUT_S = 5.0
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid = 0
 _loop_lock = threading.Lock()
+# Touched only on the sender loop's thread: per group, a lock that orders its sends and how many
+# sends hold or await it (the entry goes when that count drops to zero).
+_group_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
 
 def group_name(test_id: uuid.UUID | str) -> str:
@@ -99,16 +106,38 @@ def _sender_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+async def _send_in_order(layer: Any, group: str, message: dict[str, Any]) -> None:
+    lock, users = _group_locks.get(group, (None, 0))
+    if lock is None:
+        lock = asyncio.Lock()
+    _group_locks[group] = (lock, users + 1)
+    try:
+        async with lock:  # asyncio.Lock wakes its waiters first come, first served
+            await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_S)
+    finally:
+        lock, users = _group_locks[group]
+        if users <= 1:
+            del _group_locks[group]
+        else:
+            _group_locks[group] = (lock, users - 1)
+
+
+def _log_failure(future: Future[None]) -> None:
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        # Progress is a hint and the database is the truth: a lost event must not fail the work.
+        logger.error("Could not send a realtime event: %r", error)
+
+
 def _send(group: str, message: dict[str, Any]) -> None:
+    """Hand the message to this process's sender loop; returns before it is sent."""
     layer = get_channel_layer()
     if layer is None:
         return
-    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sender_loop())
-    try:
-        future.result(timeout=SEND_TIMEOUT_S)
-    except TimeoutError:
-        future.cancel()
-        raise
+    future = asyncio.run_coroutine_threadsafe(_send_in_order(layer, group, message), _sender_loop())
+    future.add_done_callback(_log_failure)
 
 
 def send_event(
