@@ -13,6 +13,7 @@ model's own answer stands in for that recorded text in the history of later turn
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import uuid
@@ -28,7 +29,7 @@ from django.db.models import F, Field
 from django.utils import timezone
 
 from tests_app.errors import ValidationFailed
-from tests_app.models import Benchmark, ReplayStep, TestInvocation, TestRun
+from tests_app.models import Benchmark, BenchmarkEntry, ReplayStep, Test, TestInvocation, TestRun
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
 from tests_app.targets import (
@@ -138,31 +139,58 @@ def _heartbeat_while(invocation_id: uuid.UUID) -> Iterator[None]:
         thread.join(timeout=interval + 5)
 
 
+@dataclass(frozen=True)
+class ClaimedReplay:
+    """What a replay needs, read when it was claimed. ``invocation`` carries only its id, test and
+    run: every later write is a conditional UPDATE by id."""
+
+    invocation: TestInvocation
+    messages: list[Message]
+    total_turns: int
+    target: Any
+    replay_mode: str
+
+
 @cache
 def _claim_sql() -> str:
-    """Claim on PostgreSQL in one statement: the invocation created → running and its run
-    claimed → running, atomically, without a transaction's BEGIN and COMMIT round trips."""
+    """Claim on PostgreSQL in one statement, without a transaction's BEGIN and COMMIT round
+    trips: the invocation created → running and its run claimed → running, atomically, and read
+    back what the replay needs (the entry's messages, the benchmark's target and mode)."""
     quote = connection.ops.quote_name
     invocation_table = quote(TestInvocation._meta.db_table)
     run_table = quote(TestRun._meta.db_table)
+    entry_table = quote(BenchmarkEntry._meta.db_table)
+    test_table = quote(Test._meta.db_table)
+    benchmark_table = quote(Benchmark._meta.db_table)
     return f"""
         WITH claimed AS (
             UPDATE {invocation_table} SET
                 status = %(running)s, started_at = %(now)s, heartbeat_at = %(now)s,
                 updated_at = %(now)s
             WHERE id = %(invocation_id)s AND status = %(created)s
-            RETURNING run_id
+            RETURNING id, run_id, test_id
         ), moved AS (
             UPDATE {run_table} AS run SET status = %(run_running)s, updated_at = %(now)s
             FROM claimed
             WHERE run.id = claimed.run_id AND run.status = %(run_claimed)s
             RETURNING run.id
         )
-        SELECT (SELECT count(*) FROM claimed), (SELECT count(*) FROM moved)
+        SELECT claimed.test_id, claimed.run_id, entry.messages, entry.turns, benchmark.target,
+            benchmark.replay_mode, (SELECT count(*) FROM moved)
+        FROM claimed
+        JOIN {run_table} AS run ON run.id = claimed.run_id
+        JOIN {entry_table} AS entry ON entry.id = run.entry_id
+        JOIN {test_table} AS test ON test.id = claimed.test_id
+        JOIN {benchmark_table} AS benchmark ON benchmark.id = test.benchmark_id
     """  # noqa: S608
 
 
-def _claimed_now(invocation_id: uuid.UUID | str, now: datetime) -> bool:
+def _json(value: Any) -> Any:
+    # Django reads jsonb as text and parses it in the field; a raw cursor hands over the text.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _claim_now(invocation_id: uuid.UUID | str, now: datetime) -> ClaimedReplay | None:
     if connection.vendor == "postgresql":
         parameters = {
             "invocation_id": invocation_id,
@@ -175,7 +203,18 @@ def _claimed_now(invocation_id: uuid.UUID | str, now: datetime) -> bool:
         with connection.cursor() as cursor:
             cursor.execute(_claim_sql(), parameters)
             row = cursor.fetchone()
-        return row is not None and row[0] == 1
+        if row is None:
+            return None
+        test_id, run_id, messages, turns, target, replay_mode, _ = row
+        return ClaimedReplay(
+            invocation=TestInvocation(
+                id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id
+            ),
+            messages=_json(messages),
+            total_turns=int(turns),
+            target=_json(target),
+            replay_mode=str(replay_mode),
+        )
     with transaction.atomic():
         claimed = TestInvocation.objects.filter(
             pk=invocation_id, status=TestInvocation.Status.CREATED
@@ -183,29 +222,35 @@ def _claimed_now(invocation_id: uuid.UUID | str, now: datetime) -> bool:
             status=TestInvocation.Status.RUNNING, started_at=now, heartbeat_at=now, updated_at=now
         )
         if claimed != 1:
-            return False
-        run_id = TestInvocation.objects.values_list("run_id", flat=True).get(pk=invocation_id)
-        TestRun.objects.filter(pk=run_id, status=TestRun.Status.CLAIMED).update(
+            return None
+        invocation = TestInvocation.objects.select_related("run__entry", "test__benchmark").get(
+            pk=invocation_id
+        )
+        TestRun.objects.filter(pk=invocation.run_id, status=TestRun.Status.CLAIMED).update(
             status=TestRun.Status.RUNNING, updated_at=now
         )
-    return True
+    entry, benchmark = invocation.run.entry, invocation.test.benchmark
+    return ClaimedReplay(
+        invocation=invocation,
+        messages=entry.messages,
+        total_turns=entry.turns,
+        target=benchmark.target,
+        replay_mode=benchmark.replay_mode,
+    )
 
 
-def _claim(invocation_id: uuid.UUID | str) -> TestInvocation | None:
-    if not _claimed_now(invocation_id, timezone.now()):
+def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
+    claimed = _claim_now(invocation_id, timezone.now())
+    if claimed is None:
         return None
-    # Read after the claim committed: nobody else moves a running invocation's run or entry.
-    invocation = TestInvocation.objects.select_related("run__entry", "test__benchmark").get(
-        pk=invocation_id
-    )
     publish_on_commit(
-        test_id=invocation.test_id,
+        test_id=claimed.invocation.test_id,
         event_type="run.started",
-        invocation_id=invocation.pk,
-        run_id=invocation.run_id,
-        total_turns=invocation.run.entry.turns,
+        invocation_id=claimed.invocation.pk,
+        run_id=claimed.invocation.run_id,
+        total_turns=claimed.total_turns,
     )
-    return invocation
+    return claimed
 
 
 @cache
@@ -352,16 +397,16 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
     invocation is no longer running or a stop was requested (the stop service already moved the
     statuses and published the events): each step's conditional UPDATE is that check.
     """
-    invocation = _claim(invocation_id)
-    if invocation is None:
+    claimed = _claim(invocation_id)
+    if claimed is None:
         logger.info("Invocation %s is missing or not created; nothing to replay", invocation_id)
         return
-    benchmark = invocation.test.benchmark
-    messages = [m for m in (invocation.run.entry.messages or []) if isinstance(m, dict)]
+    invocation = claimed.invocation
+    messages = [m for m in (claimed.messages or []) if isinstance(m, dict)]
     turns = plan_turns(messages)
     target: Target | None = None
     try:
-        target = target_for(benchmark.target)
+        target = target_for(claimed.target)
         own_answers: dict[int, str] = {}
         # One heartbeat thread for the whole replay, not one per turn.
         with _heartbeat_while(invocation.pk):
@@ -369,7 +414,7 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
                 # No separate "still running?" read: the claim has just seen the invocation
                 # running, and every later turn follows a step whose conditional UPDATE saw it
                 # running and not stopped (or the loop has returned).
-                history = _history_for(messages, turn, own_answers, benchmark.replay_mode)
+                history = _history_for(messages, turn, own_answers, claimed.replay_mode)
                 with target_slot(
                     target.key,
                     lease_s=target.max_call_seconds + 30,
