@@ -68,6 +68,12 @@ def parse_arguments() -> argparse.Namespace:
         help="HTTP processes: granian workers, or daphne processes sharing one listening socket"
         " (default: 2 for granian, one per core; 1 for daphne)",
     )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=2,
+        help="Celery worker processes sharing the 32 threads (default: %(default)s, one per core)",
+    )
     return parser.parse_args()
 
 
@@ -98,6 +104,8 @@ def main() -> None:
         mode += f"-{arguments.http_server}"
     if arguments.web_processes != default_processes:
         mode += f"-web{arguments.web_processes}"
+    if arguments.worker_processes != 2:
+        mode += f"-workers{arguments.worker_processes}"
 
     from bench import runtime
 
@@ -154,6 +162,7 @@ def main() -> None:
         openai_delay_ms=50,
         web_processes=arguments.web_processes,
         http_server=arguments.http_server,
+        worker_processes=arguments.worker_processes,
     ) as processes:
         context = Context(
             runtime=processes,

@@ -227,39 +227,42 @@ class Runtime:
                 time.sleep(0.2)
         raise SystemExit(f"{name} did not answer HTTP within 60 s; see its log")
 
-    def start_worker(self) -> None:
-        # A pool of at least the thread count, opened up front: threads would otherwise queue
-        # for connections while the pool grows one at a time during the first replays.
-        self._spawn(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool=threads",
-                f"--concurrency={WORKER_CONCURRENCY}",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"bench-{os.getpid()}@%h",
-            ],
-            self.production_environment(
-                pool_max=WORKER_CONCURRENCY + 8, pool_min=WORKER_CONCURRENCY
-            ),
-        )
-        log = self.log_directory / "worker.log"
+    def start_worker(self, *, processes: int = 1) -> None:
+        """Celery workers with ``WORKER_CONCURRENCY`` threads in all, split over ``processes``
+        processes (each has its own interpreter lock, so more processes use more cores)."""
+        threads = WORKER_CONCURRENCY // processes
+        names = ["worker" if index == 0 else f"worker{index + 1}" for index in range(processes)]
+        for name in names:
+            # A pool of at least the thread count, opened up front: threads would otherwise
+            # queue for connections while the pool grows one at a time during the first replays.
+            self._spawn(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool=threads",
+                    f"--concurrency={threads}",
+                    "--loglevel=INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-n",
+                    f"bench-{os.getpid()}-{name}@%h",
+                ],
+                self.production_environment(pool_max=threads + 8, pool_min=threads),
+            )
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            self._check_alive("worker")
-            if b" ready." in log.read_bytes():
-                return
-            time.sleep(0.2)
-        raise SystemExit(f"the Celery worker was not ready within 90 s; see {log}")
+        for name in names:
+            log = self.log_directory / f"{name}.log"
+            while b" ready." not in log.read_bytes():
+                self._check_alive(name)
+                if time.monotonic() >= deadline:
+                    raise SystemExit(f"the Celery worker was not ready within 90 s; see {log}")
+                time.sleep(0.2)
 
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
@@ -295,12 +298,13 @@ def running(
     openai_delay_ms: float,
     web_processes: int = 2,
     http_server: str = "granian",
+    worker_processes: int = 1,
 ) -> Iterator[Runtime]:
     runtime = Runtime(database_url=database_url, redis_url=redis_url, log_directory=log_directory)
     try:
         runtime.start_openai(delay_ms=openai_delay_ms)
         runtime.start_web(processes=web_processes, http_server=http_server)
-        runtime.start_worker()
+        runtime.start_worker(processes=worker_processes)
         yield runtime
     finally:
         runtime.stop()
