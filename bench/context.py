@@ -39,7 +39,7 @@ class Sizes:
 
 FULL = Sizes(
     search_tests=(100_000, 1_000_000),
-    search_samples=60,
+    search_samples=200,
     next_runs=5_000,
     next_clients=16,
     replay_entries=1_000,
