@@ -1,8 +1,9 @@
 """The Celery application. Settings come from Django's settings (CELERY_* names).
 
-Start a worker (I/O-bound replays: a thread pool, sized for concurrent model calls):
+Start workers (I/O-bound replays: a thread pool sized for concurrent model calls, and a process
+per core, since one process's interpreter lock holds it to one core):
 
-    celery -A config worker --pool=threads --concurrency=32 --loglevel=INFO
+    celery -A config worker --pool=threads --concurrency=16 -n w1@%h --loglevel=INFO
     celery -A config beat --loglevel=INFO    # the reaper and the analytics refresh
 """
 
