@@ -9,6 +9,7 @@ committed and therefore visible to the other process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -168,6 +169,23 @@ def daphne_server_fixture(django_db_setup: Any) -> Iterator[DaphneServer]:
     environment = production_environment()
     with serve_daphne(lambda _server: environment) as server:
         yield server
+
+
+def post_api(
+    server: DaphneServer, key: str, action: str, body: dict[str, Any], *, timeout: float = 30
+) -> tuple[int, Any]:
+    """POST a Test API call with an API key; the status and the decoded body, errors included."""
+    request = urllib.request.Request(  # noqa: S310 (a loopback URL built by the fixture)
+        f"{server.http_url}/api/v5/artifacts/test/{action}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Api-Key": key},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def _tail(path: str, lines: int = 40) -> str:

@@ -7,7 +7,6 @@ clients spread over both processes, and checks the one error body and the static
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.error
@@ -19,7 +18,12 @@ import pytest
 
 from tests import factories
 from tests.integration.conftest import WorkerProcess
-from tests.integration.daphne import DaphneServer, production_environment, serve_granian
+from tests.integration.daphne import (
+    DaphneServer,
+    post_api,
+    production_environment,
+    serve_granian,
+)
 from tests_app.models import TestInvocation
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -35,17 +39,7 @@ def granian(transactional_db: Any) -> Iterator[DaphneServer]:
 
 
 def call(server: DaphneServer, key: str, action: str, body: dict[str, Any]) -> tuple[int, Any]:
-    request = urllib.request.Request(  # noqa: S310 (a loopback URL built by the fixture)
-        f"{server.http_url}/api/v5/artifacts/test/{action}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "X-Api-Key": key},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=WAIT_S) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return post_api(server, key, action, body, timeout=WAIT_S)
 
 
 def test_an_agent_replays_a_run_through_granian(

@@ -13,8 +13,6 @@ import json
 import queue
 import sqlite3
 import threading
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +23,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests import factories
 from tests.integration import test_embedded_runtime as embedded
-from tests.integration.daphne import DaphneServer, daphne_server_fixture  # noqa: F401
+from tests.integration.daphne import (  # noqa: F401
+    DaphneServer,
+    daphne_server_fixture,
+    post_api,
+)
 from tests_app.models import Grade, ReplayStep, TestInvocation
 from tests_app.realtime.events import send_event
 
@@ -75,17 +77,10 @@ class EventReader:
 
 
 def api_post(server: DaphneServer, key: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(  # noqa: S310 (a loopback URL built by the fixture)
-        f"{server.http_url}/api/v5/artifacts/test/{action}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "X-Api-Key": key},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=WAIT_S) as response:  # noqa: S310
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as error:
-        pytest.fail(f"{action} answered {error.code}: {error.read().decode()}")
+    status, answer = post_api(server, key, action, body, timeout=WAIT_S)
+    if status != 200:
+        pytest.fail(f"{action} answered {status}: {answer}")
+    return dict(answer)
 
 
 def watch(server: DaphneServer, test_id: Any, key: str) -> ClientConnection:
