@@ -44,6 +44,14 @@ def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
 
 
 @pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every realtime event sent (after commit), in order: send_event recorded, not sent."""
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
+    return sent
+
+
+@pytest.fixture
 def research(db: Any) -> Any:
     return factories.DepartmentFactory(name="Research", slug="research")
 

@@ -60,3 +60,19 @@ def invocation_ids(invocation: TestInvocation) -> dict[str, str]:
         "test_invocation_id": str(invocation.pk),
         "run_id": str(invocation.run_id),
     }
+
+
+# The 11 operations of the Test API reference, by the names docs and the OpenAPI schema use.
+TEST_OPERATIONS = [
+    "get",
+    "archive",
+    "refresh",
+    "export",
+    "docs",
+    "start",
+    "next",
+    "run",
+    "end",
+    "stop",
+    "search",
+]

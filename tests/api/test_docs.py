@@ -10,25 +10,14 @@ from django.urls import get_resolver
 from rest_framework.test import APIClient
 
 from tests import factories
+from tests.api.lifecycle_support import TEST_OPERATIONS
 from tests_app.api import discovery_serializers, lifecycle_serializers
 from tests_app.api.views import TestViewSet
 
 pytestmark = pytest.mark.django_db
 
 DOCS = "/api/v5/artifacts/test/docs"
-OPERATIONS = {
-    "get",
-    "archive",
-    "refresh",
-    "export",
-    "docs",
-    "start",
-    "next",
-    "run",
-    "end",
-    "stop",
-    "search",
-}
+OPERATIONS = set(TEST_OPERATIONS)
 READ = {"get", "search", "docs", "export"}
 
 

@@ -276,10 +276,9 @@ def test_it_publishes_the_grade_and_the_completed_test_after_commit(
     operator: Any,
     research: Any,
     django_capture_on_commit_callbacks: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    events: list[dict[str, Any]],
 ) -> None:
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
+    sent = events
     test = started_test(operator, factories.make_benchmark(department=research, entries=1))
     invocation = replayed(operator, test)
 

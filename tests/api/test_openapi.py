@@ -13,21 +13,10 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
 
+from tests.api.lifecycle_support import TEST_OPERATIONS
+
 pytestmark = pytest.mark.django_db
 
-TEST_OPERATIONS = [
-    "get",
-    "archive",
-    "refresh",
-    "export",
-    "docs",
-    "start",
-    "next",
-    "run",
-    "end",
-    "stop",
-    "search",
-]
 # DESIGN "Nested shapes": the components these endpoints answer with, field by field.
 NESTED_SHAPES = {
     "SearchTestItem": [

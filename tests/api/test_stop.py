@@ -60,10 +60,9 @@ def test_it_publishes_run_stopped_and_test_stopped(
     operator: Any,
     benchmark: Any,
     django_capture_on_commit_callbacks: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    events: list[dict[str, Any]],
 ) -> None:
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
+    sent = events
     invocation = claimed_invocation(operator, started_test(operator, benchmark))
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -29,13 +29,6 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     yield from serve()
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
-    return sent
-
-
 def transcript(turns: list[tuple[str, str | None]], threshold: float = 0.7) -> Transcript:
     return Transcript(
         rubric_name="Helpfulness",

@@ -13,13 +13,6 @@ from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.services.reaper import reap_stale_invocations
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
-    return sent
-
-
 def running_invocation(*, heartbeat_age_s: float, attempts: int = 1) -> TestInvocation:
     department = factories.DepartmentFactory()
     benchmark = factories.make_benchmark(department=department, entries=1)

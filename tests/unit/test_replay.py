@@ -27,18 +27,6 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     yield from serve()
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every realtime event sent (after commit), in order."""
-    sent: list[dict[str, Any]] = []
-
-    def record(**event: Any) -> None:
-        sent.append(event)
-
-    monkeypatch.setattr("tests_app.realtime.events.send_event", record)
-    return sent
-
-
 def claimed_invocation(
     *,
     target: dict[str, Any] | None = None,
