@@ -170,13 +170,13 @@ def _claim_sql() -> str:
             WHERE id = %(invocation_id)s AND status = %(created)s
             RETURNING id, run_id, test_id
         ), moved AS (
+            -- PostgreSQL runs a data-modifying WITH clause whether or not it is read.
             UPDATE {run_table} AS run SET status = %(run_running)s, updated_at = %(now)s
             FROM claimed
             WHERE run.id = claimed.run_id AND run.status = %(run_claimed)s
-            RETURNING run.id
         )
         SELECT claimed.test_id, claimed.run_id, entry.messages, entry.turns, benchmark.target,
-            benchmark.replay_mode, (SELECT count(*) FROM moved)
+            benchmark.replay_mode
         FROM claimed
         JOIN {run_table} AS run ON run.id = claimed.run_id
         JOIN {entry_table} AS entry ON entry.id = run.entry_id
@@ -205,7 +205,7 @@ def _claim_now(invocation_id: uuid.UUID | str, now: datetime) -> ClaimedReplay |
             row = cursor.fetchone()
         if row is None:
             return None
-        test_id, run_id, messages, turns, target, replay_mode, _ = row
+        test_id, run_id, messages, turns, target, replay_mode = row
         return ClaimedReplay(
             invocation=TestInvocation(
                 id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id
