@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,7 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from tests_app.actors import Actor, display_name
+from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound
 from tests_app.models import Benchmark, Test
 from tests_app.pages import charts, reads
@@ -38,6 +39,7 @@ from tests_app.selectors.scope import (
     operable_department_ids,
     visible_benchmarks,
 )
+from tests_app.selectors.search import SearchRow
 
 RUNS_PAGE_SIZE = 25
 BENCHMARKS_PAGE_SIZE = 50
@@ -148,31 +150,18 @@ def _as_dict(value: Any) -> dict[str, Any]:
     """Selectors may return a dict or a dataclass; the templates read dict keys either way."""
     if isinstance(value, dict):
         return value
-    from dataclasses import asdict, is_dataclass
-
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
     return dict(value)
 
 
-def _search_item(test: Test) -> dict[str, Any]:
-    """One row of the list, from a Test the search selected with its relations."""
-    return {
-        "id": test.pk,
-        "benchmark_name": test.benchmark.name,
-        "eval_name": test.eval.name,
-        "department_name": test.department.name,
-        "rubric_name": test.eval.rubric.name,
-        "status": test.status,
-        "infinite_mode": test.infinite_mode,
-        "is_archived": test.is_archived,
-        "created_at": test.created_at,
-        "created_by_name": display_name(test.created_by),
-        "total_runs": test.total_runs,
-        "completed_runs": test.completed_runs,
-        "pass_rate": test.pass_rate,
-        "mean_score": test.mean_score,
-    }
+def _search_item(row: SearchRow) -> dict[str, Any]:
+    """One row of the list, from a row of the search's page."""
+    item = asdict(row)
+    item.pop("benchmark_id")
+    item.pop("eval_id")
+    item.pop("department_id")
+    return item
 
 
 def _facet_with_links(request: HttpRequest, section: dict[str, Any], param: str) -> dict[str, Any]:
