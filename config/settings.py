@@ -158,6 +158,11 @@ if DATABASE_URL:
         "DATABASE_POOL", default=PRODUCTION
     ):
         _database["CONN_MAX_AGE"] = 0
+        # With a pool, a health check is a round trip to PostgreSQL on every checkout, that is on
+        # every request and task (about half a millisecond of a search's ~5 of SQL). Off by
+        # default: a connection that broke while idle (PostgreSQL restarted) fails the one call
+        # that got it, is discarded by the pool, and a Celery task retries on OperationalError.
+        _database["CONN_HEALTH_CHECKS"] = _env_bool("DATABASE_HEALTH_CHECKS", default=False)
         _database.setdefault("OPTIONS", {})["pool"] = {
             "min_size": _env_int("DATABASE_POOL_MIN", 1),
             "max_size": _env_int("DATABASE_POOL_MAX", 20),
