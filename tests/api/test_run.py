@@ -219,3 +219,42 @@ def test_a_stopped_test_runs_no_more_replays(
     assert "stopped" in body["detail"]
     other.refresh_from_db()
     assert other.task_id == ""
+
+
+def test_an_operator_elsewhere_who_only_views_this_department_cannot_run(
+    client_for: Any, operator: Any, viewer: Any, support: Any, benchmark: Any
+) -> None:
+    # The viewer operates another department: the one-statement path filters on the departments
+    # the caller operates, which must not include this one.
+    factories.MembershipFactory(user=viewer, department=support, role="operator")
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+
+    assert_error(post(client_for(viewer), "run", run_body(invocation)), 403, "permission_denied")
+
+    invocation.refresh_from_db()
+    assert invocation.task_id == ""
+
+
+def test_an_archived_test_runs_no_replays(client_for: Any, operator: Any, benchmark: Any) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+    client = client_for(operator)
+    archived = post(client, "archive", {"test_ids": [str(invocation.test_id)]})
+    assert archived.status_code == 200, archived.content
+
+    assert_error(post(client, "run", run_body(invocation)), 409, "test_archived")
+
+    invocation.refresh_from_db()
+    assert invocation.task_id == ""
+    assert invocation.status == TestInvocation.Status.CREATED
+
+
+def test_a_staff_member_runs_any_departments_invocation(
+    client_for: Any, operator: Any, staff: Any, benchmark: Any
+) -> None:
+    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+
+    response = post(client_for(staff), "run", run_body(invocation))
+
+    assert response.status_code == 200, response.content
+    invocation.refresh_from_db()
+    assert invocation.task_id

@@ -103,14 +103,13 @@ class LifecycleActions:
             invocation_id=data["test_invocation_id"],
             run_id=data["run_id"],
         )
+        # The shape of RunTestResponseSerializer, built directly (as for next).
         return Response(
-            s.RunTestResponseSerializer(
-                {
-                    "test_id": invocation.test_id,
-                    "invocation_id": invocation.pk,
-                    "run_id": invocation.run_id,
-                }
-            ).data
+            {
+                "test_id": str(invocation.test_id),
+                "invocation_id": str(invocation.pk),
+                "run_id": str(invocation.run_id),
+            }
         )
 
     @extend_schema(
