@@ -9,6 +9,7 @@ every 20 ms). Floor: calls x 50 ms / 32, a worker of 32 threads kept busy by a z
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -16,6 +17,7 @@ from typing import Any
 
 from bench.client import ApiError
 from bench.context import Context, parallel
+from bench.cpu import cpu_seconds, spent
 from bench.runtime import WORKER_CONCURRENCY
 from bench.scenarios.claiming import start_test
 from bench.seed import make_benchmark
@@ -91,6 +93,7 @@ def run(context: Context) -> list[Row]:
     queue = list(claims)
     lock = threading.Lock()
     run_failures: list[str] = []
+    cpu_before = cpu_seconds(context.runtime)
     started = time.perf_counter()
 
     def sender(_: int) -> None:
@@ -128,6 +131,7 @@ def run(context: Context) -> list[Row]:
             break
         time.sleep(0.02)
     wall = time.perf_counter() - started
+    cpu = spent(cpu_before, cpu_seconds(context.runtime))
     senders.join()
     sent_seconds = sent_at[0] - started
     stats = fake_server(context, "/stats")
@@ -147,6 +151,10 @@ def run(context: Context) -> list[Row]:
         f"{entries}x{turns} turns, {stats['calls']} calls, max {stats['max_in_flight']} in flight;"
         f" run calls took {sent_seconds:.1f} s"
     )
+    if cpu:
+        # Whether the wall time is the model's delay or the cores: CPU seconds by process.
+        parts = ", ".join(f"{label} {seconds:.1f}" for label, seconds in cpu.items() if seconds)
+        note += f"; CPU s {parts} (of {os.cpu_count()} cores x {wall:.1f} s)"
     return [
         Row(
             f"replay wall {entries}x{turns}",
