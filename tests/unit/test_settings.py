@@ -90,3 +90,14 @@ def test_embedded_default_needs_no_environment() -> None:
         "thread",
         "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer",
     ]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", "False"), ("true", "True")])
+def test_pooled_connections_are_health_checked_only_when_asked(value: str, expected: str) -> None:
+    script = (
+        "from django.conf import settings as s; d = s.DATABASES['default']; "
+        "print(d['CONN_HEALTH_CHECKS'], 'pool' in d['OPTIONS'])"
+    )
+    result = run_django(production_env(DATABASE_HEALTH_CHECKS=value), "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == [expected, "True"]
