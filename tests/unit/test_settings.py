@@ -101,3 +101,14 @@ def test_pooled_connections_are_health_checked_only_when_asked(value: str, expec
     result = run_django(production_env(DATABASE_HEALTH_CHECKS=value), "shell", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].split() == [expected, "True"]
+
+
+def test_the_model_clients_http_log_stays_out_of_the_info_log() -> None:
+    # A line per model call would be most of a busy worker's log.
+    script = (
+        "import logging; "
+        "print(*(logging.getLogger(n).getEffectiveLevel() for n in ('httpx', 'httpx2', 'openai')))"
+    )
+    result = run_django(production_env(LOG_LEVEL="INFO"), "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["30", "30", "20"]
