@@ -241,6 +241,14 @@ REPLAY_HEARTBEAT_TIMEOUT = _env_int("REPLAY_HEARTBEAT_TIMEOUT", 120)
 REPLAY_MAX_ATTEMPTS = _env_int("REPLAY_MAX_ATTEMPTS", 3)
 # Concurrent model calls allowed per target (model + base_url) across all workers.
 TARGET_MAX_CONCURRENCY = _env_int("TARGET_MAX_CONCURRENCY", 32)
+# How a Celery worker runs its replays on PostgreSQL with Redis: "asyncio" (every replay of the
+# process on one event loop, tests_app/services/replay_async.py) or "threads" (one pool thread
+# each). Eager runs and other databases always use threads.
+REPLAY_ENGINE = _env("REPLAY_ENGINE", "asyncio")
+if REPLAY_ENGINE not in {"asyncio", "threads"}:
+    raise ImproperlyConfigured(
+        f"REPLAY_ENGINE must be 'asyncio' or 'threads', got {REPLAY_ENGINE!r}"
+    )
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None

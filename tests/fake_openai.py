@@ -49,6 +49,8 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         # The Authorization header of each request, in the same order as ``requests``.
         self.authorizations: list[str] = []
+        # The User-Agent of each request (the SDK names its sync or async client there).
+        self.user_agents: list[str] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -137,6 +139,7 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.requests.append(body)
                     fake.authorizations.append(self.headers.get("Authorization", ""))
+                    fake.user_agents.append(self.headers.get("User-Agent", ""))
                 reply = fake._next_reply()
                 if reply.hang:
                     # Never answer (until the server shuts down): the client's timeout must act.

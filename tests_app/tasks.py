@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.signals import worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 # Loaded with the worker, not by its first tasks: 32 threads would queue on the import lock while
 # one imports the replay service and the target SDK behind it.
 from tests_app.services import replay as replay_service
+from tests_app.services import replay_async
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
@@ -42,10 +44,23 @@ LONG_TASK_OPTIONS: dict[str, Any] = {
 
 @shared_task(
     name="tests_app.tasks.replay_invocation",
+    bind=True,
     **LONG_TASK_OPTIONS,
 )
-def replay_invocation(invocation_id: str) -> None:
-    replay_service.replay_invocation(invocation_id=invocation_id)
+def replay_invocation(self: Task, invocation_id: str) -> None:
+    # A worker replays on its process's event loop (the pool thread waits); an eager run (the
+    # embedded runtime's threads, the suite's in-transaction tasks) stays on its thread and on
+    # Django's connection, whose transaction it may have to see.
+    if not self.request.is_eager and replay_async.enabled():
+        replay_async.replay_invocation(invocation_id=invocation_id)
+    else:
+        replay_service.replay_invocation(invocation_id=invocation_id)
+
+
+@worker_shutdown.connect
+def close_replay_pool(**_: Any) -> None:
+    # The asyncio engine's connections, closed rather than dropped when the worker stops.
+    replay_async.close()
 
 
 @shared_task(

@@ -20,6 +20,15 @@ from tests_app.models import Benchmark, ReplayStep, Test, TestInvocation, TestRu
 from tests_app.services.replay import plan_turns, replay_invocation
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+# What the third turn of an auto-regressive replay against the echoing fake sends.
+THIRD_TURN_AUTOREGRESSIVE = [
+    SYSTEM,
+    {"role": "user", "content": "Question 1?"},
+    {"role": "assistant", "content": "Echo: Question 1?"},
+    {"role": "user", "content": "Question 2?"},
+    {"role": "assistant", "content": "Echo: Question 2?"},
+    {"role": "user", "content": "Question 3?"},
+]
 
 
 @pytest.fixture
@@ -102,14 +111,7 @@ def test_autoregressive_replay_sends_the_models_own_answers(
         (3, "Question 3?", "Echo: Question 3?", "Answer 3."),
     ]
     sent = [request["messages"] for request in fake_openai.chat_requests()]
-    assert sent[2] == [
-        SYSTEM,
-        {"role": "user", "content": "Question 1?"},
-        {"role": "assistant", "content": "Echo: Question 1?"},
-        {"role": "user", "content": "Question 2?"},
-        {"role": "assistant", "content": "Echo: Question 2?"},
-        {"role": "user", "content": "Question 3?"},
-    ]
+    assert sent[2] == THIRD_TURN_AUTOREGRESSIVE
     assert sent[0] == [SYSTEM, {"role": "user", "content": "Question 1?"}]
     step = ReplayStep.objects.get(invocation=invocation, turn=3)
     # The fake counts words: 5 (system) + 2 + 3 + 2 + 3 + 2.

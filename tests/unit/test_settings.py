@@ -63,6 +63,7 @@ def test_production_with_one_missing_names_only_that_one() -> None:
         ("DATABASE_URL", "sqlite:///tmp.db", "DATABASE_URL must be a postgres:// URL"),
         ("SECRET_KEY", "short", "SECRET_KEY must be at least 50 characters"),
         ("DEBUG", "perhaps", "DEBUG must be a boolean"),
+        ("REPLAY_ENGINE", "gevent", "REPLAY_ENGINE must be 'asyncio' or 'threads'"),
     ],
 )
 def test_malformed_production_setting_is_named(name: str, value: str, message: str) -> None:

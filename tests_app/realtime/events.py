@@ -91,8 +91,10 @@ def next_seq(test_id: uuid.UUID | str) -> int:
     return int(row[0])
 
 
-def _sender_loop() -> asyncio.AbstractEventLoop:
-    """This process's event loop for sends, on a daemon thread, started on first use."""
+def process_loop() -> asyncio.AbstractEventLoop:
+    """This process's event loop, on a daemon thread, started on first use: it owns the channel
+    layer's connections for the sends, and runs the replays of the asyncio engine
+    (tests_app.services.replay_async), whose events are then sent without a thread hop."""
     global _loop, _loop_pid
     loop = _loop
     if loop is not None and _loop_pid == os.getpid():
@@ -104,6 +106,11 @@ def _sender_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="realtime-events", daemon=True).start()
             _loop, _loop_pid = loop, os.getpid()
         return _loop
+
+
+def started_process_loop() -> asyncio.AbstractEventLoop | None:
+    """This process's loop if it has been started (None otherwise, or in a forked child)."""
+    return _loop if _loop is not None and _loop_pid == os.getpid() else None
 
 
 async def _send_in_order(layer: Any, group: str, message: dict[str, Any]) -> None:
@@ -122,7 +129,7 @@ async def _send_in_order(layer: Any, group: str, message: dict[str, Any]) -> Non
             _group_locks[group] = (lock, users - 1)
 
 
-def _log_failure(future: Future[None]) -> None:
+def _log_failure(future: Future[None] | asyncio.Future[None]) -> None:
     if future.cancelled():
         return
     error = future.exception()
@@ -136,8 +143,72 @@ def _send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    future = asyncio.run_coroutine_threadsafe(_send_in_order(layer, group, message), _sender_loop())
+    future = asyncio.run_coroutine_threadsafe(_send_in_order(layer, group, message), process_loop())
     future.add_done_callback(_log_failure)
+
+
+def event_message(
+    *,
+    test_id: uuid.UUID | str,
+    event_type: EventType,
+    seq: int,
+    invocation_id: uuid.UUID | str | None = None,
+    run_id: uuid.UUID | str | None = None,
+    **data: Any,
+) -> dict[str, Any]:
+    """The layer message of one event; the consumers forward ``event`` to their sockets."""
+    event = {
+        "type": event_type,
+        "seq": seq,
+        "test_id": str(test_id),
+        "invocation_id": str(invocation_id) if invocation_id else None,
+        "run_id": str(run_id) if run_id else None,
+        **data,
+    }
+    return {"type": "test.event", "event": event}
+
+
+# Sends scheduled from the process loop itself; the loop keeps only weak references to tasks.
+_loop_sends: set[asyncio.Task[None]] = set()
+
+
+async def send_event_from_loop(
+    connection: Any,
+    *,
+    test_id: uuid.UUID | str,
+    event_type: EventType,
+    invocation_id: uuid.UUID | str | None = None,
+    run_id: uuid.UUID | str | None = None,
+    **data: Any,
+) -> None:
+    """:func:`send_event` for code running on :func:`process_loop` with an autocommit
+    ``psycopg.AsyncConnection`` (the asyncio replay engine): the same fast-commit seq, then the
+    send is scheduled in order with this process's other sends of the test, without waiting."""
+    try:
+        cursor = await connection.execute(_SEQ_FAST_COMMIT, [test_id])
+        row = await cursor.fetchone()
+        if row is None:
+            raise LookupError(f"No test {test_id}")
+        message = event_message(
+            test_id=test_id,
+            event_type=event_type,
+            seq=int(row[0]),
+            invocation_id=invocation_id,
+            run_id=run_id,
+            **data,
+        )
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            _send_in_order(layer, group_name(test_id), message)
+        )
+        _loop_sends.add(task)
+        task.add_done_callback(_loop_sends.discard)
+        task.add_done_callback(_log_failure)
+    except Exception:
+        # Progress is a hint and the database is the truth: a lost event must not fail the work.
+        logger.exception("Could not publish %s for test %s", event_type, test_id)
 
 
 def send_event(
@@ -150,15 +221,15 @@ def send_event(
 ) -> None:
     """Send now. Call only when the data is committed; prefer :func:`publish_on_commit`."""
     try:
-        event = {
-            "type": event_type,
-            "seq": next_seq(test_id),
-            "test_id": str(test_id),
-            "invocation_id": str(invocation_id) if invocation_id else None,
-            "run_id": str(run_id) if run_id else None,
+        message = event_message(
+            test_id=test_id,
+            event_type=event_type,
+            seq=next_seq(test_id),
+            invocation_id=invocation_id,
+            run_id=run_id,
             **data,
-        }
-        _send(group_name(test_id), {"type": "test.event", "event": event})
+        )
+        _send(group_name(test_id), message)
     except Exception:
         # Progress is a hint and the database is the truth: a lost event must not fail the work.
         logger.exception("Could not publish %s for test %s", event_type, test_id)

@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Field
 from django.utils import timezone
 
@@ -93,7 +94,7 @@ def _wire_message(message: Message) -> Message:
     return {key: message[key] for key in allowed if key in message}
 
 
-def _history_for(
+def history_for(
     messages: list[Message], turn: PlannedTurn, own_answers: dict[int, str], mode: str
 ) -> list[Message]:
     """The messages sent for ``turn``: everything recorded before its user message. In
@@ -112,11 +113,31 @@ def _history_for(
     return history
 
 
+def remember_answer(own_answers: dict[int, str], turn: PlannedTurn, content: str) -> None:
+    """Keep the model's answer to ``turn`` for the history of later turns (see history_for)."""
+    if turn.reference_index is not None:
+        own_answers[turn.reference_index] = content
+    else:
+        # No recorded answer to replace: the model's answer still belongs in the history.
+        own_answers[-turn.index - 1] = content
+
+
+def slot_timing(target: Target) -> tuple[float, float]:
+    """How long a turn holds its target slot at most (a lease outliving every retry of the call)
+    and how long it waits for one."""
+    return target.max_call_seconds + 30, max(60.0, target.max_call_seconds * 2)
+
+
+def heartbeat_interval() -> float:
+    """How often a running replay refreshes heartbeat_at: well inside the reaper's timeout."""
+    return max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4)
+
+
 @contextlib.contextmanager
 def _heartbeat_while(invocation_id: uuid.UUID) -> Iterator[None]:
     """Keep heartbeat_at fresh while a model call is in flight (a call with retries may outlast
     the reaper's timeout). The thread dies with the process, so a killed worker goes stale."""
-    interval = max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4)
+    interval = heartbeat_interval()
     done = threading.Event()
 
     def beat() -> None:
@@ -152,7 +173,7 @@ class ClaimedReplay:
 
 
 @cache
-def _claim_sql() -> str:
+def claim_sql() -> str:
     """Claim on PostgreSQL in one statement, without a transaction's BEGIN and COMMIT round
     trips: the invocation created → running and its run claimed → running, atomically, and read
     back what the replay needs (the entry's messages, the benchmark's target and mode)."""
@@ -190,31 +211,36 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def claim_parameters(invocation_id: uuid.UUID | str, now: datetime) -> dict[str, Any]:
+    """The parameters of :func:`claim_sql`."""
+    return {
+        "invocation_id": invocation_id,
+        "now": now,
+        "running": TestInvocation.Status.RUNNING.value,
+        "created": TestInvocation.Status.CREATED.value,
+        "run_running": TestRun.Status.RUNNING.value,
+        "run_claimed": TestRun.Status.CLAIMED.value,
+    }
+
+
+def claimed_from_row(invocation_id: uuid.UUID | str, row: tuple[Any, ...]) -> ClaimedReplay:
+    """What :func:`claim_sql` read back, as the replay needs it."""
+    test_id, run_id, messages, turns, target, replay_mode = row
+    return ClaimedReplay(
+        invocation=TestInvocation(id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id),
+        messages=_json(messages),
+        total_turns=int(turns),
+        target=_json(target),
+        replay_mode=str(replay_mode),
+    )
+
+
 def _claim_now(invocation_id: uuid.UUID | str, now: datetime) -> ClaimedReplay | None:
     if connection.vendor == "postgresql":
-        parameters = {
-            "invocation_id": invocation_id,
-            "now": now,
-            "running": TestInvocation.Status.RUNNING.value,
-            "created": TestInvocation.Status.CREATED.value,
-            "run_running": TestRun.Status.RUNNING.value,
-            "run_claimed": TestRun.Status.CLAIMED.value,
-        }
         with connection.cursor() as cursor:
-            cursor.execute(_claim_sql(), parameters)
+            cursor.execute(claim_sql(), claim_parameters(invocation_id, now))
             row = cursor.fetchone()
-        if row is None:
-            return None
-        test_id, run_id, messages, turns, target, replay_mode = row
-        return ClaimedReplay(
-            invocation=TestInvocation(
-                id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id
-            ),
-            messages=_json(messages),
-            total_turns=int(turns),
-            target=_json(target),
-            replay_mode=str(replay_mode),
-        )
+        return None if row is None else claimed_from_row(invocation_id, row)
     with transaction.atomic():
         claimed = TestInvocation.objects.filter(
             pk=invocation_id, status=TestInvocation.Status.CREATED
@@ -254,7 +280,7 @@ def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
 
 
 @cache
-def _record_step_sql() -> tuple[str, list[Field[Any, Any]]]:
+def record_step_sql() -> tuple[str, list[Field[Any, Any]]]:
     """One statement for a step on PostgreSQL: the conditional UPDATE of the invocation and the
     step's INSERT, which happens only when that UPDATE matched."""
     fields = [f for f in ReplayStep._meta.concrete_fields if f.attname != "invocation_id"]
@@ -277,16 +303,11 @@ def _record_step_sql() -> tuple[str, list[Field[Any, Any]]]:
     return sql, fields
 
 
-def _record_step(
-    *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: TargetReply
-) -> bool:
-    """Write one turn; False when the invocation stopped meanwhile (then nothing is written).
-
-    The conditional UPDATE takes the invocation's row lock, so a concurrent stop either commits
-    first (we write nothing) or waits for this step to commit.
-    """
-    now = timezone.now()
-    step = ReplayStep(
+def build_step(
+    *, invocation: TestInvocation, turn: PlannedTurn, reply: TargetReply, now: datetime
+) -> ReplayStep:
+    """The step of one replayed turn, its texts cut to what a row keeps."""
+    return ReplayStep(
         invocation=invocation,
         turn=turn.turn,
         input=message_text(turn.user_message.get("content"))[:MAX_STEP_TEXT],
@@ -298,19 +319,39 @@ def _record_step(
         created_at=now,
         updated_at=now,
     )
+
+
+def record_step_parameters(
+    step: ReplayStep, now: datetime, database: BaseDatabaseWrapper
+) -> dict[str, Any]:
+    """The parameters of :func:`record_step_sql` (``database`` only adapts the values)."""
+    _, fields = record_step_sql()
+    return {
+        **{
+            f"value_{index}": field.get_db_prep_save(getattr(step, field.attname), database)
+            for index, field in enumerate(fields)
+        },
+        "now": now,
+        "invocation_id": step.invocation_id,
+        "running": TestInvocation.Status.RUNNING.value,
+    }
+
+
+def _record_step(
+    *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: TargetReply
+) -> bool:
+    """Write one turn; False when the invocation stopped meanwhile (then nothing is written).
+
+    The conditional UPDATE takes the invocation's row lock, so a concurrent stop either commits
+    first (we write nothing) or waits for this step to commit.
+    """
+    now = timezone.now()
+    step = build_step(invocation=invocation, turn=turn, reply=reply, now=now)
     if connection.vendor == "postgresql":
         # One round trip in autocommit instead of four (BEGIN, UPDATE, INSERT, COMMIT): each
         # wait is a GIL hand-off, and 32 replay threads share the GIL.
-        sql, fields = _record_step_sql()
-        parameters = {
-            **{
-                f"value_{index}": field.get_db_prep_save(getattr(step, field.attname), connection)
-                for index, field in enumerate(fields)
-            },
-            "now": now,
-            "invocation_id": invocation.pk,
-            "running": TestInvocation.Status.RUNNING.value,
-        }
+        sql, _ = record_step_sql()
+        parameters = record_step_parameters(step, now, connection)
         with connection.cursor() as cursor:
             cursor.execute(sql, parameters)
             if cursor.fetchone() is None:
@@ -414,19 +455,11 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
                 # No separate "still running?" read: the claim has just seen the invocation
                 # running, and every later turn follows a step whose conditional UPDATE saw it
                 # running and not stopped (or the loop has returned).
-                history = _history_for(messages, turn, own_answers, claimed.replay_mode)
-                with target_slot(
-                    target.key,
-                    lease_s=target.max_call_seconds + 30,
-                    wait_s=max(60.0, target.max_call_seconds * 2),
-                ):
+                history = history_for(messages, turn, own_answers, claimed.replay_mode)
+                lease_s, wait_s = slot_timing(target)
+                with target_slot(target.key, lease_s=lease_s, wait_s=wait_s):
                     reply = target.complete(messages=history, reference=turn.reference)
-                if turn.reference_index is not None:
-                    own_answers[turn.reference_index] = reply.content
-                else:
-                    # No recorded answer to replace: the model's answer still belongs in the
-                    # history.
-                    own_answers[-turn.index - 1] = reply.content
+                remember_answer(own_answers, turn, reply.content)
                 if not _record_step(
                     invocation=invocation, turn=turn, total_turns=len(turns), reply=reply
                 ):

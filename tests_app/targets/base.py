@@ -29,6 +29,9 @@ class Target(Protocol):
 
     def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply: ...
 
+    # The same call on the running event loop (the asyncio replay engine of the worker).
+    async def acomplete(self, *, messages: list[Message], reference: str | None) -> TargetReply: ...
+
     def close(self) -> None: ...
 
 

@@ -8,11 +8,13 @@ process) a per-process semaphore does the same job.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from typing import Any
 
@@ -44,6 +46,32 @@ def _redis_client(url: str) -> Any:
     import redis
 
     return redis.Redis.from_url(url)
+
+
+# redis.asyncio clients belong to the loop that made them: one per loop.
+_async_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _async_redis(url: str) -> tuple[Any, Any]:
+    """This event loop's redis.asyncio client (with its own connection pool) and the acquire
+    script registered on it (sent by its SHA, like the threaded path's)."""
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    found = _async_redis_clients.get(loop)
+    if found is None:
+        client = redis.asyncio.Redis.from_url(url)
+        found = _async_redis_clients[loop] = (client, client.register_script(_ACQUIRE))
+    return found
+
+
+async def close_async_redis() -> None:
+    """Close the running loop's redis.asyncio client, if it made one."""
+    found = _async_redis_clients.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found[0].aclose()
 
 
 def _local_semaphore(key: str, limit: int) -> threading.BoundedSemaphore:
@@ -86,3 +114,27 @@ def target_slot(
         yield
     finally:
         client.zrem(redis_key, token)
+
+
+@contextlib.asynccontextmanager
+async def async_target_slot(
+    key: str, *, limit: int | None = None, lease_s: float, wait_s: float
+) -> AsyncIterator[None]:
+    """:func:`target_slot` on the running event loop, on the same Redis leases (so threaded and
+    asyncio workers share one cap). Needs ``REDIS_URL``, like the asyncio engine that uses it."""
+    limit = limit if limit is not None else settings.TARGET_MAX_CONCURRENCY
+    if limit <= 0:
+        yield
+        return
+    client, acquire = _async_redis(settings.REDIS_URL)
+    redis_key = f"replaybench:target-slots:{key}"
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait_s
+    while not await acquire(keys=[redis_key], args=[token, limit, lease_s]):
+        if time.monotonic() >= deadline:
+            raise TargetError(f"No free slot for the target within {wait_s:g} s (cap {limit}).")
+        await asyncio.sleep(_POLL_S)
+    try:
+        yield
+    finally:
+        await client.zrem(redis_key, token)

@@ -9,9 +9,11 @@ read from the environment variable named in ``api_key_env`` at call time and is 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +68,54 @@ def shared_client(
             # Not closed: another thread may be mid-call on it; its pool closes when collected.
             _clients.popitem(last=False)
         return client
+
+
+# Async clients belong to the event loop that made them (their connections do): one cache per loop.
+_async_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, OrderedDict[_ClientKey, openai.AsyncOpenAI]
+] = weakref.WeakKeyDictionary()
+
+
+# Dropped clients being closed (the loop keeps only weak references to its tasks).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def shared_async_client(
+    *, base_url: str | None, api_key: str, timeout_s: float, max_retries: int
+) -> openai.AsyncOpenAI:
+    """:func:`shared_client` for the running event loop. Its transport is aiohttp (the SDK's
+    ``aiohttp`` extra): measured on the bench, httpx's pool spent more CPU per call checking
+    its idle connections than the rest of the call did."""
+    loop = asyncio.get_running_loop()
+    clients = _async_clients.setdefault(loop, OrderedDict())
+    key = (base_url, api_key, timeout_s, max_retries)
+    client = clients.get(key)
+    if client is not None:
+        clients.move_to_end(key)
+        return client
+    client = openai.AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout_s,
+        max_retries=max_retries,
+        http_client=openai.DefaultAioHttpClient(),
+    )
+    clients[key] = client
+    if len(clients) > _MAX_CLIENTS:
+        # Closed in the background: a replay may still be mid-call on it.
+        _, dropped = clients.popitem(last=False)
+        closing = loop.create_task(dropped.close())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+    return client
+
+
+async def close_async_clients() -> None:
+    """Close the running loop's clients (a worker stopping): aiohttp complains of sessions that
+    are collected unclosed."""
+    clients = _async_clients.pop(asyncio.get_running_loop(), None)
+    for client in clients.values() if clients else ():
+        await client.close()
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -169,8 +219,7 @@ class OpenAITarget:
         # The client is shared by the process (see shared_client), so there is nothing to close.
         return None
 
-    def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
-        started = time.monotonic()
+    def _body(self, messages: list[Message]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
@@ -178,36 +227,37 @@ class OpenAITarget:
         }
         if self.config.max_tokens is not None:
             body["max_tokens"] = self.config.max_tokens
-        try:
-            # The SDK's own request path (auth, retries, timeouts, errors), minus the typed
-            # create(), whose recursive params transform costs more CPU than the rest of the call
-            # (about 1.3 ms a turn, under a GIL shared by every replay thread); the messages are
-            # already plain wire-format dicts.
-            completion = self.client().post("/chat/completions", body=body, cast_to=ChatCompletion)
-        except openai.APITimeoutError as error:
-            raise TargetError(
+        return body
+
+    def _error(self, error: openai.OpenAIError) -> TargetError:
+        """The SDK's final error (its retries spent), as the reason recorded on the invocation."""
+        attempts = self.config.max_retries + 1
+        if isinstance(error, openai.APITimeoutError):
+            return TargetError(
                 f"The target did not answer within {self.config.timeout_s:g} s "
-                f"({self.config.max_retries + 1} attempts): {error}"
-            ) from error
-        except openai.APIConnectionError as error:
-            raise TargetError(
+                f"({attempts} attempts): {error}"
+            )
+        if isinstance(error, openai.APIConnectionError):
+            return TargetError(
                 f"Could not reach the target at {self.config.base_url or 'the default URL'} "
-                f"({self.config.max_retries + 1} attempts): {error}"
-            ) from error
-        except openai.AuthenticationError as error:
+                f"({attempts} attempts): {error}"
+            )
+        if isinstance(error, openai.AuthenticationError):
             hint = (
                 f"; is the environment variable {self.config.api_key_env} set for the worker?"
                 if self.config.api_key_env
                 else ""
             )
-            raise TargetError(f"The target refused the API key (HTTP 401){hint}") from error
-        except openai.APIStatusError as error:
-            raise TargetError(
+            return TargetError(f"The target refused the API key (HTTP 401){hint}")
+        if isinstance(error, openai.APIStatusError):
+            return TargetError(
                 f"The target answered HTTP {error.status_code} "
-                f"(after {self.config.max_retries + 1} attempts at most): {error.message}"
-            ) from error
-        except openai.OpenAIError as error:
-            raise TargetError(f"The target's answer could not be used: {error}") from error
+                f"(after {attempts} attempts at most): {error.message}"
+            )
+        return TargetError(f"The target's answer could not be used: {error}")
+
+    @staticmethod
+    def _reply(completion: ChatCompletion, started: float) -> TargetReply:
         latency_ms = int((time.monotonic() - started) * 1000)
         if not completion.choices:
             raise TargetError("The target answered with no choices.")
@@ -219,3 +269,35 @@ class OpenAITarget:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
         )
+
+    def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
+        started = time.monotonic()
+        try:
+            # The SDK's own request path (auth, retries, timeouts, errors), minus the typed
+            # create(), whose recursive params transform costs more CPU than the rest of the call
+            # (about 1.3 ms a turn, under a GIL shared by every replay thread); the messages are
+            # already plain wire-format dicts.
+            completion = self.client().post(
+                "/chat/completions", body=self._body(messages), cast_to=ChatCompletion
+            )
+        except openai.OpenAIError as error:
+            raise self._error(error) from error
+        return self._reply(completion, started)
+
+    async def acomplete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
+        """:meth:`complete` on the running event loop (the asyncio replay engine), with the same
+        retries, timeouts and errors, through the SDK's aiohttp transport."""
+        started = time.monotonic()
+        client = shared_async_client(
+            base_url=self.config.base_url,
+            api_key=self._api_key(),
+            timeout_s=self.config.timeout_s,
+            max_retries=self.config.max_retries,
+        )
+        try:
+            completion = await client.post(
+                "/chat/completions", body=self._body(messages), cast_to=ChatCompletion
+            )
+        except openai.OpenAIError as error:
+            raise self._error(error) from error
+        return self._reply(completion, started)
