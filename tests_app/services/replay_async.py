@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 # Connections of the loop's pool kept open between replays; it grows to the process's
 # DATABASE_POOL_MAX when replays overlap (a replay holds one only during a statement).
 _POOL_MIN = 2
+# psycopg's own default: a statement is prepared once it has run this many times on a connection.
+PREPARE_THRESHOLD = 5
 # How long a replay waits for the pool's first connections, and later for a free connection.
 POOL_TIMEOUT_S = 10.0
 
@@ -78,6 +80,10 @@ def _pool_kwargs(database: BaseDatabaseWrapper) -> tuple[dict[str, Any], int]:
     and type adapters), in autocommit, and the pool's maximum size."""
     params = dict(database.get_connection_params())
     params.pop("cursor_factory", None)  # a sync cursor class; the async default is right here
+    if settings.REPLAY_PREPARED_STATEMENTS:
+        # psycopg prepares a statement on its fifth execution on a connection (Django turns
+        # that off for its own connections, see REPLAY_PREPARED_STATEMENTS in the settings).
+        params["prepare_threshold"] = PREPARE_THRESHOLD
     pool_options = database.settings_dict.get("OPTIONS", {}).get("pool")
     max_size = pool_options.get("max_size", 20) if isinstance(pool_options, dict) else 20
     return {**params, "autocommit": True}, max(_POOL_MIN, int(max_size))
