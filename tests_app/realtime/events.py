@@ -12,6 +12,8 @@ Redis connection per event. The caller does not wait for the send: it hands the 
 and goes on (a replay thread would otherwise sit out the layer's round trips five times per
 replay). The loop sends the events of one test one after another, in the order they were handed
 over, so each thread's events arrive in its order; different tests' events go out concurrently.
+The asyncio replay engine runs on that same loop and schedules its sends there directly
+(:func:`send_event_from_loop`), in the same order per test.
 """
 
 from __future__ import annotations
