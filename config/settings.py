@@ -245,16 +245,16 @@ TARGET_MAX_CONCURRENCY = _env_int("TARGET_MAX_CONCURRENCY", 32)
 # process on one event loop, tests_app/services/replay_async.py) or "threads" (one pool thread
 # each). Eager runs and other databases always use threads.
 REPLAY_ENGINE = _env("REPLAY_ENGINE", "asyncio")
+if REPLAY_ENGINE not in {"asyncio", "threads"}:
+    raise ImproperlyConfigured(
+        f"REPLAY_ENGINE must be 'asyncio' or 'threads', got {REPLAY_ENGINE!r}"
+    )
 # The asyncio engine's own connections prepare their few statements (claim, step, seq, finish)
 # once each: PostgreSQL then skips parsing and planning them on every replay (its CPU for the
 # bench's replays fell by about a third). Turn off behind a transaction-pooling PgBouncer older
 # than 1.21, which cannot keep prepared statements. (Django's own connections bind client-side
 # and never prepare.)
 REPLAY_PREPARED_STATEMENTS = _env_bool("REPLAY_PREPARED_STATEMENTS", default=True)
-if REPLAY_ENGINE not in {"asyncio", "threads"}:
-    raise ImproperlyConfigured(
-        f"REPLAY_ENGINE must be 'asyncio' or 'threads', got {REPLAY_ENGINE!r}"
-    )
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None

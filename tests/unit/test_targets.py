@@ -4,6 +4,7 @@ concurrency cap."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -238,3 +239,32 @@ def test_targets_of_one_endpoint_share_one_client_across_threads(
     targets[0].complete(messages=MESSAGES, reference=None)
     assert fake_openai.authorizations[-1] == "Bearer second-key"
     assert fake_openai.authorizations.count("Bearer first-key") == 9
+
+
+def test_each_event_loop_keeps_its_own_async_clients_and_closes_the_ones_it_drops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests_app.targets import openai as openai_target_module
+
+    monkeypatch.setattr(openai_target_module, "_MAX_CLIENTS", 1)
+
+    async def two_endpoints() -> tuple[Any, Any, Any]:
+        first = openai_target_module.shared_async_client(
+            base_url="http://127.0.0.1:9/v1", api_key="k", timeout_s=1, max_retries=0
+        )
+        again = openai_target_module.shared_async_client(
+            base_url="http://127.0.0.1:9/v1", api_key="k", timeout_s=1, max_retries=0
+        )
+        second = openai_target_module.shared_async_client(
+            base_url="http://127.0.0.1:10/v1", api_key="k", timeout_s=1, max_retries=0
+        )
+        await asyncio.sleep(0)  # the dropped client's close runs
+        await asyncio.sleep(0)
+        closed_first = first.is_closed()
+        await openai_target_module.close_async_clients()
+        return (first is again, closed_first, second.is_closed())
+
+    same, first_closed, second_closed = asyncio.run(two_endpoints())
+    assert same is True
+    assert first_closed is True
+    assert second_closed is True

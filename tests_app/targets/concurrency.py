@@ -79,6 +79,14 @@ def _local_semaphore(key: str, limit: int) -> threading.BoundedSemaphore:
         return _local_semaphores.setdefault((key, limit), threading.BoundedSemaphore(limit))
 
 
+def _slot_key(key: str) -> str:
+    return f"replaybench:target-slots:{key}"
+
+
+def _no_slot(wait_s: float, limit: int) -> TargetError:
+    return TargetError(f"No free slot for the target within {wait_s:g} s (cap {limit}).")
+
+
 @contextlib.contextmanager
 def target_slot(
     key: str, *, limit: int | None = None, lease_s: float, wait_s: float
@@ -94,7 +102,7 @@ def target_slot(
     if not settings.REDIS_URL:
         semaphore = _local_semaphore(key, limit)
         if not semaphore.acquire(timeout=wait_s):
-            raise TargetError(f"No free slot for the target within {wait_s:g} s (cap {limit}).")
+            raise _no_slot(wait_s, limit)
         try:
             yield
         finally:
@@ -103,12 +111,12 @@ def target_slot(
 
     client = _redis_client(settings.REDIS_URL)
     acquire = client.register_script(_ACQUIRE)
-    redis_key = f"replaybench:target-slots:{key}"
+    redis_key = _slot_key(key)
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     while not acquire(keys=[redis_key], args=[token, limit, lease_s]):
         if time.monotonic() >= deadline:
-            raise TargetError(f"No free slot for the target within {wait_s:g} s (cap {limit}).")
+            raise _no_slot(wait_s, limit)
         time.sleep(_POLL_S)
     try:
         yield
@@ -127,12 +135,12 @@ async def async_target_slot(
         yield
         return
     client, acquire = _async_redis(settings.REDIS_URL)
-    redis_key = f"replaybench:target-slots:{key}"
+    redis_key = _slot_key(key)
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     while not await acquire(keys=[redis_key], args=[token, limit, lease_s]):
         if time.monotonic() >= deadline:
-            raise TargetError(f"No free slot for the target within {wait_s:g} s (cap {limit}).")
+            raise _no_slot(wait_s, limit)
         await asyncio.sleep(_POLL_S)
     try:
         yield

@@ -15,8 +15,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -43,8 +44,24 @@ _BACKOFF_CEILING_S = 120.0
 _MAX_CLIENTS = 32
 
 _ClientKey = tuple[str | None, str, float, int]
+Client = TypeVar("Client")
 _clients: OrderedDict[_ClientKey, openai.OpenAI] = OrderedDict()
 _clients_lock = threading.Lock()
+
+
+def _cached(
+    clients: OrderedDict[_ClientKey, Client], key: _ClientKey, make: Callable[[], Client]
+) -> tuple[Client, Client | None]:
+    """The client of ``key`` (made on first use) and the least recently used one that it pushed
+    out of ``clients`` past ``_MAX_CLIENTS``, if any."""
+    client = clients.get(key)
+    if client is not None:
+        clients.move_to_end(key)
+        return client, None
+    client = clients[key] = make()
+    if len(clients) > _MAX_CLIENTS:
+        return client, clients.popitem(last=False)[1]
+    return client, None
 
 
 def shared_client(
@@ -56,17 +73,15 @@ def shared_client(
     The key is part of the identity, so a rotated environment variable gets a new client."""
     key = (base_url, api_key, timeout_s, max_retries)
     with _clients_lock:
-        client = _clients.get(key)
-        if client is not None:
-            _clients.move_to_end(key)
-            return client
-        client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        # A dropped client is not closed: another thread may be mid-call on it; its pool closes
+        # when it is collected.
+        client, _ = _cached(
+            _clients,
+            key,
+            lambda: openai.OpenAI(
+                api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+            ),
         )
-        _clients[key] = client
-        if len(_clients) > _MAX_CLIENTS:
-            # Not closed: another thread may be mid-call on it; its pool closes when collected.
-            _clients.popitem(last=False)
         return client
 
 
@@ -87,23 +102,19 @@ def shared_async_client(
     ``aiohttp`` extra): measured on the bench, httpx's pool spent more CPU per call checking
     its idle connections than the rest of the call did."""
     loop = asyncio.get_running_loop()
-    clients = _async_clients.setdefault(loop, OrderedDict())
-    key = (base_url, api_key, timeout_s, max_retries)
-    client = clients.get(key)
-    if client is not None:
-        clients.move_to_end(key)
-        return client
-    client = openai.AsyncOpenAI(
-        api_key=api_key,
-        base_url=base_url,
-        timeout=timeout_s,
-        max_retries=max_retries,
-        http_client=openai.DefaultAioHttpClient(),
+    client, dropped = _cached(
+        _async_clients.setdefault(loop, OrderedDict()),
+        (base_url, api_key, timeout_s, max_retries),
+        lambda: openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            http_client=openai.DefaultAioHttpClient(),
+        ),
     )
-    clients[key] = client
-    if len(clients) > _MAX_CLIENTS:
+    if dropped is not None:
         # Closed in the background: a replay may still be mid-call on it.
-        _, dropped = clients.popitem(last=False)
         closing = loop.create_task(dropped.close())
         _closing.add(closing)
         closing.add_done_callback(_closing.discard)
