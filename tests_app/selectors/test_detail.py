@@ -5,15 +5,13 @@ are pages, each invocation's grade comes from one subquery-picked id list, and e
 are capped. ``select_related`` is only used for single-valued relations. Counts that a page needs
 ride on the page's own query as scalar subqueries (PostgreSQL runs an uncorrelated one once).
 
-The API asks for ``json_safe`` data: ids and timestamps already as the strings it renders, so
-that no serializer has to walk the ~800 nested objects of a large answer, and the cached copy of a
-completed test unpickles as plain strings. Pages ask for Python values (their templates format
-the dates).
+The API and the pages read the same plain data (Python values: UUIDs, datetimes). The API renders
+it with orjson as it is: no output serializer walks the ~800 nested objects of a large answer,
+and orjson writes ids and timestamps as DRF's fields would (tests/api/test_get.py checks that).
 """
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +30,6 @@ from django.db.models import (
     Value,
     When,
 )
-from django.utils import timezone
 
 from tests_app import cache_tags
 from tests_app.actors import display_name
@@ -258,12 +255,8 @@ def get_test_detail(
     test_id: uuid.UUID,
     runs_page_size: int | None = None,
     runs_page_offset: int | None = None,
-    json_safe: bool = False,
 ) -> dict[str, Any]:
-    """Everything the reference page's get returns, as plain data; NotFound if invisible.
-
-    ``json_safe``: ids and timestamps as the strings the API renders (see :func:`json_safe`).
-    """
+    """Everything the reference page's get returns, as plain data; NotFound if invisible."""
     test = get_visible_test(
         user=user,
         test_id=test_id,
@@ -274,52 +267,16 @@ def get_test_detail(
     page = runs_page(size=runs_page_size, offset=runs_page_offset)
 
     def build() -> dict[str, Any]:
-        detail = _detail(test=test, user=user, page=page)
-        return json_safe_detail(detail) if json_safe else detail
+        return _detail(test=test, user=user, page=page)
 
     if test.status == Test.Status.COMPLETED:
         # A completed test changes only through grades, exports, archiving and admin renames,
         # each of which invalidates its tag; and the answer is the same for every caller who may
         # see it (show_controls is false once a test is finished), so it is cached per page.
-        form = "json" if json_safe else "python"
         return cache_tags.cached(
-            cache_tags.detail_tags(test.pk),
-            f"get:{test.pk}:{page.size}:{page.offset}:{form}",
-            build,
+            cache_tags.detail_tags(test.pk), f"get:{test.pk}:{page.size}:{page.offset}", build
         )
     return build()
-
-
-def json_safe_detail(value: Any) -> Any:
-    """``value`` with every UUID and timestamp replaced by the string the API renders for it.
-
-    One pass over plain dicts and lists: a fraction of what the output serializers cost to walk
-    the same data, and it yields exactly their output (tests/api/test_get.py checks that).
-    """
-    return _json_safe(value, timezone.get_current_timezone())
-
-
-# Values JSON takes as they are; checked inline so that most leaves cost no call.
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
-
-
-def _json_safe(value: Any, zone: datetime.tzinfo) -> Any:
-    # Dispatch on the exact type: this visits every value of a large answer (thousands).
-    kind = type(value)
-    if kind is dict:
-        return {
-            key: item if type(item) in _PLAIN_TYPES else _json_safe(item, zone)
-            for key, item in value.items()
-        }
-    if kind is list:
-        return [item if type(item) in _PLAIN_TYPES else _json_safe(item, zone) for item in value]
-    if kind is uuid.UUID:
-        return str(value)
-    if kind is datetime.datetime:
-        # What DRF's DateTimeField renders: ISO 8601 in the current time zone, UTC spelled Z.
-        text = (value.astimezone(zone) if value.tzinfo is not None else value).isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    return value
 
 
 def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
