@@ -6,10 +6,19 @@ timestamps read, pickled and written per call. A fixed window counted with one a
 (Redis in production; ``add`` only for the first call of a window) costs one round trip and
 allows at most twice the rate across a window boundary, which is what a guard against runaway
 clients needs.
+
+An API-key caller's call is counted by the authentication, in the same Redis round trip that reads
+the key's cached entry (:mod:`tests_app.api.authentication`): the throttle then reads that count
+instead of sending an ``incr`` of its own. That counter is named by the key's prefix and a digest
+of the whole key, because it is taken before the key is checked: calls with a wrong secret count
+on a budget of their own and cannot use up the key's. Sessions and the embedded runtime count
+here.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rest_framework.throttling import SimpleRateThrottle
@@ -18,6 +27,34 @@ from tests_app.models import ApiKey
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
+
+
+# Where the authentication leaves the count it took: a Counted.
+_COUNTED = "replaybench_counted_call"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """This request's count in its caller's current window, and when that window ends."""
+
+    count: int
+    window_end: float
+
+
+def counted_call(request: Request) -> Counted | None:
+    """The count the authentication already took for this request (see the module doc)."""
+    counted = getattr(request, _COUNTED, None)
+    return counted if isinstance(counted, Counted) else None
+
+
+def remember_count(request: Request, counted: Counted) -> None:
+    setattr(request, _COUNTED, counted)
+
+
+def api_key_ident(raw_key: str) -> str:
+    """The rate limit's name for a key sent by a caller, checked or not (see the module doc)."""
+    prefix = raw_key.partition(".")[0]
+    return f"key:{prefix}:{hashlib.sha256(raw_key.encode()).hexdigest()[:16]}"
 
 
 class CallerRateThrottle(SimpleRateThrottle):
@@ -36,32 +73,49 @@ class CallerRateThrottle(SimpleRateThrottle):
             ident = f"user:{request.user.pk}"
         else:
             ident = f"addr:{self.get_ident(request)}"
+        return self.key_of(ident)
+
+    def key_of(self, ident: str) -> str:
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
-    def allow_request(self, request: Request, view: Any) -> bool:
+    def window(self, key: str) -> tuple[str, int, float] | None:
+        """The counter of ``key``'s current window, the seconds it lives, and when the window
+        ends; None when no rate is set."""
         if self.rate is None or self.num_requests is None or self.duration is None:
-            return True
-        key = self.get_cache_key(request, view)
-        if key is None:
-            return True
+            return None
         now = self.timer()
         window = int(now // self.duration)
-        window_key = f"{key}:{window}"
+        return f"{key}:{window}", self.duration + 1, (window + 1) * self.duration
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if self.num_requests is None:
+            return True
+        counted = counted_call(request)
+        if counted is None:
+            key = self.get_cache_key(request, view)
+            window = self.window(key) if key is not None else None
+            if window is None:
+                return True
+            window_key, lifetime, window_end = window
+            counted = Counted(self._count(window_key, lifetime), window_end)
+        if counted.count > self.num_requests:
+            self.wait_seconds = counted.window_end - self.timer()
+            return False
+        return True
+
+    def _count(self, window_key: str, lifetime: int) -> int:
         try:
             count = self.cache.incr(window_key)  # the common case: the window exists
         except ValueError:  # the first call of this window: create it, or count if it raced
-            if self.cache.add(window_key, 1, timeout=self.duration + 1):
+            if self.cache.add(window_key, 1, timeout=lifetime):
                 count = 1
             else:
                 try:
                     count = self.cache.incr(window_key)
                 except ValueError:  # it expired in between: start it again
-                    self.cache.set(window_key, 1, timeout=self.duration + 1)
+                    self.cache.set(window_key, 1, timeout=lifetime)
                     count = 1
-        if count > self.num_requests:
-            self.wait_seconds = (window + 1) * self.duration - now
-            return False
-        return True
+        return int(count)
 
     def wait(self) -> float | None:
         return self.wait_seconds
