@@ -9,6 +9,7 @@ psycopg connections on a second test of the same benchmark.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from bench.client import ApiError
 from bench.context import Context, parallel
+from bench.cpu import cpu_seconds, spent
 from bench.seed import CopyTable, make_benchmark
 from bench.stats import Row
 
@@ -153,7 +155,9 @@ def run(context: Context) -> list[Row]:
     )
     http_test, floor_test = start_test(context, benchmark.pk), start_test(context, benchmark.pk)
 
+    cpu_before = cpu_seconds(context.runtime)
     run_ids, seconds, failures = claim_all_over_http(context, http_test)
+    cpu = spent(cpu_before, cpu_seconds(context.runtime))
     if failures:
         context.note(f"next failures (status: count): {dict(failures)}")
     answer_duplicates = len(run_ids) - len(set(run_ids))
@@ -168,6 +172,10 @@ def run(context: Context) -> list[Row]:
     floor_rate = len(floor_ids) / floor_seconds if floor_seconds > 0 else 0.0
     clients = context.sizes.next_clients
     note = f"{runs} runs, {clients} clients, {seconds:.1f} s"
+    if cpu:
+        # Where the cores went: the HTTP path (web) against the database and the clients.
+        parts = ", ".join(f"{label} {used:.1f}" for label, used in cpu.items() if used >= 0.05)
+        note += f"; CPU s {parts} (of {os.cpu_count()} cores x {seconds:.1f} s)"
     return [
         Row(
             f"next claims/s ({clients} clients)",
