@@ -147,11 +147,27 @@ TEMPLATES = [
 # --- database -------------------------------------------------------------------------------
 DATA_DIR = Path(_env("REPLAYBENCH_DATA_DIR") or BASE_DIR / "data")
 
+# The statements that run on every replay turn (the asyncio engine's claim, step, seq and finish)
+# and on every call of next and run are prepared once per connection: PostgreSQL then skips
+# parsing and planning them each time (its CPU for the bench's replays fell by about a third; a
+# next's claim plans in 0.2-0.3 ms). Django's other queries bind client-side and are never
+# prepared. Turn off behind a transaction-pooling PgBouncer older than 1.21, which cannot keep
+# prepared statements (REPLAY_PREPARED_STATEMENTS, the older name, is still read).
+DATABASE_PREPARED_STATEMENTS = _env_bool(
+    "DATABASE_PREPARED_STATEMENTS", default=_env_bool("REPLAY_PREPARED_STATEMENTS", default=True)
+)
+# psycopg prepares nothing on a connection whose threshold is None (Django's default); a
+# threshold no query string reaches keeps it from preparing Django's own queries, while
+# tests_app.db asks for its statements to be prepared at once.
+PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
+
 if DATABASE_URL:
     try:
         _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     except ValueError as error:
         raise ImproperlyConfigured(f"DATABASE_URL is malformed: {error}") from error
+    if _database["ENGINE"] == "django.db.backends.postgresql" and DATABASE_PREPARED_STATEMENTS:
+        _database.setdefault("OPTIONS", {})["prepare_threshold"] = PREPARE_ONLY_WHEN_ASKED
     # psycopg 3's pool: one per process, so web and worker processes scale out independently.
     # The pool is opt-in outside production: the test suite creates and drops databases, which a
     # pool would hold open.
@@ -250,12 +266,6 @@ if REPLAY_ENGINE not in {"asyncio", "threads"}:
     raise ImproperlyConfigured(
         f"REPLAY_ENGINE must be 'asyncio' or 'threads', got {REPLAY_ENGINE!r}"
     )
-# The asyncio engine's own connections prepare their few statements (claim, step, seq, finish)
-# once each: PostgreSQL then skips parsing and planning them on every replay (its CPU for the
-# bench's replays fell by about a third). Turn off behind a transaction-pooling PgBouncer older
-# than 1.21, which cannot keep prepared statements. (Django's own connections bind client-side
-# and never prepare.)
-REPLAY_PREPARED_STATEMENTS = _env_bool("REPLAY_PREPARED_STATEMENTS", default=True)
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None

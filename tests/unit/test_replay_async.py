@@ -293,12 +293,12 @@ def test_a_database_error_before_the_claim_is_the_tasks_to_retry(
 
 
 def test_the_loops_connections_prepare_their_statements_unless_told_not_to(settings: Any) -> None:
-    settings.REPLAY_PREPARED_STATEMENTS = True
+    settings.DATABASE_PREPARED_STATEMENTS = True
     kwargs, _ = replay_async._pool_kwargs(connection)
     assert kwargs["prepare_threshold"] == replay_async.PREPARE_THRESHOLD
     assert kwargs["autocommit"] is True
     assert "cursor_factory" not in kwargs
-    settings.REPLAY_PREPARED_STATEMENTS = False
+    settings.DATABASE_PREPARED_STATEMENTS = False
     kwargs, _ = replay_async._pool_kwargs(connection)
     # Django's own choice for its connections: never prepare.
     assert kwargs["prepare_threshold"] is None

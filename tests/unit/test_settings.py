@@ -113,3 +113,24 @@ def test_the_model_clients_http_log_stays_out_of_the_info_log() -> None:
     result = run_django(production_env(LOG_LEVEL="INFO"), "shell", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].split() == ["30", "30", "20"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "True 2147483647"),
+        ({"DATABASE_PREPARED_STATEMENTS": "false"}, "False None"),
+        # The setting's older name still turns it off (deployments behind an old PgBouncer).
+        ({"REPLAY_PREPARED_STATEMENTS": "false"}, "False None"),
+    ],
+)
+def test_django_connections_prepare_only_when_asked_and_only_when_allowed(
+    env: dict[str, str], expected: str
+) -> None:
+    script = (
+        "from django.conf import settings as s; d = s.DATABASES['default']; "
+        "print(s.DATABASE_PREPARED_STATEMENTS, d['OPTIONS'].get('prepare_threshold'))"
+    )
+    result = run_django(production_env(**env), "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected

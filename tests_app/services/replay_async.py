@@ -80,10 +80,11 @@ def _pool_kwargs(database: BaseDatabaseWrapper) -> tuple[dict[str, Any], int]:
     and type adapters), in autocommit, and the pool's maximum size."""
     params = dict(database.get_connection_params())
     params.pop("cursor_factory", None)  # a sync cursor class; the async default is right here
-    if settings.REPLAY_PREPARED_STATEMENTS:
-        # psycopg prepares a statement on its fifth execution on a connection (Django turns
-        # that off for its own connections, see REPLAY_PREPARED_STATEMENTS in the settings).
-        params["prepare_threshold"] = PREPARE_THRESHOLD
+    # psycopg prepares a statement on its fifth execution on a connection; Django's own
+    # connections prepare only when asked (see DATABASE_PREPARED_STATEMENTS in the settings).
+    params["prepare_threshold"] = (
+        PREPARE_THRESHOLD if settings.DATABASE_PREPARED_STATEMENTS else None
+    )
     pool_options = database.settings_dict.get("OPTIONS", {}).get("pool")
     max_size = pool_options.get("max_size", 20) if isinstance(pool_options, dict) else 20
     return {**params, "autocommit": True}, max(_POOL_MIN, int(max_size))

@@ -11,6 +11,7 @@ from django.db import connection
 from tests_app import tasks
 from tests_app.actors import Actor
 from tests_app.background import enqueue_on_commit
+from tests_app.db import hot_cursor
 from tests_app.errors import InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test, TestInvocation
 from tests_app.selectors.scope import (
@@ -89,7 +90,7 @@ def _mark_usual_call(
         "stopped": Test.Status.STOPPED.value,
         "departments": departments,
     }
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(_mark_sql(every_department=departments is None), parameters)
         return cursor.fetchone() is not None
 
