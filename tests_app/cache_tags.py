@@ -1,9 +1,10 @@
 """Tag-based invalidation on the Django cache (local memory embedded, Redis in production).
 
-Every tag has a version counter stored in the cache; a cached value's key is built from the
-versions of its tags, so ``invalidate(tag)`` bumps one counter and every key that named the tag
-is never read again (it expires on its own). Nothing has to enumerate keys, which Redis and
-local memory caches cannot do cheaply.
+Every tag has a version counter stored in the cache; a cached value is stored with the versions
+its tags had when it was built, so ``invalidate(tag)`` bumps one counter and every value built
+under an older version is never served again (it is rebuilt, or expires on its own). Nothing has
+to enumerate keys, which Redis and local memory caches cannot do cheaply. A read is one
+``get_many`` of the tags' versions and the stored value together: one round trip to Redis.
 
 Tags of the test domain:
 
@@ -61,40 +62,47 @@ def _fresh_version() -> int:
     return time.time_ns()
 
 
-def _versions(tags: list[str]) -> list[int]:
-    keys = [_VERSION_PREFIX + tag for tag in tags]
-    found = cache.get_many(keys)
+def _version_keys(tags: list[str]) -> list[str]:
+    return [_VERSION_PREFIX + tag for tag in tags]
+
+
+def _versions(tags: list[str], found: dict[str, Any]) -> list[int]:
+    """The tags' versions from what a read ``found``, starting the counters that are missing."""
+    keys = _version_keys(tags)
     missing = {key: _fresh_version() for key in keys if key not in found}
     if missing:
         for key, version in missing.items():
             # add() keeps a version that another process set in the meantime.
             cache.add(key, version, timeout=None)
-        found.update(cache.get_many(list(missing)))
+        found = {**found, **cache.get_many(list(missing))}
     return [int(found.get(key) or missing[key]) for key in keys]
 
 
 def make_key(tags: Iterable[str], key: str) -> str:
+    """Where the value of ``key`` under ``tags`` is stored (with the versions it was built with)."""
     tag_list = sorted(set(tags))
-    versions = _versions(tag_list)
-    signature = ",".join(
-        f"{tag}={version}" for tag, version in zip(tag_list, versions, strict=True)
-    )
-    digest = hashlib.sha256(f"{key}|{signature}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{key}|{','.join(tag_list)}".encode()).hexdigest()[:32]
     return f"{_VALUE_PREFIX}{digest}"
 
 
 def cached(
     tags: Iterable[str], key: str, builder: Callable[[], T], *, timeout: int = DEFAULT_TIMEOUT
 ) -> T:
-    """The cached value of ``key`` under ``tags``, built (and stored) when missing or stale."""
-    full_key = make_key(tags, key)
-    sentinel = object()
-    value: Any = cache.get(full_key, sentinel)
-    if value is not sentinel:
-        return value  # type: ignore[no-any-return]
+    """The cached value of ``key`` under ``tags``, built (and stored) when missing or stale.
+
+    The versions are read before the value is built and stored with it, so a value built from
+    rows read before an ``invalidate`` carries the old version and is never served after it.
+    """
+    tag_list = sorted(set(tags))
+    value_key = make_key(tag_list, key)
+    found = cache.get_many([*_version_keys(tag_list), value_key])
+    versions = _versions(tag_list, found)
+    stored = found.get(value_key)
+    if isinstance(stored, tuple) and len(stored) == 2 and stored[0] == versions:
+        return stored[1]  # type: ignore[no-any-return]
     value = builder()
-    cache.set(full_key, value, timeout=timeout)
-    return value  # type: ignore[no-any-return]
+    cache.set(value_key, (versions, value), timeout=timeout)
+    return value
 
 
 def invalidate(*tags: str) -> list[str]:

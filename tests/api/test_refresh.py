@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -161,6 +162,52 @@ def test_a_lost_version_counter_never_revives_old_values() -> None:
     cache.delete("cachetag:v:test-docs")
     cache_tags.invalidate(cache_tags.DOCS)
     assert cache_tags.cached([cache_tags.DOCS], "k", lambda: "newer") == "newer"
+
+
+def test_a_value_built_across_an_invalidate_is_not_served_after_it() -> None:
+    key = f"k-{uuid.uuid4()}"
+    built: list[int] = []
+
+    def build() -> int:
+        built.append(len(built) + 1)
+        if len(built) == 1:
+            # A change commits while the first build is reading the old rows.
+            cache_tags.invalidate(cache_tags.DOCS)
+        return built[-1]
+
+    assert cache_tags.cached([cache_tags.DOCS], key, build) == 1
+    assert cache_tags.cached([cache_tags.DOCS], key, build) == 2  # the first was stale: rebuilt
+    assert cache_tags.cached([cache_tags.DOCS], key, build) == 2
+    assert built == [1, 2]
+
+
+class CountingCache:
+    """The cache, with the names of the methods called on it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_a_warm_read_is_one_read_of_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = f"get:{uuid.uuid4()}"
+    cache_tags.cached(cache_tags.detail_tags("abc"), key, lambda: "value")
+    counting = CountingCache(cache)
+    monkeypatch.setattr(cache_tags, "cache", counting)
+
+    value = cache_tags.cached(cache_tags.detail_tags("abc"), key, lambda: "rebuilt")
+
+    assert value == "value"
+    assert counting.calls == ["get_many"]
 
 
 def test_invalidate_on_commit_waits_for_the_commit(
