@@ -7,6 +7,9 @@ class TestsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from tests_app import signals
+        from django.db.backends.signals import connection_created
+
+        from tests_app import db, signals
 
         signals.connect_user_signals()
+        connection_created.connect(db.use_c_timestamps, dispatch_uid="replaybench-c-timestamps")

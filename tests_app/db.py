@@ -1,4 +1,5 @@
-"""Statements on the hot paths of the API, prepared on Django's own connections.
+"""Django's PostgreSQL connections, made cheaper where the API's hot paths spend: statements
+prepared once per connection, and timestamps parsed in C.
 
 Django binds parameters on the client and never prepares (``prepare_threshold`` is None), so
 PostgreSQL parses and plans every statement on every call. For the few single statements that
@@ -11,13 +12,17 @@ them on the server and prepares them on each pooled connection's first use inste
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Loader
 
 
 class _PreparingCursor(psycopg.Cursor[Any]):
@@ -50,3 +55,48 @@ def hot_cursor() -> Iterator[CursorWrapper]:
         raw = _PreparingCursor(connection.connection)
     with CursorWrapper(raw, connection) as cursor:
         yield cursor
+
+
+def _c_timestamptz_loader() -> Any:
+    """psycopg's own text loader for timestamptz when its C implementation is in use (the
+    ``binary`` extra, pinned), else None."""
+    if psycopg.pq.__impl__ == "python":
+        return None
+    loader = psycopg.adapters.get_loader(
+        psycopg.adapters.types["timestamptz"].oid, psycopg.pq.Format.TEXT
+    )
+    return loader if loader is not None and loader.__module__.startswith("psycopg_") else None
+
+
+class _UtcTimestamptzLoader(Loader):
+    """Django's timestamptz loader (``BaseTzLoader``: psycopg's loader, then the connection's
+    time zone set on the result) on psycopg's C loader instead of its pure-Python one, which
+    Django subclasses: 0.2 us a value instead of 3.7. A get of a running test reads about 300
+    timestamps. Django compares ``timezone`` to decide whether a cursor needs its own loader."""
+
+    timezone = datetime.UTC
+    c_loader: Any
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._load = self.c_loader(oid, context).load
+
+    def load(self, data: Buffer) -> datetime.datetime:
+        value: datetime.datetime = self._load(data)
+        return value.replace(tzinfo=self.timezone)
+
+
+def use_c_timestamps(*, sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """On a new PostgreSQL connection of Django's in UTC (``USE_TZ``), load timestamptz with
+    :class:`_UtcTimestamptzLoader` (connected to ``connection_created`` in apps.py)."""
+    if connection.vendor != "postgresql" or connection.timezone != datetime.UTC:
+        return
+    c_loader = _c_timestamptz_loader()
+    if c_loader is None:
+        return
+    loader = type(
+        "UtcTimestamptzLoader",
+        (_UtcTimestamptzLoader,),
+        {"c_loader": c_loader, "__module__": __name__},
+    )
+    connection.connection.adapters.register_loader("timestamptz", loader)
