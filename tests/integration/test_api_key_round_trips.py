@@ -63,9 +63,9 @@ def caller(key: str) -> APIClient:
 def window_count(key: str) -> int:
     """What the rate limit counted this window for calls that sent ``key``."""
     throttle = CallerRateThrottle()
-    window = throttle.window(throttle.key_of(api_key_ident(key)))
-    assert window is not None
-    return int(cache.get(window[0]) or 0)
+    counter = throttle.window(throttle.key_of(api_key_ident(key)))
+    assert counter is not None
+    return int(cache.get(counter.key) or 0)
 
 
 def test_a_warm_key_costs_one_round_trip_and_no_query(

@@ -20,9 +20,8 @@ the throttle (:mod:`tests_app.api.throttling`) then reads that count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
@@ -32,7 +31,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from tests_app.actors import Actor, client_kind
-from tests_app.api.throttling import CallerRateThrottle, Counted, api_key_ident, remember_count
+from tests_app.api.throttling import CallerRateThrottle, Counter, api_key_ident, remember_count
 from tests_app.models import ApiKey, Membership
 from tests_app.selectors.scope import remember_memberships
 
@@ -76,9 +75,7 @@ def _read_and_count(keys: list[str], counter: Counter) -> tuple[dict[str, Any], 
     """``cache.get_many(keys)`` and one more call on the counter, in one Redis round trip: the
     counter is created for its window's lifetime if missing, then incremented (as django-redis
     stores integers, so the throttle's own ``incr`` counts on the same key)."""
-    backend = caches[DEFAULT_CACHE_ALIAS]
-    assert isinstance(backend, RedisCache)  # noqa: S101  # checked by _counts_with_the_read
-    client = backend.client
+    client = cast(RedisCache, caches[DEFAULT_CACHE_ALIAS]).client  # see _counts_with_the_read
     names = [client.make_key(key) for key in keys]
     counter_name = client.make_key(counter.key)
     pipeline = client.get_client(write=True).pipeline(transaction=False)
@@ -122,16 +119,6 @@ def _store(prefix: str, api_key: ApiKey, memberships: dict[Any, str]) -> None:
     cache.set(_entry_key(prefix), (api_key, memberships), timeout=settings.API_KEY_CACHE_SECONDS)
 
 
-@dataclass
-class Counter:
-    """A rate-limit window's counter to increment along with the key's cache read."""
-
-    key: str
-    lifetime: int
-    window_end: float
-    count: int | None = None
-
-
 def _counts_with_the_read() -> bool:
     """Whether the key's cache read can carry the rate limit's count: the cache is
     django-redis (Redis in production) and the entry is cached at all."""
@@ -173,11 +160,7 @@ def _counter_for(key: str) -> Counter | None:
     if not dot or not prefix or not _counts_with_the_read():
         return None
     throttle = CallerRateThrottle()
-    window = throttle.window(throttle.key_of(api_key_ident(key)))
-    if window is None:
-        return None
-    window_key, lifetime, window_end = window
-    return Counter(key=window_key, lifetime=lifetime, window_end=window_end)
+    return throttle.window(throttle.key_of(api_key_ident(key)))
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -187,8 +170,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         counter = _counter_for(key)
         found = user_for_key(key, counter)
-        if counter is not None and counter.count is not None:
-            remember_count(request, Counted(counter.count, counter.window_end))
+        if counter is not None:
+            remember_count(request, counter)
         if found is None:
             raise exceptions.AuthenticationFailed("The API key is unknown, revoked or expired.")
         return found

@@ -29,26 +29,29 @@ if TYPE_CHECKING:
     from rest_framework.request import Request
 
 
-# Where the authentication leaves the count it took: a Counted.
+# Where the authentication leaves the counter it counted on.
 _COUNTED = "replaybench_counted_call"
 
 
-@dataclass(frozen=True)
-class Counted:
-    """This request's count in its caller's current window, and when that window ends."""
+@dataclass
+class Counter:
+    """A caller's counter in the current window: its cache key, how long it lives, when the
+    window ends, and this call's count once taken."""
 
-    count: int
+    key: str
+    lifetime: int
     window_end: float
+    count: int | None = None
 
 
-def counted_call(request: Request) -> Counted | None:
-    """The count the authentication already took for this request (see the module doc)."""
-    counted = getattr(request, _COUNTED, None)
-    return counted if isinstance(counted, Counted) else None
+def counted_call(request: Request) -> Counter | None:
+    """The counter the authentication already counted this request on (see the module doc)."""
+    counter = getattr(request, _COUNTED, None)
+    return counter if isinstance(counter, Counter) and counter.count is not None else None
 
 
-def remember_count(request: Request, counted: Counted) -> None:
-    setattr(request, _COUNTED, counted)
+def remember_count(request: Request, counter: Counter) -> None:
+    setattr(request, _COUNTED, counter)
 
 
 def api_key_ident(raw_key: str) -> str:
@@ -78,28 +81,26 @@ class CallerRateThrottle(SimpleRateThrottle):
     def key_of(self, ident: str) -> str:
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
-    def window(self, key: str) -> tuple[str, int, float] | None:
-        """The counter of ``key``'s current window, the seconds it lives, and when the window
-        ends; None when no rate is set."""
+    def window(self, key: str) -> Counter | None:
+        """The counter of ``key`` in the current window (not yet counted on); None when no rate
+        is set."""
         if self.rate is None or self.num_requests is None or self.duration is None:
             return None
-        now = self.timer()
-        window = int(now // self.duration)
-        return f"{key}:{window}", self.duration + 1, (window + 1) * self.duration
+        window = int(self.timer() // self.duration)
+        return Counter(f"{key}:{window}", self.duration + 1, (window + 1) * self.duration)
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if self.num_requests is None:
             return True
-        counted = counted_call(request)
-        if counted is None:
+        counter = counted_call(request)
+        if counter is None:
             key = self.get_cache_key(request, view)
-            window = self.window(key) if key is not None else None
-            if window is None:
+            counter = self.window(key) if key is not None else None
+            if counter is None:
                 return True
-            window_key, lifetime, window_end = window
-            counted = Counted(self._count(window_key, lifetime), window_end)
-        if counted.count > self.num_requests:
-            self.wait_seconds = counted.window_end - self.timer()
+            counter.count = self._count(counter.key, counter.lifetime)
+        if counter.count is not None and counter.count > self.num_requests:
+            self.wait_seconds = counter.window_end - self.timer()
             return False
         return True
 
