@@ -426,10 +426,14 @@ def test_a_completed_test_answers_the_same_from_the_cache(
 
     assert cached == built
     assert cached["invocations"][0]["id"] == str(invocation.pk)
-    # Pages read the same selector with Python values (their templates format the dates).
+    # Pages read the same selector with Python values (their templates format the dates); the
+    # API's cached copy is kept as written, and is what the API answered.
     native = test_detail.get_test_detail(user=operator, test_id=test.pk)
     assert native["invocations"][0]["id"] == invocation.pk
     assert native["test"]["created_at"] == Test.objects.get(pk=test.pk).created_at
+    written = test_detail.get_test_detail(user=operator, test_id=test.pk, wire=True)
+    assert written == cached
+    assert written["invocations"][0]["id"] == str(invocation.pk)
 
 
 def test_entries_are_capped_and_counted_without_another_query(

@@ -195,6 +195,7 @@ class LifecycleActions:
             test_id=data["test_id"],
             runs_page_size=data.get("runs_page_size"),
             runs_page_offset=data.get("runs_page_offset"),
+            wire=True,
         )
         return Response(detail)
 

@@ -8,6 +8,7 @@ ride on the page's own query as scalar subqueries (PostgreSQL runs an uncorrelat
 The API and the pages read the same plain data (Python values: UUIDs, datetimes). The API renders
 it with orjson as it is: no output serializer walks the ~800 nested objects of a large answer,
 and orjson writes ids and timestamps as DRF's fields would (tests/api/test_get.py checks that).
+A completed test's cached copy for the API is kept as written (see ``wire``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db.models import (
     Case,
@@ -255,8 +257,14 @@ def get_test_detail(
     test_id: uuid.UUID,
     runs_page_size: int | None = None,
     runs_page_offset: int | None = None,
+    wire: bool = False,
 ) -> dict[str, Any]:
-    """Everything the reference page's get returns, as plain data; NotFound if invisible."""
+    """Everything the reference page's get returns, as plain data; NotFound if invisible.
+
+    ``wire``: a completed test's cached copy holds what the API writes (ids and timestamps as
+    strings), which unpickles in a fifth of the time of Python's UUIDs and datetimes (0.5 ms
+    against 2.2 ms for the bench's 10k-run test); pages ask for Python values.
+    """
     test = get_visible_test(
         user=user,
         test_id=test_id,
@@ -273,10 +281,21 @@ def get_test_detail(
         # A completed test changes only through grades, exports, archiving and admin renames,
         # each of which invalidates its tag; and the answer is the same for every caller who may
         # see it (show_controls is false once a test is finished), so it is cached per page.
+        form = "wire" if wire else "python"
         return cache_tags.cached(
-            cache_tags.detail_tags(test.pk), f"get:{test.pk}:{page.size}:{page.offset}", build
+            cache_tags.detail_tags(test.pk),
+            f"get:{test.pk}:{page.size}:{page.offset}:{form}",
+            (lambda: _as_written(build())) if wire else build,
         )
     return build()
+
+
+def _as_written(detail: dict[str, Any]) -> dict[str, Any]:
+    """``detail`` as the API's JSON has it: strings for ids and timestamps."""
+    written: dict[str, Any] = orjson.loads(
+        orjson.dumps(detail, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+    )
+    return written
 
 
 def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
