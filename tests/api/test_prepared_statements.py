@@ -8,12 +8,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from tests.api.lifecycle_support import post, started_test
 from tests_app.db import hot_cursor
 
 pytestmark = pytest.mark.django_db
-
-NEXT = "/api/v5/artifacts/test/next"
-RUN = "/api/v5/artifacts/test/run"
 
 
 def prepared_statements() -> list[str]:
@@ -29,18 +27,15 @@ def postgresql() -> None:
 
 
 def claim_and_run(client: Any, test_id: str) -> dict[str, Any]:
-    claimed = client.post(NEXT, {"test_id": test_id}, format="json")
+    claimed = post(client, "next", {"test_id": test_id})
     assert claimed.status_code == 200, claimed.json()
     body = claimed.json()
-    ran = client.post(
-        RUN,
-        {
-            "test_id": test_id,
-            "test_invocation_id": body["invocation_id"],
-            "run_id": body["run_id"],
-        },
-        format="json",
-    )
+    ids = {
+        "test_id": test_id,
+        "test_invocation_id": body["invocation_id"],
+        "run_id": body["run_id"],
+    }
+    ran = post(client, "run", ids)
     assert ran.status_code == 200, ran.json()
     return dict(body)
 
@@ -50,9 +45,7 @@ def test_the_claim_and_the_mark_are_prepared_once_and_reused(
 ) -> None:
     settings.DATABASE_PREPARED_STATEMENTS = True
     client = client_for(operator)
-    test_id = client.post(
-        "/api/v5/artifacts/test/start", {"benchmark_id": str(benchmark.pk)}, format="json"
-    ).json()["test_id"]
+    test_id = str(started_test(operator, benchmark).pk)
 
     first = claim_and_run(client, test_id)
     after_one = prepared_statements()
@@ -70,9 +63,7 @@ def test_nothing_is_prepared_when_turned_off(
 ) -> None:
     settings.DATABASE_PREPARED_STATEMENTS = False
     client = client_for(operator)
-    test_id = client.post(
-        "/api/v5/artifacts/test/start", {"benchmark_id": str(benchmark.pk)}, format="json"
-    ).json()["test_id"]
+    test_id = str(started_test(operator, benchmark).pk)
     before = prepared_statements()
 
     claim_and_run(client, test_id)
