@@ -30,10 +30,13 @@ def _processes() -> dict[int, tuple[int, float, str]]:
             continue  # gone meanwhile, or not ours to read
         name = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
-        # After the name: state, ppid, ... utime and stime are fields 14 and 15 of the line.
+        # After the name: state, ppid, ... utime and stime are fields 14 and 15 of the line,
+        # cutime and cstime (children that exited and were waited for) 16 and 17: a
+        # short-lived process, such as a PostgreSQL backend of one connection, is counted in
+        # its parent once it is gone.
         table[int(entry.name)] = (
             int(fields[1]),
-            (int(fields[11]) + int(fields[12])) / _TICKS,
+            sum(int(field) for field in fields[11:15]) / _TICKS,
             name,
         )
     return table

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from typing import Any
 
+import psycopg
+
 from bench.client import ApiError
 from bench.context import Context, parallel
 from bench.cpu import cpu_seconds, spent
@@ -58,14 +60,13 @@ def claim_everything(context: Context, test_id: str) -> list[tuple[str, str]]:
     return claims
 
 
-def finished_count(context: Context, test_id: str) -> tuple[int, int]:
-    with context.connect() as connection:
-        row = connection.execute(
-            "SELECT count(*) FILTER (WHERE status = ANY(%s)),"
-            " count(*) FILTER (WHERE status = 'failed') FROM tests_app_testinvocation"
-            " WHERE test_id = %s",
-            (list(FINISHED), test_id),
-        ).fetchone()
+def finished_count(connection: psycopg.Connection[Any], test_id: str) -> tuple[int, int]:
+    row = connection.execute(
+        "SELECT count(*) FILTER (WHERE status = ANY(%s)),"
+        " count(*) FILTER (WHERE status = 'failed') FROM tests_app_testinvocation"
+        " WHERE test_id = %s",
+        (list(FINISHED), test_id),
+    ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
@@ -125,11 +126,14 @@ def run(context: Context) -> list[Row]:
     floor = entries * turns * DELAY_S / WORKER_CONCURRENCY
     deadline = started + max(300.0, 60 * floor)
     done = failed = 0
-    while time.perf_counter() < deadline:
-        done, failed = finished_count(context, test_id)
-        if done >= len(claims):
-            break
-        time.sleep(0.02)
+    # One connection for every poll: a new PostgreSQL connection costs its server about 4.5 ms
+    # of CPU here, which at 40 polls a second took a tenth of the two cores from the replays.
+    with context.connect() as poller:
+        while time.perf_counter() < deadline:
+            done, failed = finished_count(poller, test_id)
+            if done >= len(claims):
+                break
+            time.sleep(0.02)
     wall = time.perf_counter() - started
     cpu = spent(cpu_before, cpu_seconds(context.runtime))
     senders.join()
