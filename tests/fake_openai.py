@@ -28,6 +28,8 @@ class Reply:
     content: str | None = None
     delay_s: float = 0.0
     hang: bool = False
+    # Extra headers of an error answer (Retry-After, x-should-retry).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def last_user_text(messages: Messages) -> str:
@@ -51,6 +53,8 @@ class FakeOpenAI:
         self.authorizations: list[str] = []
         # The User-Agent of each request (the SDK names its sync or async client there).
         self.user_agents: list[str] = []
+        # When each request arrived (time.monotonic()), in the same order.
+        self.arrivals: list[float] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -117,10 +121,17 @@ class FakeOpenAI:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-            def _send_json(self, status: int, payload: dict[str, Any]) -> None:
+            def _send_json(
+                self,
+                status: int,
+                payload: dict[str, Any],
+                headers: tuple[tuple[str, str], ...] = (),
+            ) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
+                    for name, value in headers:
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -140,6 +151,7 @@ class FakeOpenAI:
                     fake.requests.append(body)
                     fake.authorizations.append(self.headers.get("Authorization", ""))
                     fake.user_agents.append(self.headers.get("User-Agent", ""))
+                    fake.arrivals.append(time.monotonic())
                 reply = fake._next_reply()
                 if reply.hang:
                     # Never answer (until the server shuts down): the client's timeout must act.
@@ -157,6 +169,7 @@ class FakeOpenAI:
                                 "code": None,
                             }
                         },
+                        reply.headers,
                     )
                     return
                 content = (

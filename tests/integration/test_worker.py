@@ -113,9 +113,10 @@ def test_a_worker_replays_and_the_ai_judge_grades(
     )
     assert replayed["steps_count"] == 3
     assert replayed["error"] in ("", None)
-    # The SDK's async client made the model calls exactly when the engine is the event loop.
+    # The event loop's own client made the model calls exactly when the engine is asyncio, the
+    # SDK's sync client otherwise.
     clients = {agent.split("/")[0] for agent in fake_openai.user_agents[:3]}
-    assert clients == {"AsyncOpenAI" if engine == "asyncio" else "OpenAI"}
+    assert clients == {"replaybench" if engine == "asyncio" else "OpenAI"}
     steps = list(
         ReplayStep.objects.filter(invocation_id=invocation_id)
         .order_by("turn")

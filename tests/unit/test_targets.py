@@ -1,12 +1,14 @@
-"""Targets: validation of Benchmark.target, the OpenAI-compatible client against a real loopback
-server (retries, timeouts, the key from the environment), the reference target, the per-target
-concurrency cap."""
+"""Targets: validation of Benchmark.target, the OpenAI-compatible clients against a real loopback
+server (retries, timeouts, the key from the environment: the SDK's client of the threaded path
+and the aiohttp one of the asyncio engine, which must behave alike), the reference target, the
+per-target concurrency cap."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,8 +16,9 @@ import pytest
 from tests.fake_openai import FakeOpenAI, Reply, serve
 from tests_app.errors import ValidationFailed
 from tests_app.targets import TargetError, target_for
+from tests_app.targets import openai as openai_module
 from tests_app.targets.concurrency import target_slot
-from tests_app.targets.openai import PLACEHOLDER_API_KEY, OpenAITarget
+from tests_app.targets.openai import PLACEHOLDER_API_KEY, OpenAITarget, TargetReply
 from tests_app.targets.reference import ReferenceTarget
 
 MESSAGES = [
@@ -27,6 +30,25 @@ MESSAGES = [
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
     yield from serve()
+
+
+@pytest.fixture(params=["sdk", "aiohttp"])
+def complete(request: pytest.FixtureRequest) -> Callable[[OpenAITarget], TargetReply]:
+    """One call of the target's client: the SDK's (threaded replays) or the asyncio engine's."""
+
+    def sync(target: OpenAITarget) -> TargetReply:
+        return target.complete(messages=MESSAGES, reference=None)
+
+    def on_a_loop(target: OpenAITarget) -> TargetReply:
+        async def call() -> TargetReply:
+            try:
+                return await target.acomplete(messages=MESSAGES, reference=None)
+            finally:
+                await openai_module.close_async_clients()
+
+        return asyncio.run(call())
+
+    return sync if request.param == "sdk" else on_a_loop
 
 
 def openai_target(server: FakeOpenAI, **overrides: Any) -> OpenAITarget:
@@ -71,7 +93,9 @@ def test_a_bad_target_is_a_validation_error_naming_the_field(
 
 
 def test_openai_target_sends_the_configured_request(
-    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    complete: Callable[[OpenAITarget], TargetReply],
 ) -> None:
     monkeypatch.setenv("FAKE_TARGET_KEY", "key-from-env")
     fake_openai.answer = lambda messages: "4"
@@ -79,7 +103,7 @@ def test_openai_target_sends_the_configured_request(
         fake_openai, api_key_env="FAKE_TARGET_KEY", temperature=0.3, max_tokens=50
     )
 
-    reply = target.complete(messages=MESSAGES, reference="4")
+    reply = complete(target)
 
     assert reply.content == "4"
     assert reply.completion_tokens == 1
@@ -93,56 +117,143 @@ def test_openai_target_sends_the_configured_request(
     assert fake_openai.authorizations == ["Bearer key-from-env"]
 
 
-def test_a_local_server_needs_no_key(fake_openai: FakeOpenAI) -> None:
-    openai_target(fake_openai).complete(messages=MESSAGES, reference=None)
+def test_a_local_server_needs_no_key(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
+    complete(openai_target(fake_openai))
     assert fake_openai.authorizations == [f"Bearer {PLACEHOLDER_API_KEY}"]
 
 
-def test_a_429_then_success_is_retried(fake_openai: FakeOpenAI) -> None:
+def test_a_429_then_success_is_retried(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
     fake_openai.script(Reply(status=429))
 
-    reply = openai_target(fake_openai, max_retries=2).complete(messages=MESSAGES, reference=None)
+    reply = complete(openai_target(fake_openai, max_retries=2))
 
     assert reply.content == "Echo: What is 2 + 2?"
     assert len(fake_openai.chat_requests()) == 2
 
 
-def test_a_500_forever_fails_after_the_retries(fake_openai: FakeOpenAI) -> None:
+def test_a_500_forever_fails_after_the_retries(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
     fake_openai.script(*[Reply(status=500)] * 5)
 
-    with pytest.raises(TargetError, match="HTTP 500"):
-        openai_target(fake_openai, max_retries=2).complete(messages=MESSAGES, reference=None)
+    with pytest.raises(TargetError, match=r"HTTP 500 \(after 3 attempts at most\): scripted"):
+        complete(openai_target(fake_openai, max_retries=2))
 
     assert len(fake_openai.chat_requests()) == 3
 
 
-def test_a_400_is_not_retried(fake_openai: FakeOpenAI) -> None:
+def test_a_400_is_not_retried(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
     fake_openai.script(Reply(status=400))
 
     with pytest.raises(TargetError, match="HTTP 400"):
-        openai_target(fake_openai, max_retries=2).complete(messages=MESSAGES, reference=None)
+        complete(openai_target(fake_openai, max_retries=2))
 
     assert len(fake_openai.chat_requests()) == 1
 
 
 @pytest.mark.timeout(30)
-def test_a_server_that_never_answers_times_out(fake_openai: FakeOpenAI) -> None:
+def test_a_server_that_never_answers_times_out(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
     fake_openai.script(Reply(hang=True), Reply(hang=True))
     target = openai_target(fake_openai, timeout_s=0.5, max_retries=1)
 
     with pytest.raises(TargetError, match=r"did not answer within 0.5 s \(2 attempts\)"):
-        target.complete(messages=MESSAGES, reference=None)
+        complete(target)
 
     assert len(fake_openai.chat_requests()) == 2
     assert target.max_call_seconds == pytest.approx(0.5 * 2 + 120)
 
 
-def test_an_unreachable_server_is_a_target_error() -> None:
+def test_an_unreachable_server_is_a_target_error(
+    complete: Callable[[OpenAITarget], TargetReply],
+) -> None:
     target = target_for(
         {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0}
     )
-    with pytest.raises(TargetError, match="Could not reach the target"):
-        target.complete(messages=MESSAGES, reference=None)
+    assert isinstance(target, OpenAITarget)
+    with pytest.raises(TargetError, match=r"Could not reach the target at http://127.0.0.1:9/v1"):
+        complete(target)
+
+
+@pytest.mark.timeout(30)
+def test_a_retry_after_is_waited_for_and_a_long_one_is_not_retried(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
+    # 1.5 s is longer than any first backoff of the policy's own (0.5 s + at most 0.5 s jitter).
+    fake_openai.script(Reply(status=429, headers=(("Retry-After", "1.5"),)))
+    assert complete(openai_target(fake_openai)).content.startswith("Echo")
+    first, second = fake_openai.arrivals
+    assert second - first >= 1.5
+
+    fake_openai.script(Reply(status=429, headers=(("Retry-After", "600"),)))
+    with pytest.raises(TargetError, match="HTTP 429"):
+        complete(openai_target(fake_openai))
+    assert len(fake_openai.chat_requests()) == 3
+
+
+def test_the_server_may_say_whether_to_retry(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
+    fake_openai.script(Reply(status=503, headers=(("x-should-retry", "false"),)))
+    with pytest.raises(TargetError, match="HTTP 503"):
+        complete(openai_target(fake_openai))
+    assert len(fake_openai.chat_requests()) == 1
+
+    fake_openai.script(Reply(status=400, headers=(("x-should-retry", "true"),)))
+    assert complete(openai_target(fake_openai)).content.startswith("Echo")
+    assert len(fake_openai.chat_requests()) == 3
+
+
+def test_a_refused_key_names_the_variable(
+    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+) -> None:
+    fake_openai.script(Reply(status=401))
+    with pytest.raises(TargetError, match=r"refused the API key .* MODEL_KEY set for the worker"):
+        complete(openai_target(fake_openai, api_key_env="MODEL_KEY"))
+    assert len(fake_openai.chat_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("not json at all", "could not be used"),
+        ('{"choices": []}', "no choices"),
+    ],
+)
+def test_an_answer_that_is_not_a_completion_is_a_target_error(content: str, error: str) -> None:
+    target = OpenAITarget.from_config({"kind": "openai", "model": "m"})
+    with pytest.raises(TargetError, match=error):
+        target._reply_of_json(content.encode(), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "retry", "wait_s"),
+    [
+        ({}, True, None),
+        ({"retry-after-ms": "250"}, True, 0.25),
+        ({"retry-after": "2"}, True, 2.0),
+        ({"retry-after": "121"}, False, None),
+        ({"retry-after": "soon"}, True, None),
+        ({"x-should-retry": "false"}, False, None),
+    ],
+)
+def test_the_retry_policy_of_a_429(headers: dict[str, str], retry: bool, wait_s: Any) -> None:
+    assert openai_module._should_retry(429, headers) == (retry, wait_s)
+
+
+def test_a_retry_after_date_is_seconds_from_now() -> None:
+    from email.utils import formatdate
+
+    wait_s = openai_module.retry_after_seconds({"retry-after": formatdate(time.time() + 30)})
+    assert wait_s is not None
+    assert 28 <= wait_s <= 31
 
 
 @pytest.mark.parametrize("redis_backed", [True, False])
@@ -241,30 +352,23 @@ def test_targets_of_one_endpoint_share_one_client_across_threads(
     assert fake_openai.authorizations.count("Bearer first-key") == 9
 
 
-def test_each_event_loop_keeps_its_own_async_clients_and_closes_the_ones_it_drops(
-    monkeypatch: pytest.MonkeyPatch,
+def test_each_event_loop_keeps_its_own_session_until_it_closes_it(
+    fake_openai: FakeOpenAI,
 ) -> None:
-    from tests_app.targets import openai as openai_target_module
+    target = openai_target(fake_openai)
 
-    monkeypatch.setattr(openai_target_module, "_MAX_CLIENTS", 1)
+    async def calls() -> tuple[Any, Any, bool]:
+        await target.acomplete(messages=MESSAGES, reference=None)
+        first = openai_module._session()
+        await openai_target(fake_openai, timeout_s=5).acomplete(messages=MESSAGES, reference=None)
+        again = openai_module._session()
+        await openai_module.close_async_clients()
+        return first, again, first.closed
 
-    async def two_endpoints() -> tuple[Any, Any, Any]:
-        first = openai_target_module.shared_async_client(
-            base_url="http://127.0.0.1:9/v1", api_key="k", timeout_s=1, max_retries=0
-        )
-        again = openai_target_module.shared_async_client(
-            base_url="http://127.0.0.1:9/v1", api_key="k", timeout_s=1, max_retries=0
-        )
-        second = openai_target_module.shared_async_client(
-            base_url="http://127.0.0.1:10/v1", api_key="k", timeout_s=1, max_retries=0
-        )
-        await asyncio.sleep(0)  # the dropped client's close runs
-        await asyncio.sleep(0)
-        closed_first = first.is_closed()
-        await openai_target_module.close_async_clients()
-        return (first is again, closed_first, second.is_closed())
-
-    same, first_closed, second_closed = asyncio.run(two_endpoints())
-    assert same is True
-    assert first_closed is True
-    assert second_closed is True
+    first, again, closed = asyncio.run(calls())
+    second, _, _ = asyncio.run(calls())
+    # One session for every endpoint of a loop; another loop has its own.
+    assert first is again
+    assert closed is True
+    assert second is not first
+    assert fake_openai.user_agents == ["replaybench"] * 4

@@ -6,8 +6,9 @@ each round trip waits to take the interpreter lock back, and the handing over co
 about as much CPU as the work itself (the bench's replay scenario: about 13 ms of worker CPU a
 replay). Here the task's pool thread hands the replay to the process's event loop
 (:func:`tests_app.realtime.events.process_loop`) and waits for it; the loop runs every replay of
-the process with asyncio clients: psycopg's async pool, the SDK's aiohttp transport, redis.asyncio
-for the target's slots, and the channel layer for the events, without a thread hop.
+the process with asyncio clients: psycopg's async pool, an aiohttp session for the model calls
+(:meth:`tests_app.targets.openai.OpenAITarget.acomplete`), redis.asyncio for the target's slots,
+and the channel layer for the events, without a thread hop.
 
 Same semantics as the threaded path, statement for statement: the claim, the step and the finish
 are the same conditional statements (shared with :mod:`~tests_app.services.replay`), so a second

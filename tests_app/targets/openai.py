@@ -1,25 +1,40 @@
 """Any OpenAI-compatible chat completions server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio).
 
-Retries are the SDK's own: on 408/409/429/5xx, connection errors and timeouts it retries
-``max_retries`` times with exponential backoff (0.5 s doubling, at most 8 s, or the server's
-Retry-After up to 120 s). Each attempt is bounded by ``timeout_s``, so one call is bounded by
-:attr:`OpenAITarget.max_call_seconds` (attempts x timeout + retries x 120 s). The API key is
-read from the environment variable named in ``api_key_env`` at call time and is never stored.
+Two clients speak to it, with one retry policy and the same errors:
+
+* the threaded path (eager runs, ``REPLAY_ENGINE=threads``) uses the OpenAI SDK's own client;
+* the asyncio replay engine (Celery workers on PostgreSQL) sends the request itself over
+  aiohttp, retried by stamina. The SDK's request path (its option models, an httpx request on
+  top of aiohttp, a typed answer) cost about 0.6 ms of CPU a call, more than the rest of the call
+  together: a third of a worker's CPU in the bench's replays.
+
+The policy, the SDK's: on 408/409/429/5xx (or what the server's ``x-should-retry`` says),
+connection errors and timeouts, retry ``max_retries`` times with exponential backoff (0.5 s
+doubling, at most 8 s, with jitter), or after the server's ``Retry-After``/``retry-after-ms``
+when it asks for at most 120 s (a longer wait is not retried). Each attempt is bounded by
+``timeout_s``, so one call is bounded by :attr:`OpenAITarget.max_call_seconds` (attempts x
+timeout + retries x 120 s). The API key is read from the environment variable named in
+``api_key_env`` at call time and is never stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import math
 import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import openai
+import orjson
+import stamina
 from openai.types.chat import ChatCompletion
 
 from tests_app.errors import ValidationFailed
@@ -37,9 +52,14 @@ ALLOWED_KEYS = {
 }
 # Local servers (vLLM, Ollama, llama.cpp) accept any key; the SDK refuses to run without one.
 PLACEHOLDER_API_KEY = "no-key-needed"
-# The longest wait between two attempts: the SDK backs off at most 8 s on its own, but honours a
-# server's Retry-After up to 120 s (and does not retry at all when asked to wait longer).
+# The longest wait between two attempts: the backoff is at most 8 s on its own, but a server's
+# Retry-After up to 120 s is honoured (and a longer one is not retried at all).
 _BACKOFF_CEILING_S = 120.0
+_BACKOFF_INITIAL_S = 0.5
+_BACKOFF_MAX_S = 8.0
+# Where the SDK sends a target without base_url (it reads OPENAI_BASE_URL first, as we do).
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_USER_AGENT = "replaybench"
 # Distinct endpoints a worker talks to; past this the least recently used client is dropped.
 _MAX_CLIENTS = 32
 
@@ -85,48 +105,95 @@ def shared_client(
         return client
 
 
-# Async clients belong to the event loop that made them (their connections do): one cache per loop.
-_async_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, OrderedDict[_ClientKey, openai.AsyncOpenAI]
-] = weakref.WeakKeyDictionary()
+# An aiohttp session belongs to the event loop that made it (its connections do): one per loop,
+# for every target endpoint (the URL and the key go with each request).
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-# Dropped clients being closed (the loop keeps only weak references to its tasks).
-_closing: set[asyncio.Task[None]] = set()
-
-
-def shared_async_client(
-    *, base_url: str | None, api_key: str, timeout_s: float, max_retries: int
-) -> openai.AsyncOpenAI:
-    """:func:`shared_client` for the running event loop. Its transport is aiohttp (the SDK's
-    ``aiohttp`` extra): measured on the bench, httpx's pool spent more CPU per call checking
-    its idle connections than the rest of the call did."""
+def _session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
-    client, dropped = _cached(
-        _async_clients.setdefault(loop, OrderedDict()),
-        (base_url, api_key, timeout_s, max_retries),
-        lambda: openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=max_retries,
-            http_client=openai.DefaultAioHttpClient(),
-        ),
-    )
-    if dropped is not None:
-        # Closed in the background: a replay may still be mid-call on it.
-        closing = loop.create_task(dropped.close())
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
-    return client
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        # No cap on connections of its own: the worker's concurrency and the target's slots
+        # bound them, and a cap here would make calls queue inside their timeout.
+        session = _sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    return session
 
 
 async def close_async_clients() -> None:
-    """Close the running loop's clients (a worker stopping): aiohttp complains of sessions that
+    """Close the running loop's session (a worker stopping): aiohttp complains of sessions that
     are collected unclosed."""
-    clients = _async_clients.pop(asyncio.get_running_loop(), None)
-    for client in clients.values() if clients else ():
-        await client.close()
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait a server asks for: ``retry-after-ms``, else ``Retry-After`` in seconds or as an
+    HTTP date; None when it asks for none (or says it unreadably)."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            delay = float(value)
+        except ValueError:
+            continue
+        return delay / divisor if math.isfinite(delay) else _BACKOFF_CEILING_S + 1
+    date = headers.get("retry-after")
+    parsed = email.utils.parsedate_tz(date) if date else None
+    if parsed is None:
+        return None
+    return float(email.utils.mktime_tz(parsed)) - time.time()
+
+
+class _RetryableAnswer(Exception):
+    """An attempt that the policy retries: the final error if it was the last, and the wait
+    the server asked for (None: the usual backoff)."""
+
+    def __init__(self, error: TargetError, wait_s: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.wait_s = wait_s
+
+
+def _backoff(error: Exception) -> bool | float:
+    """stamina's hook: whether to retry ``error``, and after how long when the server said."""
+    if not isinstance(error, _RetryableAnswer):
+        return False
+    return error.wait_s if error.wait_s is not None else True
+
+
+def _should_retry(status: int, headers: Mapping[str, str]) -> tuple[bool, float | None]:
+    """Whether an HTTP error answer is retried, and after the wait the server asked for."""
+    wait_s = retry_after_seconds(headers)
+    if wait_s is not None and wait_s > _BACKOFF_CEILING_S:
+        return False, None
+    told = headers.get("x-should-retry")
+    if told in ("true", "false"):
+        retry = told == "true"
+    else:
+        retry = status in (408, 409, 429) or status >= 500
+    return retry, wait_s if wait_s is not None and wait_s > 0 else None
+
+
+def _error_message(status: int, raw: bytes) -> str:
+    """The server's own words for an error answer: ``error.message`` of an OpenAI error body,
+    else the start of the body."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    text = raw.decode("utf-8", "replace").strip()
+    return text[:500] or f"HTTP {status} with an empty body"
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -240,31 +307,45 @@ class OpenAITarget:
             body["max_tokens"] = self.config.max_tokens
         return body
 
-    def _error(self, error: openai.OpenAIError) -> TargetError:
-        """The SDK's final error (its retries spent), as the reason recorded on the invocation."""
-        attempts = self.config.max_retries + 1
-        if isinstance(error, openai.APITimeoutError):
-            return TargetError(
-                f"The target did not answer within {self.config.timeout_s:g} s "
-                f"({attempts} attempts): {error}"
-            )
-        if isinstance(error, openai.APIConnectionError):
-            return TargetError(
-                f"Could not reach the target at {self.config.base_url or 'the default URL'} "
-                f"({attempts} attempts): {error}"
-            )
-        if isinstance(error, openai.AuthenticationError):
+    @property
+    def _attempts(self) -> int:
+        return self.config.max_retries + 1
+
+    def _timed_out(self, detail: object) -> TargetError:
+        return TargetError(
+            f"The target did not answer within {self.config.timeout_s:g} s "
+            f"({self._attempts} attempts): {detail}"
+        )
+
+    def _unreachable(self, detail: object) -> TargetError:
+        return TargetError(
+            f"Could not reach the target at {self.config.base_url or 'the default URL'} "
+            f"({self._attempts} attempts): {detail}"
+        )
+
+    def _refused(self, status: int, message: str) -> TargetError:
+        if status == 401:
             hint = (
                 f"; is the environment variable {self.config.api_key_env} set for the worker?"
                 if self.config.api_key_env
                 else ""
             )
             return TargetError(f"The target refused the API key (HTTP 401){hint}")
+        return TargetError(
+            f"The target answered HTTP {status} "
+            f"(after {self._attempts} attempts at most): {message}"
+        )
+
+    def _error(self, error: openai.OpenAIError) -> TargetError:
+        """The SDK's final error (its retries spent), as the reason recorded on the invocation."""
+        if isinstance(error, openai.APITimeoutError):
+            return self._timed_out(error)
+        if isinstance(error, openai.APIConnectionError):
+            return self._unreachable(error)
         if isinstance(error, openai.APIStatusError):
-            return TargetError(
-                f"The target answered HTTP {error.status_code} "
-                f"(after {attempts} attempts at most): {error.message}"
-            )
+            # The server's own words, as the asyncio engine's client reads them.
+            raw = error.response.content
+            return self._refused(error.status_code, _error_message(error.status_code, raw))
         return TargetError(f"The target's answer could not be used: {error}")
 
     @staticmethod
@@ -281,6 +362,35 @@ class OpenAITarget:
             completion_tokens=usage.completion_tokens if usage else None,
         )
 
+    @staticmethod
+    def _reply_of_json(raw: bytes, started: float) -> TargetReply:
+        """:meth:`_reply` of the answer as sent: the same fields, read without the SDK's types."""
+        latency_ms = int((time.monotonic() - started) * 1000)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise TargetError(
+                f"The target's answer could not be used: not JSON ({error})"
+            ) from None
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise TargetError("The target answered with no choices.")
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        usage = payload.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+
+        def tokens(name: str) -> int | None:
+            value = usage.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        return TargetReply(
+            content=content if isinstance(content, str) else "",
+            latency_ms=latency_ms,
+            prompt_tokens=tokens("prompt_tokens"),
+            completion_tokens=tokens("completion_tokens"),
+        )
+
     def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
         started = time.monotonic()
         try:
@@ -295,20 +405,55 @@ class OpenAITarget:
             raise self._error(error) from error
         return self._reply(completion, started)
 
-    async def acomplete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
-        """:meth:`complete` on the running event loop (the asyncio replay engine), with the same
-        retries, timeouts and errors, through the SDK's aiohttp transport."""
-        started = time.monotonic()
-        client = shared_async_client(
-            base_url=self.config.base_url,
-            api_key=self._api_key(),
-            timeout_s=self.config.timeout_s,
-            max_retries=self.config.max_retries,
-        )
+    def _url(self) -> str:
+        base_url = self.config.base_url or os.environ.get("OPENAI_BASE_URL") or _DEFAULT_BASE_URL
+        return f"{base_url.rstrip('/')}/chat/completions"
+
+    async def _attempt(self, session: aiohttp.ClientSession, body: bytes) -> bytes:
+        """One request; an answer worth another attempt raises :class:`_RetryableAnswer`."""
+        headers = {
+            "Authorization": f"Bearer {self._api_key()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         try:
-            completion = await client.post(
-                "/chat/completions", body=self._body(messages), cast_to=ChatCompletion
-            )
-        except openai.OpenAIError as error:
-            raise self._error(error) from error
-        return self._reply(completion, started)
+            async with session.post(
+                self._url(), data=body, headers=headers, timeout=timeout
+            ) as response:
+                raw = await response.read()
+        except TimeoutError as error:
+            raise _RetryableAnswer(self._timed_out(str(error) or "Request timed out.")) from None
+        except aiohttp.ClientError as error:
+            # Refused, reset, closed mid-answer, a name that does not resolve.
+            raise _RetryableAnswer(self._unreachable(error)) from None
+        if response.status == 200:
+            return raw
+        refused = self._refused(response.status, _error_message(response.status, raw))
+        retry, wait_s = _should_retry(response.status, response.headers)
+        if retry:
+            raise _RetryableAnswer(refused, wait_s)
+        raise refused
+
+    async def acomplete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
+        """:meth:`complete` on the running event loop (the asyncio replay engine): the same
+        request, retry policy and errors, sent over the loop's aiohttp session (see the module's
+        docstring for why not through the SDK)."""
+        started = time.monotonic()
+        body = orjson.dumps(self._body(messages))
+        session = _session()
+        try:
+            async for attempt in stamina.retry_context(
+                on=_backoff,
+                attempts=self._attempts,
+                timeout=None,  # bounded by the attempts and their timeouts
+                wait_initial=_BACKOFF_INITIAL_S,
+                wait_max=_BACKOFF_MAX_S,
+                wait_jitter=_BACKOFF_INITIAL_S,
+            ):
+                with attempt:
+                    raw = await self._attempt(session, body)
+        except _RetryableAnswer as final:
+            raise final.error from None
+        return self._reply_of_json(raw, started)
