@@ -295,6 +295,35 @@ def test_the_concurrency_cap_holds_across_threads(settings: Any, redis_backed: b
     assert inside == 0
 
 
+def test_an_async_slot_is_given_back_after_the_block_and_closing_waits_for_it(
+    settings: Any,
+) -> None:
+    if not settings.REDIS_URL:
+        pytest.skip("REDIS_URL is not set; the asyncio engine's slots are covered by make test")
+    import redis
+
+    from tests_app.targets import concurrency
+
+    key = f"test-async-cap-{threading.get_ident()}"
+    slots_key = f"replaybench:target-slots:{key}"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(slots_key)
+
+    async def turns() -> list[int]:
+        held = []
+        # A cap of one: each turn gets the slot the turn before gave back (the release is not
+        # waited for, so the next acquire may find it still held and poll once).
+        for _ in range(3):
+            async with concurrency.async_target_slot(key, limit=1, lease_s=30, wait_s=5):
+                held.append(int(client.zcard(slots_key)))
+        await concurrency.close_async_redis()
+        return held
+
+    assert asyncio.run(turns()) == [1, 1, 1]
+    # Closing the loop's client let the last release reach Redis first.
+    assert client.zcard(slots_key) == 0
+
+
 def test_no_free_slot_in_time_is_a_target_error(settings: Any) -> None:
     settings.REDIS_URL = ""
     with target_slot("busy", limit=1, lease_s=30, wait_s=5):

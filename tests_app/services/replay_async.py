@@ -184,15 +184,46 @@ async def _heartbeat(pool: AsyncConnectionPool, invocation_id: uuid.UUID) -> Non
             logger.exception("Heartbeat of invocation %s failed", invocation_id)
 
 
-async def _event(conn: Any, invocation: TestInvocation, event_type: EventType, **data: Any) -> None:
-    await send_event_from_loop(
-        conn,
-        test_id=invocation.test_id,
-        event_type=event_type,
-        invocation_id=invocation.pk,
-        run_id=invocation.run_id,
-        **data,
-    )
+class _Events:
+    """A replay's events, published in order off its path: each takes its seq and is handed to
+    the sender once its data has committed, while the replay goes on to its next call (the seq's
+    round trip was on every turn's path). One after another, so a replay's own events keep their
+    order; :meth:`flush` waits for the ones under way."""
+
+    def __init__(self, pool: AsyncConnectionPool, invocation: TestInvocation) -> None:
+        self._pool = pool
+        self._invocation = invocation
+        self._last: asyncio.Task[None] | None = None
+
+    def publish(self, event_type: EventType, **data: Any) -> None:
+        self._last = asyncio.get_running_loop().create_task(
+            self._publish(self._last, event_type, data)
+        )
+
+    async def _publish(
+        self, previous: asyncio.Task[None] | None, event_type: EventType, data: dict[str, Any]
+    ) -> None:
+        if previous is not None:
+            await previous
+        invocation = self._invocation
+        try:
+            async with self._pool.connection() as conn:
+                await send_event_from_loop(
+                    conn,
+                    test_id=invocation.test_id,
+                    event_type=event_type,
+                    invocation_id=invocation.pk,
+                    run_id=invocation.run_id,
+                    **data,
+                )
+        except Exception:
+            # Progress is a hint and the database is the truth: a lost event must not fail the
+            # work (send_event_from_loop says so of its own errors; this is the pool's).
+            logger.exception("Could not publish %s for test %s", event_type, invocation.test_id)
+
+    async def flush(self) -> None:
+        if self._last is not None:
+            await self._last
 
 
 async def _replay(
@@ -211,7 +242,8 @@ async def _replay(
             return None
         claimed = replay.claimed_from_row(invocation_id, row)
         invocation = claimed.invocation
-        await _event(conn, invocation, "run.started", total_turns=claimed.total_turns)
+    events = _Events(pool, invocation)
+    events.publish("run.started", total_turns=claimed.total_turns)
     messages = [m for m in (claimed.messages or []) if isinstance(m, dict)]
     turns = replay.plan_turns(messages)
     target: Target | None = None
@@ -235,14 +267,7 @@ async def _replay(
                 if await cursor.fetchone() is None:
                     logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
                     return None
-                await _event(
-                    conn,
-                    invocation,
-                    "run.step",
-                    turn=turn.turn,
-                    total_turns=len(turns),
-                    output=step.output,
-                )
+            events.publish("run.step", turn=turn.turn, total_turns=len(turns), output=step.output)
         async with pool.connection() as conn:
             cursor = await conn.execute(
                 _finish_sql(),
@@ -253,14 +278,11 @@ async def _replay(
                     "running": TestInvocation.Status.RUNNING.value,
                 },
             )
-            if await cursor.fetchone() is not None:
-                await _event(
-                    conn,
-                    invocation,
-                    "run.completed",
-                    status=TestInvocation.Status.REPLAYED,
-                    total_turns=len(turns),
-                )
+            replayed = await cursor.fetchone() is not None
+        if replayed:
+            events.publish(
+                "run.completed", status=TestInvocation.Status.REPLAYED, total_turns=len(turns)
+            )
         return None
     except TargetError as error:
         return Failure(invocation.pk, str(error))
@@ -274,6 +296,9 @@ async def _replay(
         heartbeat.cancel()
         if target is not None:
             target.close()
+        # Before the task is done (and before the calling thread records a failure, whose event
+        # must come after these): every event of the replay has its seq and is on its way.
+        await events.flush()
 
 
 def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
