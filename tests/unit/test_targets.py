@@ -182,6 +182,27 @@ def test_an_unreachable_server_is_a_target_error(
         complete(target)
 
 
+def test_the_proxy_variables_apply(
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    complete: Callable[[OpenAITarget], TargetReply],
+) -> None:
+    # A host that does not resolve, reached through a proxy that does: the request arrives at
+    # the proxy (the fake server, which answers a proxied request line with a 404).
+    proxy = fake_openai.base_url.removesuffix("/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("http_proxy", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    target = target_for(
+        {"kind": "openai", "model": "m", "base_url": "http://model.invalid/v1", "max_retries": 0}
+    )
+    assert isinstance(target, OpenAITarget)
+
+    with pytest.raises(TargetError, match="HTTP 404"):
+        complete(target)
+
+
 @pytest.mark.timeout(30)
 def test_a_retry_after_is_waited_for_and_a_long_one_is_not_retried(
     fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]

@@ -117,8 +117,11 @@ def _session() -> aiohttp.ClientSession:
     session = _sessions.get(loop)
     if session is None or session.closed:
         # No cap on connections of its own: the worker's concurrency and the target's slots
-        # bound them, and a cap here would make calls queue inside their timeout.
-        session = _sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        # bound them, and a cap here would make calls queue inside their timeout. trust_env: the
+        # proxy variables (HTTPS_PROXY, NO_PROXY) apply as they do to the SDK's client.
+        session = _sessions[loop] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), trust_env=True
+        )
     return session
 
 
