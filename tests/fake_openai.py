@@ -55,6 +55,8 @@ class FakeOpenAI:
         self.user_agents: list[str] = []
         # When each request arrived (time.monotonic()), in the same order.
         self.arrivals: list[float] = []
+        # Every header of each request, names in lower case, in the same order.
+        self.headers: list[dict[str, str]] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -152,6 +154,7 @@ class FakeOpenAI:
                     fake.authorizations.append(self.headers.get("Authorization", ""))
                     fake.user_agents.append(self.headers.get("User-Agent", ""))
                     fake.arrivals.append(time.monotonic())
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                 reply = fake._next_reply()
                 if reply.hang:
                     # Never answer (until the server shuts down): the client's timeout must act.

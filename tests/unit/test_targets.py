@@ -98,6 +98,7 @@ def test_openai_target_sends_the_configured_request(
     complete: Callable[[OpenAITarget], TargetReply],
 ) -> None:
     monkeypatch.setenv("FAKE_TARGET_KEY", "key-from-env")
+    monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
     fake_openai.answer = lambda messages: "4"
     target = openai_target(
         fake_openai, api_key_env="FAKE_TARGET_KEY", temperature=0.3, max_tokens=50
@@ -115,6 +116,20 @@ def test_openai_target_sends_the_configured_request(
     assert request["max_tokens"] == 50
     # The key comes from the environment at call time; the target's JSON only names it.
     assert fake_openai.authorizations == ["Bearer key-from-env"]
+    assert "openai-organization" not in fake_openai.headers[0]
+
+
+def test_the_account_variables_are_sent_as_the_sdk_sends_them(
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    complete: Callable[[OpenAITarget], TargetReply],
+) -> None:
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-123")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-456")
+    complete(openai_target(fake_openai))
+    [headers] = fake_openai.headers
+    assert headers["openai-organization"] == "org-123"
+    assert headers["openai-project"] == "proj-456"
 
 
 def test_a_local_server_needs_no_key(

@@ -60,6 +60,10 @@ _BACKOFF_MAX_S = 8.0
 # Where the SDK sends a target without base_url (it reads OPENAI_BASE_URL first, as we do).
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _USER_AGENT = "replaybench"
+_ACCOUNT_HEADERS = (
+    ("OPENAI_ORG_ID", "OpenAI-Organization"),
+    ("OPENAI_PROJECT_ID", "OpenAI-Project"),
+)
 # Distinct endpoints a worker talks to; past this the least recently used client is dropped.
 _MAX_CLIENTS = 32
 
@@ -420,6 +424,10 @@ class OpenAITarget:
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
         }
+        # As the SDK's client sends them when the worker's environment has them.
+        for variable, header in _ACCOUNT_HEADERS:
+            if os.environ.get(variable):
+                headers[header] = os.environ[variable]
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         try:
             async with session.post(
