@@ -417,6 +417,24 @@ def test_targets_of_one_endpoint_share_one_client_across_threads(
     assert fake_openai.authorizations.count("Bearer first-key") == 9
 
 
+def test_a_worker_keeps_the_clients_of_its_most_recent_endpoints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(openai_module, "_MAX_CLIENTS", 2)
+    monkeypatch.setattr(openai_module, "_clients", openai_module.OrderedDict())
+
+    def client(port: int) -> Any:
+        return openai_module.shared_client(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="k", timeout_s=1, max_retries=0
+        )
+
+    first, second = client(9), client(10)
+    assert client(9) is first  # used again: now the most recent
+    client(11)  # a third endpoint pushes out the least recently used, the second
+    assert client(9) is first
+    assert client(10) is not second
+
+
 def test_each_event_loop_keeps_its_own_session_until_it_closes_it(
     fake_openai: FakeOpenAI,
 ) -> None:

@@ -27,9 +27,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import openai
@@ -68,24 +68,8 @@ _ACCOUNT_HEADERS = (
 _MAX_CLIENTS = 32
 
 _ClientKey = tuple[str | None, str, float, int]
-Client = TypeVar("Client")
 _clients: OrderedDict[_ClientKey, openai.OpenAI] = OrderedDict()
 _clients_lock = threading.Lock()
-
-
-def _cached(
-    clients: OrderedDict[_ClientKey, Client], key: _ClientKey, make: Callable[[], Client]
-) -> tuple[Client, Client | None]:
-    """The client of ``key`` (made on first use) and the least recently used one that it pushed
-    out of ``clients`` past ``_MAX_CLIENTS``, if any."""
-    client = clients.get(key)
-    if client is not None:
-        clients.move_to_end(key)
-        return client, None
-    client = clients[key] = make()
-    if len(clients) > _MAX_CLIENTS:
-        return client, clients.popitem(last=False)[1]
-    return client, None
 
 
 def shared_client(
@@ -97,15 +81,17 @@ def shared_client(
     The key is part of the identity, so a rotated environment variable gets a new client."""
     key = (base_url, api_key, timeout_s, max_retries)
     with _clients_lock:
-        # A dropped client is not closed: another thread may be mid-call on it; its pool closes
-        # when it is collected.
-        client, _ = _cached(
-            _clients,
-            key,
-            lambda: openai.OpenAI(
-                api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
-            ),
+        client = _clients.get(key)
+        if client is not None:
+            _clients.move_to_end(key)
+            return client
+        client = _clients[key] = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
         )
+        if len(_clients) > _MAX_CLIENTS:
+            # The least recently used one is not closed: another thread may be mid-call on it;
+            # its pool closes when it is collected.
+            _clients.popitem(last=False)
         return client
 
 
