@@ -218,6 +218,25 @@ def test_the_proxy_variables_apply(
         complete(target)
 
 
+def test_no_proxy_sends_its_hosts_directly(
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    complete: Callable[[OpenAITarget], TargetReply],
+) -> None:
+    # A proxy that refuses every connection, and NO_PROXY naming the model's host: the call
+    # goes straight to the model and is answered.
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    target = openai_target(fake_openai)
+
+    reply = complete(target)
+
+    assert reply.content
+    assert len(fake_openai.chat_requests()) == 1
+
+
 @pytest.mark.timeout(30)
 def test_a_retry_after_is_waited_for_and_a_long_one_is_not_retried(
     fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
@@ -446,7 +465,7 @@ def test_each_event_loop_keeps_its_own_session_until_it_closes_it(
         await openai_target(fake_openai, timeout_s=5).acomplete(messages=MESSAGES, reference=None)
         again = openai_module._session()
         await openai_module.close_async_clients()
-        return first, again, first.closed
+        return first, again, first.session.closed
 
     first, again, closed = asyncio.run(calls())
     second, _, _ = asyncio.run(calls())

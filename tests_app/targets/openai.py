@@ -28,14 +28,16 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import openai
 import orjson
 import stamina
+from aiohttp.helpers import get_env_proxy_for_url
 from openai.types.chat import ChatCompletion
+from yarl import URL
 
 from tests_app.errors import ValidationFailed
 from tests_app.targets.base import Message, TargetError, TargetReply
@@ -95,32 +97,56 @@ def shared_client(
         return client
 
 
+@dataclass
+class _LoopSession:
+    """The loop's aiohttp session, and the proxy of each origin it has called.
+
+    The proxy variables (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) apply as they do to the SDK's client,
+    which reads them when it is made: here once per origin and session. aiohttp's own
+    ``trust_env`` reads them on every request, in two hops to a thread (the proxy, and ``.netrc``
+    for an Authorization we always send): a fifth of a worker's CPU in the bench's replays."""
+
+    session: aiohttp.ClientSession
+    proxies: dict[str, tuple[Any, aiohttp.BasicAuth | None]] = field(default_factory=dict)
+
+    def proxy_for(self, url: str) -> tuple[Any, aiohttp.BasicAuth | None]:
+        parsed = URL(url)
+        origin = str(parsed.origin())
+        found = self.proxies.get(origin)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(parsed)
+            except LookupError:  # NO_PROXY names the host, or no proxy for its scheme
+                found = (None, None)
+            self.proxies[origin] = found
+        return found
+
+
 # An aiohttp session belongs to the event loop that made it (its connections do): one per loop,
 # for every target endpoint (the URL and the key go with each request).
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _session() -> aiohttp.ClientSession:
+def _session() -> _LoopSession:
     loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
+    found = _sessions.get(loop)
+    if found is None or found.session.closed:
         # No cap on connections of its own: the worker's concurrency and the target's slots
-        # bound them, and a cap here would make calls queue inside their timeout. trust_env: the
-        # proxy variables (HTTPS_PROXY, NO_PROXY) apply as they do to the SDK's client.
-        session = _sessions[loop] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), trust_env=True
+        # bound them, and a cap here would make calls queue inside their timeout.
+        found = _sessions[loop] = _LoopSession(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         )
-    return session
+    return found
 
 
 async def close_async_clients() -> None:
     """Close the running loop's session (a worker stopping): aiohttp complains of sessions that
     are collected unclosed."""
-    session = _sessions.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
+    found = _sessions.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.session.close()
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -402,7 +428,7 @@ class OpenAITarget:
         base_url = self.config.base_url or os.environ.get("OPENAI_BASE_URL") or _DEFAULT_BASE_URL
         return f"{base_url.rstrip('/')}/chat/completions"
 
-    async def _attempt(self, session: aiohttp.ClientSession, body: bytes) -> bytes:
+    async def _attempt(self, client: _LoopSession, body: bytes) -> bytes:
         """One request; an answer worth another attempt raises :class:`_RetryableAnswer`."""
         headers = {
             "Authorization": f"Bearer {self._api_key()}",
@@ -415,9 +441,11 @@ class OpenAITarget:
             if os.environ.get(variable):
                 headers[header] = os.environ[variable]
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        url = self._url()
+        proxy, proxy_auth = client.proxy_for(url)
         try:
-            async with session.post(
-                self._url(), data=body, headers=headers, timeout=timeout
+            async with client.session.post(
+                url, data=body, headers=headers, timeout=timeout, proxy=proxy, proxy_auth=proxy_auth
             ) as response:
                 raw = await response.read()
         except TimeoutError as error:
@@ -439,7 +467,7 @@ class OpenAITarget:
         docstring for why not through the SDK)."""
         started = time.monotonic()
         body = orjson.dumps(self._body(messages))
-        session = _session()
+        client = _session()
         try:
             async for attempt in stamina.retry_context(
                 on=_backoff,
@@ -450,7 +478,7 @@ class OpenAITarget:
                 wait_jitter=_BACKOFF_INITIAL_S,
             ):
                 with attempt:
-                    raw = await self._attempt(session, body)
+                    raw = await self._attempt(client, body)
         except _RetryableAnswer as final:
             raise final.error from None
         return self._reply_of_json(raw, started)
