@@ -454,19 +454,32 @@ def replay_queries(turns: int, capture: Callable[..., Any]) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_each_turn_costs_two_statements_the_step_and_its_events_seq(
-    django_capture_on_commit_callbacks: Any,
+def test_each_turn_costs_one_statement_that_numbers_its_events(
+    django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    numbered: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        "tests_app.realtime.events.send_numbered_event",
+        lambda *, seq, event_type, **_: numbered.append((seq, event_type)),
+    )
     three = replay_queries(3, django_capture_on_commit_callbacks)
+    numbered.clear()
     five = replay_queries(5, django_capture_on_commit_callbacks)
 
-    # No status read per turn: the step's conditional write is the stop check.
-    assert len(five) - len(three) == 2 * 2
-    seq_bumps = [sql for sql in five if "SET event_seq = event_seq + 1" in sql]
-    # run.started, five run.step and run.completed: one UPDATE ... RETURNING each.
-    assert len(seq_bumps) == 7
-    assert all("RETURNING" in sql for sql in seq_bumps)
+    # No status read per turn and no seq of its own: the step's conditional write is the stop
+    # check and numbers its event; the last one finishes the invocation too.
+    assert len(five) - len(three) == 2
+    assert len(five) == 1 + 5  # the claim and five steps
+    assert all("SET event_seq = event_seq +" in sql for sql in five)
     assert ReplayStep.objects.filter(turn=5).count() == 1
+    # run.started, five run.step and run.completed, numbered in a row up to the test's seq.
+    test = ReplayStep.objects.get(turn=5).invocation.test
+    assert [event for _, event in numbered] == [
+        "run.started",
+        *["run.step"] * 5,
+        "run.completed",
+    ]
+    assert [seq for seq, _ in numbered] == list(range(test.event_seq - 6, test.event_seq + 1))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -216,6 +216,41 @@ def test_a_stop_during_a_call_writes_no_step_for_it(fake_openai: FakeOpenAI) -> 
     assert [event["type"] for event in received] == ["run.started", "run.step"]
 
 
+def test_a_stop_during_the_last_call_leaves_the_invocation_stopped(
+    fake_openai: FakeOpenAI,
+) -> None:
+    # The last step would also finish the invocation: stopped first, it does neither.
+    invocation = claimed_invocation(target=openai_target(fake_openai), turns=2)
+    listener = LayerEvents(invocation.test_id)
+    fake_openai.answer = stop_invocation_when(invocation.pk, "Question 2?")
+
+    invocation = replay(invocation)
+
+    assert invocation.status == TestInvocation.Status.STOPPED
+    assert [turn for turn, *_ in steps_of(invocation)] == [1]
+    received = listener.drain(2, then_quiet_s=0.5)
+    assert [event["type"] for event in received] == ["run.started", "run.step"]
+
+
+def test_an_entry_without_user_turns_is_replayed_at_once(fake_openai: FakeOpenAI) -> None:
+    invocation = claimed_invocation(
+        target=openai_target(fake_openai),
+        messages=[{"role": "system", "content": "Nothing to ask."}],
+    )
+    listener = LayerEvents(invocation.test_id)
+    seq_before = Test.objects.get(pk=invocation.test_id).event_seq
+
+    invocation = replay(invocation)
+
+    assert (invocation.status, invocation.steps_count) == (TestInvocation.Status.REPLAYED, 0)
+    assert fake_openai.chat_requests() == []
+    received = listener.drain(2)
+    assert [(event["type"], event["seq"]) for event in received] == [
+        ("run.started", seq_before + 1),
+        ("run.completed", seq_before + 2),
+    ]
+
+
 def test_the_heartbeat_moves_during_a_long_call(fake_openai: FakeOpenAI, settings: Any) -> None:
     settings.REPLAY_HEARTBEAT_TIMEOUT = 0.8
     invocation = claimed_invocation(target=openai_target(fake_openai), turns=1)

@@ -13,7 +13,12 @@ and goes on (a replay thread would otherwise sit out the layer's round trips fiv
 replay). The loop sends the events of one test one after another, in the order they were handed
 over, so each thread's events arrive in its order; different tests' events go out concurrently.
 The asyncio replay engine runs on that same loop and schedules its sends there directly
-(:func:`send_event_from_loop`), in the same order per test.
+(:func:`send_numbered_from_loop`), in the same order per test.
+
+A replay on PostgreSQL takes its events' numbers in the statements that write their data (the
+claim takes run.started's, a step run.step's, the last step run.completed's as well): the number
+and the data commit together, with the test row locked first, as every service that moves a
+test's state locks it, and a replay needs no round trip of its own per event.
 """
 
 from __future__ import annotations
@@ -191,10 +196,37 @@ async def send_event_from_loop(
         row = await cursor.fetchone()
         if row is None:
             raise LookupError(f"No test {test_id}")
+    except Exception:
+        # Progress is a hint and the database is the truth: a lost event must not fail the work.
+        logger.exception("Could not publish %s for test %s", event_type, test_id)
+        return
+    send_numbered_from_loop(
+        seq=int(row[0]),
+        test_id=test_id,
+        event_type=event_type,
+        invocation_id=invocation_id,
+        run_id=run_id,
+        **data,
+    )
+
+
+def send_numbered_from_loop(
+    *,
+    seq: int,
+    test_id: uuid.UUID | str,
+    event_type: EventType,
+    invocation_id: uuid.UUID | str | None = None,
+    run_id: uuid.UUID | str | None = None,
+    **data: Any,
+) -> None:
+    """Send an event whose seq was taken by the statement that committed its data (the replay's
+    claim and steps), from code on :func:`process_loop`: scheduled in order with this process's
+    other sends of the test, without waiting."""
+    try:
         message = event_message(
             test_id=test_id,
             event_type=event_type,
-            seq=int(row[0]),
+            seq=seq,
             invocation_id=invocation_id,
             run_id=run_id,
             **data,
@@ -209,8 +241,56 @@ async def send_event_from_loop(
         task.add_done_callback(_loop_sends.discard)
         task.add_done_callback(_log_failure)
     except Exception:
+        logger.exception("Could not publish %s for test %s", event_type, test_id)
+
+
+def send_numbered_event(
+    *,
+    seq: int,
+    test_id: uuid.UUID | str,
+    event_type: EventType,
+    invocation_id: uuid.UUID | str | None = None,
+    run_id: uuid.UUID | str | None = None,
+    **data: Any,
+) -> None:
+    """Send now an event whose seq was taken with its data (see the module's docstring). Call
+    only when the data is committed; prefer :func:`publish_numbered_on_commit`."""
+    try:
+        message = event_message(
+            test_id=test_id,
+            event_type=event_type,
+            seq=seq,
+            invocation_id=invocation_id,
+            run_id=run_id,
+            **data,
+        )
+        _send(group_name(test_id), message)
+    except Exception:
         # Progress is a hint and the database is the truth: a lost event must not fail the work.
         logger.exception("Could not publish %s for test %s", event_type, test_id)
+
+
+def publish_numbered_on_commit(
+    *,
+    seq: int,
+    test_id: uuid.UUID | str,
+    event_type: EventType,
+    invocation_id: uuid.UUID | str | None = None,
+    run_id: uuid.UUID | str | None = None,
+    **data: Any,
+) -> None:
+    """:func:`publish_on_commit` for an event whose seq was taken with its data, in the same
+    statement (the replay's claim and steps on PostgreSQL): sent once that has committed."""
+    transaction.on_commit(
+        lambda: send_numbered_event(
+            seq=seq,
+            test_id=test_id,
+            event_type=event_type,
+            invocation_id=invocation_id,
+            run_id=run_id,
+            **data,
+        )
+    )
 
 
 def send_event(
@@ -221,20 +301,22 @@ def send_event(
     run_id: uuid.UUID | str | None = None,
     **data: Any,
 ) -> None:
-    """Send now. Call only when the data is committed; prefer :func:`publish_on_commit`."""
+    """Send now, with the test's next seq. Call only when the data is committed; prefer
+    :func:`publish_on_commit`."""
     try:
-        message = event_message(
-            test_id=test_id,
-            event_type=event_type,
-            seq=next_seq(test_id),
-            invocation_id=invocation_id,
-            run_id=run_id,
-            **data,
-        )
-        _send(group_name(test_id), message)
+        seq = next_seq(test_id)
     except Exception:
         # Progress is a hint and the database is the truth: a lost event must not fail the work.
         logger.exception("Could not publish %s for test %s", event_type, test_id)
+        return
+    send_numbered_event(
+        seq=seq,
+        test_id=test_id,
+        event_type=event_type,
+        invocation_id=invocation_id,
+        run_id=run_id,
+        **data,
+    )
 
 
 def publish_on_commit(

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from tests_app.errors import ValidationFailed
 from tests_app.models import Benchmark, BenchmarkEntry, ReplayStep, Test, TestInvocation, TestRun
-from tests_app.realtime.events import publish_on_commit
+from tests_app.realtime.events import publish_numbered_on_commit, publish_on_commit
 from tests_app.services import test_state
 from tests_app.targets import (
     Message,
@@ -170,13 +170,17 @@ class ClaimedReplay:
     total_turns: int
     target: Any
     replay_mode: str
+    # run.started's seq, when the claim took it (PostgreSQL); else it is taken after the commit.
+    started_seq: int | None = None
 
 
 @cache
 def claim_sql() -> str:
     """Claim on PostgreSQL in one statement, without a transaction's BEGIN and COMMIT round
     trips: the invocation created → running and its run claimed → running, atomically, and read
-    back what the replay needs (the entry's messages, the benchmark's target and mode)."""
+    back what the replay needs (the entry's messages, the benchmark's target and mode) with the
+    seq of its run.started event, taken with the claim (the test row first: ``claimed`` reads
+    ``seq``, so the test is locked before the invocation, in every service's lock order)."""
     quote = connection.ops.quote_name
     invocation_table = quote(TestInvocation._meta.db_table)
     run_table = quote(TestRun._meta.db_table)
@@ -184,12 +188,20 @@ def claim_sql() -> str:
     test_table = quote(Test._meta.db_table)
     benchmark_table = quote(Benchmark._meta.db_table)
     return f"""
-        WITH claimed AS (
-            UPDATE {invocation_table} SET
+        WITH seq AS (
+            UPDATE {test_table} SET event_seq = event_seq + 1
+            WHERE id = (
+                SELECT test_id FROM {invocation_table}
+                WHERE id = %(invocation_id)s AND status = %(created)s
+            )
+            RETURNING event_seq
+        ), claimed AS (
+            UPDATE {invocation_table} AS invocation SET
                 status = %(running)s, started_at = %(now)s, heartbeat_at = %(now)s,
                 updated_at = %(now)s
-            WHERE id = %(invocation_id)s AND status = %(created)s
-            RETURNING id, run_id, test_id
+            FROM seq
+            WHERE invocation.id = %(invocation_id)s AND invocation.status = %(created)s
+            RETURNING invocation.id, invocation.run_id, invocation.test_id, seq.event_seq
         ), moved AS (
             -- PostgreSQL runs a data-modifying WITH clause whether or not it is read.
             UPDATE {run_table} AS run SET status = %(run_running)s, updated_at = %(now)s
@@ -197,7 +209,7 @@ def claim_sql() -> str:
             WHERE run.id = claimed.run_id AND run.status = %(run_claimed)s
         )
         SELECT claimed.test_id, claimed.run_id, entry.messages, entry.turns, benchmark.target,
-            benchmark.replay_mode
+            benchmark.replay_mode, claimed.event_seq
         FROM claimed
         JOIN {run_table} AS run ON run.id = claimed.run_id
         JOIN {entry_table} AS entry ON entry.id = run.entry_id
@@ -225,13 +237,14 @@ def claim_parameters(invocation_id: uuid.UUID | str, now: datetime) -> dict[str,
 
 def claimed_from_row(invocation_id: uuid.UUID | str, row: tuple[Any, ...]) -> ClaimedReplay:
     """What :func:`claim_sql` read back, as the replay needs it."""
-    test_id, run_id, messages, turns, target, replay_mode = row
+    test_id, run_id, messages, turns, target, replay_mode, started_seq = row
     return ClaimedReplay(
         invocation=TestInvocation(id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id),
         messages=_json(messages),
         total_turns=int(turns),
         target=_json(target),
         replay_mode=str(replay_mode),
+        started_seq=int(started_seq),
     )
 
 
@@ -269,36 +282,58 @@ def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
     claimed = _claim_now(invocation_id, timezone.now())
     if claimed is None:
         return None
-    publish_on_commit(
-        test_id=claimed.invocation.test_id,
-        event_type="run.started",
-        invocation_id=claimed.invocation.pk,
-        run_id=claimed.invocation.run_id,
-        total_turns=claimed.total_turns,
-    )
+    event: dict[str, Any] = {
+        "test_id": claimed.invocation.test_id,
+        "event_type": "run.started",
+        "invocation_id": claimed.invocation.pk,
+        "run_id": claimed.invocation.run_id,
+        "total_turns": claimed.total_turns,
+    }
+    if claimed.started_seq is not None:
+        publish_numbered_on_commit(seq=claimed.started_seq, **event)
+    else:
+        publish_on_commit(**event)
     return claimed
 
 
 @cache
 def record_step_sql() -> tuple[str, list[Field[Any, Any]]]:
-    """One statement for a step on PostgreSQL: the conditional UPDATE of the invocation and the
-    step's INSERT, which happens only when that UPDATE matched."""
+    """One statement for a step on PostgreSQL: the seq of its events, the conditional UPDATE of
+    the invocation and the step's INSERT, which happens only when that UPDATE matched. The last
+    turn's step also finishes the invocation (running → replayed) and takes two seqs, run.step's
+    and run.completed's: a replay is one statement per turn. Returns the last seq taken.
+
+    The test row is locked first (``moved`` reads ``seq``), as every service that moves a test's
+    state locks it, and only while an invocation of it is running and not stopped; a stop that
+    commits in between leaves a gap in the test's seqs, which a client answers by fetching."""
     fields = [f for f in ReplayStep._meta.concrete_fields if f.attname != "invocation_id"]
     quote = connection.ops.quote_name
     invocation_table = quote(TestInvocation._meta.db_table)
+    test_table = quote(Test._meta.db_table)
     step_table = quote(ReplayStep._meta.db_table)
     column_list = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(f"%(value_{index})s" for index in range(len(fields)))
     sql = f"""
-        WITH moved AS (
-            UPDATE {invocation_table} SET
-                steps_count = steps_count + 1, heartbeat_at = %(now)s, updated_at = %(now)s
-            WHERE id = %(invocation_id)s AND status = %(running)s AND NOT stop_requested
-            RETURNING id
+        WITH seq AS (
+            UPDATE {test_table} SET event_seq = event_seq + %(events)s
+            WHERE id = %(test_id)s AND EXISTS (
+                SELECT 1 FROM {invocation_table}
+                WHERE id = %(invocation_id)s AND status = %(running)s AND NOT stop_requested
+            )
+            RETURNING event_seq
+        ), moved AS (
+            UPDATE {invocation_table} AS invocation SET
+                steps_count = steps_count + 1, heartbeat_at = %(now)s, updated_at = %(now)s,
+                status = CASE WHEN %(finishes)s THEN %(replayed)s ELSE invocation.status END
+            FROM seq
+            WHERE invocation.id = %(invocation_id)s AND invocation.status = %(running)s
+                AND NOT invocation.stop_requested
+            RETURNING invocation.id, seq.event_seq
+        ), step AS (
+            INSERT INTO {step_table} ({column_list}, "invocation_id")
+            SELECT {placeholders}, moved.id FROM moved
         )
-        INSERT INTO {step_table} ({column_list}, "invocation_id")
-        SELECT {placeholders}, moved.id FROM moved
-        RETURNING id
+        SELECT event_seq FROM moved
     """  # noqa: S608
     return sql, fields
 
@@ -322,9 +357,15 @@ def build_step(
 
 
 def record_step_parameters(
-    step: ReplayStep, now: datetime, database: BaseDatabaseWrapper
+    step: ReplayStep,
+    now: datetime,
+    database: BaseDatabaseWrapper,
+    *,
+    test_id: uuid.UUID,
+    finishes: bool,
 ) -> dict[str, Any]:
-    """The parameters of :func:`record_step_sql` (``database`` only adapts the values)."""
+    """The parameters of :func:`record_step_sql` (``database`` only adapts the values);
+    ``finishes``: the last turn's step, which also finishes the invocation."""
     _, fields = record_step_sql()
     return {
         **{
@@ -333,48 +374,82 @@ def record_step_parameters(
         },
         "now": now,
         "invocation_id": step.invocation_id,
+        "test_id": test_id,
         "running": TestInvocation.Status.RUNNING.value,
+        "replayed": TestInvocation.Status.REPLAYED.value,
+        "finishes": finishes,
+        "events": 2 if finishes else 1,
     }
 
 
+StepOutcome = Literal["stopped", "recorded", "finished"]
+
+
+def step_events(
+    invocation: TestInvocation, turn: PlannedTurn, total_turns: int, output: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run.step event of a step and the run.completed event of the last one (keyword
+    arguments of the event senders, without their seq)."""
+    common = {
+        "test_id": invocation.test_id,
+        "invocation_id": invocation.pk,
+        "run_id": invocation.run_id,
+        "total_turns": total_turns,
+    }
+    return (
+        {**common, "event_type": "run.step", "turn": turn.turn, "output": output},
+        {**common, "event_type": "run.completed", "status": TestInvocation.Status.REPLAYED},
+    )
+
+
 def _record_step(
-    *, invocation: TestInvocation, turn: PlannedTurn, total_turns: int, reply: TargetReply
-) -> bool:
-    """Write one turn; False when the invocation stopped meanwhile (then nothing is written).
+    *,
+    invocation: TestInvocation,
+    turn: PlannedTurn,
+    total_turns: int,
+    reply: TargetReply,
+    finishes: bool,
+) -> StepOutcome:
+    """Write one turn: "stopped" when the invocation stopped meanwhile (then nothing is written),
+    "finished" when the step also finished it (the last turn, on PostgreSQL), else "recorded".
 
     The conditional UPDATE takes the invocation's row lock, so a concurrent stop either commits
     first (we write nothing) or waits for this step to commit.
     """
     now = timezone.now()
     step = build_step(invocation=invocation, turn=turn, reply=reply, now=now)
+    step_event, completed_event = step_events(
+        invocation, turn, total_turns, reply.content[:MAX_STEP_TEXT]
+    )
     if connection.vendor == "postgresql":
-        # One round trip in autocommit instead of four (BEGIN, UPDATE, INSERT, COMMIT): each
-        # wait is a GIL hand-off, and 32 replay threads share the GIL.
+        # One round trip in autocommit instead of four (BEGIN, UPDATE, INSERT, COMMIT) and the
+        # seqs of its events: each wait is a GIL hand-off, and 32 replay threads share the GIL.
         sql, _ = record_step_sql()
-        parameters = record_step_parameters(step, now, connection)
+        parameters = record_step_parameters(
+            step, now, connection, test_id=invocation.test_id, finishes=finishes
+        )
         with connection.cursor() as cursor:
             cursor.execute(sql, parameters)
-            if cursor.fetchone() is None:
-                return False
-    else:
-        with transaction.atomic():
-            moved = TestInvocation.objects.filter(
-                pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
-            ).update(steps_count=F("steps_count") + 1, heartbeat_at=now, updated_at=now)
-            if moved != 1:
-                return False
-            step.save(force_insert=True)
+            row = cursor.fetchone()
+        if row is None:
+            return "stopped"
+        seq = int(row[0])
+        if not finishes:
+            publish_numbered_on_commit(seq=seq, **step_event)
+            return "recorded"
+        publish_numbered_on_commit(seq=seq - 1, **step_event)
+        publish_numbered_on_commit(seq=seq, **completed_event)
+        return "finished"
+    with transaction.atomic():
+        moved = TestInvocation.objects.filter(
+            pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
+        ).update(steps_count=F("steps_count") + 1, heartbeat_at=now, updated_at=now)
+        if moved != 1:
+            return "stopped"
+        step.save(force_insert=True)
     # Outside a transaction (the worker) this sends at once: the step has committed.
-    publish_on_commit(
-        test_id=invocation.test_id,
-        event_type="run.step",
-        invocation_id=invocation.pk,
-        run_id=invocation.run_id,
-        turn=turn.turn,
-        total_turns=total_turns,
-        output=reply.content[:MAX_STEP_TEXT],
-    )
-    return True
+    publish_on_commit(**step_event)
+    return "recorded"
 
 
 def _finish(invocation: TestInvocation, total_turns: int) -> None:
@@ -449,6 +524,7 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
     try:
         target = target_for(claimed.target)
         own_answers: dict[int, str] = {}
+        outcome: StepOutcome = "recorded"
         # One heartbeat thread for the whole replay, not one per turn.
         with _heartbeat_while(invocation.pk):
             for turn in turns:
@@ -460,12 +536,18 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
                 with target_slot(target.key, lease_s=lease_s, wait_s=wait_s):
                     reply = target.complete(messages=history, reference=turn.reference)
                 remember_answer(own_answers, turn, reply.content)
-                if not _record_step(
-                    invocation=invocation, turn=turn, total_turns=len(turns), reply=reply
-                ):
+                outcome = _record_step(
+                    invocation=invocation,
+                    turn=turn,
+                    total_turns=len(turns),
+                    reply=reply,
+                    finishes=turn is turns[-1],
+                )
+                if outcome == "stopped":
                     logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
                     return
-        _finish(invocation, len(turns))
+        if outcome != "finished":  # no turns, or SQLite: the finish is a statement of its own
+            _finish(invocation, len(turns))
     except TargetError as error:
         fail_invocation(invocation_id=invocation.pk, error=str(error))
     except ValidationFailed as error:

@@ -10,11 +10,13 @@ the process with asyncio clients: psycopg's async pool, an aiohttp session for t
 (:meth:`tests_app.targets.openai.OpenAITarget.acomplete`), redis.asyncio for the target's slots,
 and the channel layer for the events, without a thread hop.
 
-Same semantics as the threaded path, statement for statement: the claim, the step and the finish
-are the same conditional statements (shared with :mod:`~tests_app.services.replay`), so a second
-delivery, a stop between turns and a stop during a call behave alike; the events take the same
-per-test seq. A failure is recorded by the calling thread with the threaded path's
-:func:`~tests_app.services.replay.fail_invocation` (it moves the test's state, under its lock).
+Same semantics as the threaded path, statement for statement: the claim and the steps (the last
+of which finishes the invocation) are the same conditional statements, shared with
+:mod:`~tests_app.services.replay`, so a second delivery, a stop between turns and a stop during a
+call behave alike; each statement takes the seqs of its events, so a replay is one round trip to
+PostgreSQL per turn and one for the claim. A failure is recorded by the calling thread with the
+threaded path's :func:`~tests_app.services.replay.fail_invocation` (it moves the test's state,
+under its lock).
 
 Used by Celery workers on PostgreSQL with Redis when ``REPLAY_ENGINE=asyncio`` (the default);
 eager runs (the embedded runtime's background threads, the test suite's in-transaction tasks)
@@ -40,9 +42,9 @@ from psycopg_pool import AsyncConnectionPool
 from tests_app.errors import ValidationFailed
 from tests_app.models import TestInvocation
 from tests_app.realtime.events import (
-    EventType,
     process_loop,
     send_event_from_loop,
+    send_numbered_from_loop,
     started_process_loop,
 )
 from tests_app.services import replay
@@ -184,53 +186,42 @@ async def _heartbeat(pool: AsyncConnectionPool, invocation_id: uuid.UUID) -> Non
             logger.exception("Heartbeat of invocation %s failed", invocation_id)
 
 
-class _Events:
-    """A replay's events, published in order off its path: each takes its seq and is handed to
-    the sender once its data has committed, while the replay goes on to its next call (the seq's
-    round trip was on every turn's path). One after another, so a replay's own events keep their
-    order; :meth:`flush` waits for the ones under way."""
-
-    def __init__(self, pool: AsyncConnectionPool, invocation: TestInvocation) -> None:
-        self._pool = pool
-        self._invocation = invocation
-        self._last: asyncio.Task[None] | None = None
-
-    def publish(self, event_type: EventType, **data: Any) -> None:
-        self._last = asyncio.get_running_loop().create_task(
-            self._publish(self._last, event_type, data)
+async def _finish_without_turns(
+    pool: AsyncConnectionPool, invocation: TestInvocation, total_turns: int
+) -> None:
+    """An entry without user turns: nothing to call, the invocation is replayed at once (a
+    replay with turns finishes in its last step's statement)."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            _finish_sql(),
+            {
+                "replayed": TestInvocation.Status.REPLAYED.value,
+                "now": timezone.now(),
+                "invocation_id": invocation.pk,
+                "running": TestInvocation.Status.RUNNING.value,
+            },
         )
-
-    async def _publish(
-        self, previous: asyncio.Task[None] | None, event_type: EventType, data: dict[str, Any]
-    ) -> None:
-        if previous is not None:
-            await previous
-        invocation = self._invocation
-        try:
-            async with self._pool.connection() as conn:
-                await send_event_from_loop(
-                    conn,
-                    test_id=invocation.test_id,
-                    event_type=event_type,
-                    invocation_id=invocation.pk,
-                    run_id=invocation.run_id,
-                    **data,
-                )
-        except Exception:
-            # Progress is a hint and the database is the truth: a lost event must not fail the
-            # work (send_event_from_loop says so of its own errors; this is the pool's).
-            logger.exception("Could not publish %s for test %s", event_type, invocation.test_id)
-
-    async def flush(self) -> None:
-        if self._last is not None:
-            await self._last
+        if await cursor.fetchone() is not None:
+            await send_event_from_loop(
+                conn,
+                test_id=invocation.test_id,
+                event_type="run.completed",
+                invocation_id=invocation.pk,
+                run_id=invocation.run_id,
+                status=TestInvocation.Status.REPLAYED,
+                total_turns=total_turns,
+            )
 
 
 async def _replay(
     invocation_id: str, database: BaseDatabaseWrapper, pool_kwargs: dict[str, Any], pool_max: int
 ) -> Failure | None:
     """The replay of :func:`replay.replay_invocation`, on the loop; returns the failure for the
-    calling thread to record. Errors before the claim propagate (the task retries them)."""
+    calling thread to record. Errors before the claim propagate (the task retries them).
+
+    Its events take their seqs in the statements that write their data (the claim, each step)
+    and are handed to the sender at once, in order; their sends are under way before the task
+    ends, so a failure recorded afterwards by the calling thread is sent after them."""
     pool = await _pool(pool_kwargs, pool_max)
     async with pool.connection() as conn:
         cursor = await conn.execute(
@@ -242,8 +233,14 @@ async def _replay(
             return None
         claimed = replay.claimed_from_row(invocation_id, row)
         invocation = claimed.invocation
-    events = _Events(pool, invocation)
-    events.publish("run.started", total_turns=claimed.total_turns)
+    send_numbered_from_loop(
+        seq=int(claimed.started_seq or 0),
+        test_id=invocation.test_id,
+        event_type="run.started",
+        invocation_id=invocation.pk,
+        run_id=invocation.run_id,
+        total_turns=claimed.total_turns,
+    )
     messages = [m for m in (claimed.messages or []) if isinstance(m, dict)]
     turns = replay.plan_turns(messages)
     target: Target | None = None
@@ -260,29 +257,25 @@ async def _replay(
             replay.remember_answer(own_answers, turn, reply.content)
             now = timezone.now()
             step = replay.build_step(invocation=invocation, turn=turn, reply=reply, now=now)
+            finishes = turn is turns[-1]
+            parameters = replay.record_step_parameters(
+                step, now, database, test_id=invocation.test_id, finishes=finishes
+            )
             async with pool.connection() as conn:
-                cursor = await conn.execute(
-                    step_sql, replay.record_step_parameters(step, now, database)
-                )
-                if await cursor.fetchone() is None:
-                    logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
-                    return None
-            events.publish("run.step", turn=turn.turn, total_turns=len(turns), output=step.output)
-        async with pool.connection() as conn:
-            cursor = await conn.execute(
-                _finish_sql(),
-                {
-                    "replayed": TestInvocation.Status.REPLAYED.value,
-                    "now": timezone.now(),
-                    "invocation_id": invocation.pk,
-                    "running": TestInvocation.Status.RUNNING.value,
-                },
+                cursor = await conn.execute(step_sql, parameters)
+                row = await cursor.fetchone()
+            if row is None:
+                logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
+                return None
+            seq = int(row[0])
+            step_event, completed_event = replay.step_events(
+                invocation, turn, len(turns), step.output
             )
-            replayed = await cursor.fetchone() is not None
-        if replayed:
-            events.publish(
-                "run.completed", status=TestInvocation.Status.REPLAYED, total_turns=len(turns)
-            )
+            send_numbered_from_loop(seq=seq - 1 if finishes else seq, **step_event)
+            if finishes:
+                send_numbered_from_loop(seq=seq, **completed_event)
+        if not turns:
+            await _finish_without_turns(pool, invocation, len(turns))
         return None
     except TargetError as error:
         return Failure(invocation.pk, str(error))
@@ -296,9 +289,6 @@ async def _replay(
         heartbeat.cancel()
         if target is not None:
             target.close()
-        # Before the task is done (and before the calling thread records a failure, whose event
-        # must come after these): every event of the replay has its seq and is on its way.
-        await events.flush()
 
 
 def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
