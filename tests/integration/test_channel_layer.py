@@ -159,3 +159,42 @@ def test_a_full_channel_is_skipped_and_said_once_its_expired_messages_are_gone(
         received = run(scenario)
     assert [message["event"]["seq"] for message in received] == [1, 3]
     assert "1 of 1 channels over capacity in group test-1" in caplog.text
+
+
+def test_messages_sent_together_arrive_in_their_order_at_every_member(prefix: str) -> None:
+    ours, theirs = new_layers(prefix)
+    messages = [{"type": "test.event", "event": {"seq": seq}} for seq in (1, 2, 3)]
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        first = await theirs.new_channel()
+        plain = f"plain-{uuid.uuid4().hex}"
+        for channel in (first, plain):
+            await theirs.group_add("test-1", channel)
+        await ours.group_send_many("test-1", messages)
+        received = [
+            [await next_message(theirs, channel) for _ in messages] for channel in (first, plain)
+        ]
+        await close(ours, theirs)
+        return received
+
+    assert run(scenario) == [messages, messages]
+
+
+def test_messages_sent_together_to_a_group_nobody_listens_to_cost_one_call(prefix: str) -> None:
+    ours, _ = new_layers(prefix)
+    calls: list[tuple[Any, ...]] = []
+
+    async def scenario() -> None:
+        connection = ours.connection(0)
+        original = connection.execute_command
+
+        async def counting(*args: Any, **options: Any) -> Any:
+            calls.append(args)
+            return await original(*args, **options)
+
+        connection.execute_command = counting  # type: ignore[method-assign]
+        await ours.group_send_many("test-empty", [EVENT, EVENT, EVENT])
+        await close(ours)
+
+    run(scenario)
+    assert [call[0] for call in calls] == ["EVAL"]

@@ -12,6 +12,8 @@ Redis connection per event. The caller does not wait for the send: it hands the 
 and goes on (a replay thread would otherwise sit out the layer's round trips five times per
 replay). The loop sends the events of one test one after another, in the order they were handed
 over, so each thread's events arrive in its order; different tests' events go out concurrently.
+Events of a test handed over while one of its sends is under way go out together in the next
+send (with Redis, one round trip for a test nobody is watching, however many events).
 The asyncio replay engine runs on that same loop and schedules its sends there directly
 (:func:`send_numbered_from_loop`), in the same order per test.
 
@@ -28,7 +30,6 @@ import logging
 import os
 import threading
 import uuid
-from concurrent.futures import Future
 from typing import Any, Literal
 
 from channels.layers import get_channel_layer
@@ -54,9 +55,11 @@ SEND_TIMEOUT_S = 5.0
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid = 0
 _loop_lock = threading.Lock()
-# Touched only on the sender loop's thread: per group, a lock that orders its sends and how many
-# sends hold or await it (the entry goes when that count drops to zero).
-_group_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+# Touched only on the sender loop's thread: per group, the messages waiting for its sender (the
+# entry lives while that sender runs), and the senders under way (the loop keeps only weak
+# references to its tasks).
+_pending: dict[str, list[dict[str, Any]]] = {}
+_senders: set[asyncio.Task[None]] = set()
 
 
 def group_name(test_id: uuid.UUID | str) -> str:
@@ -120,29 +123,45 @@ def started_process_loop() -> asyncio.AbstractEventLoop | None:
     return _loop if _loop is not None and _loop_pid == os.getpid() else None
 
 
-async def _send_in_order(layer: Any, group: str, message: dict[str, Any]) -> None:
-    lock, users = _group_locks.get(group, (None, 0))
-    if lock is None:
-        lock = asyncio.Lock()
-    _group_locks[group] = (lock, users + 1)
-    try:
-        async with lock:  # asyncio.Lock wakes its waiters first come, first served
-            await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_S)
-    finally:
-        lock, users = _group_locks[group]
-        if users <= 1:
-            del _group_locks[group]
-        else:
-            _group_locks[group] = (lock, users - 1)
-
-
-def _log_failure(future: Future[None] | asyncio.Future[None]) -> None:
-    if future.cancelled():
+def _enqueue(layer: Any, group: str, message: dict[str, Any]) -> None:
+    """On the sender loop: queue the message behind the group's earlier ones, and start the
+    group's sender unless it runs already."""
+    waiting = _pending.get(group)
+    if waiting is not None:
+        waiting.append(message)
         return
-    error = future.exception()
-    if error is not None:
-        # Progress is a hint and the database is the truth: a lost event must not fail the work.
-        logger.error("Could not send a realtime event: %r", error)
+    _pending[group] = [message]
+    task = asyncio.get_running_loop().create_task(_send_pending(layer, group))
+    _senders.add(task)
+    task.add_done_callback(_senders.discard)
+
+
+async def _send_pending(layer: Any, group: str) -> None:
+    """A group's sender: everything queued for the group, in order; what was queued while a
+    send was under way goes out together in the next one (one Redis round trip for a group
+    nobody listens to, however many events: :meth:`RedisChannelLayer.group_send_many`)."""
+    waiting = _pending[group]
+    try:
+        while waiting:
+            batch = waiting[:]
+            del waiting[:]
+            try:
+                await asyncio.wait_for(_group_send_all(layer, group, batch), SEND_TIMEOUT_S)
+            except Exception as error:
+                # Progress is a hint and the database is the truth: a lost event must not fail
+                # the work, nor stop the group's later events.
+                logger.error("Could not send %s realtime event(s): %r", len(batch), error)
+    finally:
+        del _pending[group]
+
+
+async def _group_send_all(layer: Any, group: str, messages: list[dict[str, Any]]) -> None:
+    send_many = getattr(layer, "group_send_many", None)
+    if send_many is not None:
+        await send_many(group, messages)
+        return
+    for message in messages:
+        await layer.group_send(group, message)
 
 
 def _send(group: str, message: dict[str, Any]) -> None:
@@ -150,8 +169,7 @@ def _send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    future = asyncio.run_coroutine_threadsafe(_send_in_order(layer, group, message), process_loop())
-    future.add_done_callback(_log_failure)
+    process_loop().call_soon_threadsafe(_enqueue, layer, group, message)
 
 
 def event_message(
@@ -173,10 +191,6 @@ def event_message(
         **data,
     }
     return {"type": "test.event", "event": event}
-
-
-# Sends scheduled from the process loop itself; the loop keeps only weak references to tasks.
-_loop_sends: set[asyncio.Task[None]] = set()
 
 
 async def send_event_from_loop(
@@ -234,12 +248,7 @@ def send_numbered_from_loop(
         layer = get_channel_layer()
         if layer is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            _send_in_order(layer, group_name(test_id), message)
-        )
-        _loop_sends.add(task)
-        task.add_done_callback(_loop_sends.discard)
-        task.add_done_callback(_log_failure)
+        _enqueue(layer, group_name(test_id), message)
     except Exception:
         logger.exception("Could not publish %s for test %s", event_type, test_id)
 

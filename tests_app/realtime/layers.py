@@ -82,17 +82,29 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     nobody listens to (the usual case for an agent's replays), two per Redis host when someone
     does, instead of two and four. A replay sends five events, and every round trip is a system
     call on each side. Same keys, messages and expiry rules, so processes on either class share
-    one Redis (channels-redis 4.3 is pinned; its tests of this are ours)."""
+    one Redis (channels-redis 4.3 is pinned; its tests of this are ours).
+
+    :meth:`group_send_many` sends several messages to a group in order, reading its members
+    once: the events a process's sender has queued for a test meanwhile."""
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        await self.group_send_many(group, [message])
+
+    async def group_send_many(self, group: str, messages: list[dict[str, Any]]) -> None:
         self.require_valid_group_name(group)  # raises TypeError on a bad name
         connection = self.connection(self.consistent_hash(group))
         members = await connection.eval(
             _GROUP_MEMBERS, 1, self._group_key(group), int(time.time()) - self.group_expiry
         )
         channel_names = [member.decode("utf8") for member in members]
-        if not channel_names:
-            return
+        # One message after the other: each is added to the channels' sorted sets at its own
+        # time, which is the order a consumer receives them in.
+        for message in messages if channel_names else []:
+            await self._send_to_members(group, channel_names, message)
+
+    async def _send_to_members(
+        self, group: str, channel_names: list[str], message: dict[str, Any]
+    ) -> None:
         keys_by_connection, message_by_key, capacity_by_key = self._map_channel_keys_to_connection(
             channel_names, message
         )
