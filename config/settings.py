@@ -268,6 +268,9 @@ if REPLAY_ENGINE not in {"asyncio", "threads"}:
     )
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport with one client per pool, not one per publish and ack (its module).
+    CELERY_BROKER_TRANSPORT = "tests_app.broker:Transport"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

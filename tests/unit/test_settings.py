@@ -134,3 +134,20 @@ def test_django_connections_prepare_only_when_asked_and_only_when_allowed(
     result = run_django(production_env(**env), "shell", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "expected"),
+    [
+        ("redis://127.0.0.1:6379/15", "tests_app.broker:Transport"),
+        # kombu ties its TLS defaults to the rediss scheme: that URL keeps kombu's transport.
+        ("rediss://127.0.0.1:6380/15", "None"),
+    ],
+)
+def test_a_plain_redis_broker_uses_our_transport_and_tls_keeps_kombus(
+    redis_url: str, expected: str
+) -> None:
+    script = "from config.celery import app; print(app.conf.broker_transport)"
+    result = run_django(production_env(REDIS_URL=redis_url), "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected
