@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,17 +87,31 @@ class _UtcTimestamptzLoader(Loader):
         return value.replace(tzinfo=self.timezone)
 
 
-def use_c_timestamps(*, sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    """On a new PostgreSQL connection of Django's in UTC (``USE_TZ``), load timestamptz with
-    :class:`_UtcTimestamptzLoader` (connected to ``connection_created`` in apps.py)."""
-    if connection.vendor != "postgresql" or connection.timezone != datetime.UTC:
-        return
+@functools.cache
+def _utc_timestamptz_loader() -> type[_UtcTimestamptzLoader] | None:
+    """:class:`_UtcTimestamptzLoader` on this process's C loader, made once."""
     c_loader = _c_timestamptz_loader()
     if c_loader is None:
-        return
-    loader = type(
+        return None
+    return type(
         "UtcTimestamptzLoader",
         (_UtcTimestamptzLoader,),
         {"c_loader": c_loader, "__module__": __name__},
     )
-    connection.connection.adapters.register_loader("timestamptz", loader)
+
+
+def use_c_timestamps(*, sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """On a PostgreSQL connection of Django's in UTC (``USE_TZ``), load timestamptz with
+    :class:`_UtcTimestamptzLoader` (connected to ``connection_created`` in apps.py).
+
+    With the pool that signal comes at every checkout, i.e. every request, for connections
+    that mostly have the loader already: then this is one dictionary lookup."""
+    if connection.vendor != "postgresql" or connection.timezone != datetime.UTC:
+        return
+    loader = _utc_timestamptz_loader()
+    if loader is None:
+        return
+    adapters = connection.connection.adapters
+    if adapters.get_loader(adapters.types["timestamptz"].oid, psycopg.pq.Format.TEXT) is loader:
+        return
+    adapters.register_loader("timestamptz", loader)

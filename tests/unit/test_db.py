@@ -72,3 +72,46 @@ def test_models_read_the_same_instants() -> None:
     Department.objects.filter(pk=department.pk).update(created_at=created)
 
     assert Department.objects.values_list("created_at", flat=True).get(pk=department.pk) == created
+
+
+def test_each_checkout_registers_the_loader_only_where_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the pool, Django's connection_created comes at every request's checkout."""
+    import psycopg
+    from psycopg.adapt import AdaptersMap
+
+    registered: list[Any] = []
+    original = AdaptersMap.register_loader
+
+    def counting(self: AdaptersMap, *args: Any) -> None:
+        registered.append(args[1])
+        original(self, *args)
+
+    monkeypatch.setattr(AdaptersMap, "register_loader", counting)
+    connection.ensure_connection()
+    db.use_c_timestamps(sender=None, connection=connection)  # a checkout of a pooled connection
+    assert registered == []
+
+    params = dict(connection.get_connection_params())
+    params.pop("cursor_factory", None)
+    fresh = psycopg.connect(**params)
+
+    class Wrapper:  # a new connection of Django's, as connection_created hands it over
+        vendor = "postgresql"
+        timezone = UTC
+
+    wrapper = Wrapper()
+    wrapper.connection = fresh  # type: ignore[attr-defined]
+    try:
+        db.use_c_timestamps(sender=None, connection=wrapper)  # type: ignore[arg-type]
+        db.use_c_timestamps(sender=None, connection=wrapper)  # type: ignore[arg-type]
+        with fresh.cursor() as cursor:
+            assert load(cursor) == load(connection.cursor())
+    finally:
+        fresh.close()
+    # Registered once, and the very class the other connections use.
+    assert len(registered) == 1
+    assert registered[0] is connection.connection.adapters.get_loader(
+        connection.connection.adapters.types["timestamptz"].oid, 0
+    )
