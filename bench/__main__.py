@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.calibrate import python_speed_ms
 from bench.stats import Row, render_table, results_path, write_results
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/replaybench_bench"
@@ -173,6 +174,8 @@ def main() -> None:
             rng=random.Random(arguments.seed),
             notes=notes,
         )
+        speed_before = python_speed_ms()
+        print(f"machine speed: {speed_before:.0f} ms (bench/calibrate.py; lower is faster)")
         for key, order, title in SCENARIOS:
             if selected and key not in selected:
                 continue
@@ -188,6 +191,11 @@ def main() -> None:
                     f"    {row.scenario}: {row.figure} {row.unit} (floor {row.floor})", flush=True
                 )
             save(complete=False)
+        notes.append(
+            f"machine speed: the calibration workload took {speed_before:.0f} ms before the"
+            f" scenarios and {python_speed_ms():.0f} ms after (bench/calibrate.py; lower is"
+            " faster)"
+        )
     table_rows = save(complete=True)
     print()
     print(render_table(table_rows))
