@@ -174,8 +174,12 @@ def main() -> None:
             rng=random.Random(arguments.seed),
             notes=notes,
         )
-        speed_before = python_speed_ms()
-        print(f"machine speed: {speed_before:.0f} ms (bench/calibrate.py; lower is faster)")
+        speed = python_speed_ms()
+        notes.append(
+            f"machine speed: the calibration workload took {speed:.0f} ms with the runtime idle"
+            " (bench/calibrate.py; lower is faster)"
+        )
+        print(notes[-1], flush=True)
         for key, order, title in SCENARIOS:
             if selected and key not in selected:
                 continue
@@ -191,11 +195,6 @@ def main() -> None:
                     f"    {row.scenario}: {row.figure} {row.unit} (floor {row.floor})", flush=True
                 )
             save(complete=False)
-        notes.append(
-            f"machine speed: the calibration workload took {speed_before:.0f} ms before the"
-            f" scenarios and {python_speed_ms():.0f} ms after (bench/calibrate.py; lower is"
-            " faster)"
-        )
     table_rows = save(complete=True)
     print()
     print(render_table(table_rows))

@@ -2,10 +2,10 @@
 
 The bench's machine is shared, and its speed moves by up to 2x within an hour: every figure and
 every floor moves with it. Ratios share their minute with their floors; the absolute targets
-(claims/s, milliseconds) do not, so the run prints this figure beside the table, measured when
-the runtime is idle before the scenarios and again after them. Lower is faster. The same
-workload always does the same work, so two runs' figures compare the machines' moments, not
-the code.
+(claims/s, milliseconds) do not, so the run notes this figure beside the table, measured with
+the runtime started and idle, before the scenarios (after them PostgreSQL's autovacuum and the
+like still run). Lower is faster. The workload always does the same work, so two runs' figures
+compare the machine's moments, not the code.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _workload() -> int:
     return total + sum(list(table.values())[:10])
 
 
-def python_speed_ms(*, rounds: int = 5) -> float:
+def python_speed_ms(*, rounds: int = 7) -> float:
     """The fastest of ``rounds`` timings of the workload, in milliseconds (the fastest is the
     one least disturbed by other processes)."""
     best = float("inf")
