@@ -6,8 +6,8 @@
   user message (so an auto-regressive replay has something of its own to carry forward);
 * ``GET /stats``: ``{"calls", "max_in_flight"}``; ``POST /stats/reset`` zeroes them.
 
-asyncio with keep-alive and no per-call thread, so hundreds of concurrent calls each take the
-delay and nothing more: the server is never the bottleneck that the bench measures.
+asyncio with keep-alive and no per-call thread or task, so hundreds of concurrent calls each take
+the delay and nothing more: the server is never the bottleneck that the bench measures.
 """
 
 from __future__ import annotations
@@ -52,16 +52,15 @@ class Server:
             },
         }
 
-    async def respond(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        if method == "POST" and path.rstrip("/").endswith("/chat/completions"):
-            self.calls += 1
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
-                await asyncio.sleep(self.delay_s)
-                return 200, self.completion(json.loads(body or b"{}"))
-            finally:
-                self.in_flight -= 1
+    def started(self) -> None:
+        self.calls += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+
+    def respond(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         if path == "/stats" and method == "GET":
             return 200, {"calls": self.calls, "max_in_flight": self.max_in_flight}
         if path == "/stats/reset" and method == "POST":
@@ -70,42 +69,92 @@ class Server:
             return 200, {"calls": 0}
         return 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    @staticmethod
+    def response(status: int, payload: dict[str, Any], *, close: bool) -> bytes:
+        data = json.dumps(payload).encode()
+        reason = {200: "OK", 400: "Bad Request"}.get(status, "Not Found")
+        connection = "close" if close else "keep-alive"
+        return (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: {connection}\r\n\r\n".encode()
+            + data
+        )
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection: requests parsed from the bytes as they arrive, each answered
+    after the delay by a timer, and written in the order they came (as HTTP/1.1 wants).
+
+    A protocol rather than asyncio's streams: no task and no await per header line, so the
+    server's CPU per call stays a small part of what the bench measures (it shares the cores
+    with the system under test): 0.13-0.14 ms of CPU a call with streams, 0.10 ms here (3,000
+    calls from 32 connections on an idle machine)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        # Per request in arrival order: [answer bytes or None while waiting, close after it].
+        self.pending: list[list[Any]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            request_line, *header_lines = self.buffer[:end].decode("latin1").split("\r\n")
+            headers = {}
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0") or 0)
+            if len(self.buffer) < end + 4 + length:
+                return  # the body is still on its way
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            method, path, _ = request_line.split(" ", 2)
+            slot = [None, headers.get("connection", "").lower() == "close"]
+            self.pending.append(slot)
+            self.answer(slot, method, path.split("?", 1)[0], body)
+
+    def answer(self, slot: list[Any], method: str, path: str, body: bytes) -> None:
+        if method == "POST" and path.rstrip("/").endswith("/chat/completions"):
+            self.server.started()
+            asyncio.get_running_loop().call_later(self.server.delay_s, self.complete, slot, body)
+            return
+        slot[0] = self.server.response(*self.server.respond(method, path), close=slot[1])
+        self.flush()
+
+    def complete(self, slot: list[Any], body: bytes) -> None:
+        self.server.finished()
         try:
-            while True:
-                request_line = await reader.readline()
-                if not request_line:
-                    break
-                method, path, _ = request_line.decode("latin1").split(" ", 2)
-                headers: dict[str, str] = {}
-                while True:
-                    line = await reader.readline()
-                    if line in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = line.decode("latin1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                length = int(headers.get("content-length", "0") or 0)
-                body = await reader.readexactly(length) if length else b""
-                status, payload = await self.respond(method, path.split("?", 1)[0], body)
-                data = json.dumps(payload).encode()
-                reason = "OK" if status == 200 else "Not Found"
-                writer.write(
-                    f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-                if headers.get("connection", "").lower() == "close":
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            writer.close()
+            payload = self.server.completion(json.loads(body or b"{}"))
+            slot[0] = self.server.response(200, payload, close=slot[1])
+        except ValueError as error:
+            error_body = {"error": {"message": str(error), "type": "invalid_request_error"}}
+            slot[0] = self.server.response(400, error_body, close=slot[1])
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the answers that are ready, in request order."""
+        while self.pending and self.pending[0][0] is not None:
+            data, close = self.pending.pop(0)
+            if self.transport is None:
+                continue
+            self.transport.write(data)
+            if close:
+                self.transport.close()
 
 
 async def serve(host: str, port: int, delay_s: float) -> None:
     server = Server(delay_s)
-    listener = await asyncio.start_server(server.handle, host, port, backlog=1024)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: Connection(server), host, port, backlog=1024)
     bound_port = listener.sockets[0].getsockname()[1]
     print(f"listening {bound_port}", flush=True)
     async with listener:
