@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.calibrate import python_speed_ms
+from bench.calibrate import python_speed_ms, round_trip_us
 from bench.stats import Row, render_table, results_path, write_results
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/replaybench_bench"
@@ -174,10 +174,10 @@ def main() -> None:
             rng=random.Random(arguments.seed),
             notes=notes,
         )
-        speed = python_speed_ms()
         notes.append(
-            f"machine speed: the calibration workload took {speed:.0f} ms with the runtime idle"
-            " (bench/calibrate.py; lower is faster)"
+            f"machine speed, with the runtime idle (bench/calibrate.py; lower is faster): the"
+            f" Python workload {python_speed_ms():.0f} ms, a round trip between two processes"
+            f" {round_trip_us():.0f} us"
         )
         print(notes[-1], flush=True)
         for key, order, title in SCENARIOS:
