@@ -61,7 +61,9 @@ def test_messages_go_out_and_come_back_in_order_and_the_ack_clears_them(queue_na
     assert received == [{"number": 0}, {"number": 1}, {"number": 2}]
 
 
-def test_many_publishes_make_one_client(queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def clients_made(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every redis client kombu's channel (ours included) makes, as its ``asynchronous`` flag."""
     made: list[bool] = []
     original = kombu_redis.Channel._create_client
 
@@ -70,11 +72,15 @@ def test_many_publishes_make_one_client(queue_name: str, monkeypatch: pytest.Mon
         return original(self, asynchronous)
 
     monkeypatch.setattr(kombu_redis.Channel, "_create_client", counting)
+    return made
+
+
+def test_many_publishes_make_one_client(queue_name: str, clients_made: list[bool]) -> None:
     with connect() as connection, connection.Producer() as producer:
         for number in range(20):
             producer.publish({"number": number}, routing_key=queue_name)
         clients = {id(connection.default_channel._create_client()) for _ in range(5)}
-    assert made.count(False) == 1
+    assert clients_made.count(False) == 1
     assert len(clients) == 1
     client = redis.Redis.from_url(redis_url())
     assert client.llen(queue_name) == 20
@@ -82,18 +88,10 @@ def test_many_publishes_make_one_client(queue_name: str, monkeypatch: pytest.Mon
 
 
 def test_kombus_own_channel_makes_a_client_per_publish(
-    queue_name: str, monkeypatch: pytest.MonkeyPatch
+    queue_name: str, clients_made: list[bool]
 ) -> None:
     """What the transport is for: the same publishes on kombu's channel, counted alike."""
-    made: list[bool] = []
-    original = kombu_redis.Channel._create_client
-
-    def counting(self: Any, asynchronous: bool = False) -> Any:
-        made.append(asynchronous)
-        return original(self, asynchronous)
-
-    monkeypatch.setattr(kombu_redis.Channel, "_create_client", counting)
     with Connection(redis_url()) as connection, connection.Producer() as producer:
         for number in range(20):
             producer.publish({"number": number}, routing_key=queue_name)
-    assert made.count(False) >= 20
+    assert clients_made.count(False) >= 20

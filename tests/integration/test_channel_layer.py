@@ -66,6 +66,20 @@ async def next_message(
     return dict(await layer.receive(channel))
 
 
+def count_commands(layer: RedisChannelLayer) -> list[tuple[Any, ...]]:
+    """The commands ``layer`` sends on its first connection from now on, recorded as sent."""
+    calls: list[tuple[Any, ...]] = []
+    connection = layer.connection(0)
+    original = connection.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        calls.append(args)
+        return await original(*args, **options)
+
+    connection.execute_command = counting  # type: ignore[method-assign]
+    return calls
+
+
 def test_every_member_gets_the_message_and_no_one_else(prefix: str) -> None:
     ours, theirs = new_layers(prefix)
 
@@ -90,23 +104,16 @@ def test_every_member_gets_the_message_and_no_one_else(prefix: str) -> None:
 
 def test_a_group_nobody_listens_to_costs_one_call_and_stores_nothing(prefix: str) -> None:
     ours, _ = new_layers(prefix)
-    calls: list[tuple[Any, ...]] = []
 
-    async def scenario() -> list[bytes]:
-        connection = ours.connection(0)
-        original = connection.execute_command
-
-        async def counting(*args: Any, **options: Any) -> Any:
-            calls.append(args)
-            return await original(*args, **options)
-
-        connection.execute_command = counting  # type: ignore[method-assign]
+    async def scenario() -> tuple[list[bytes], list[tuple[Any, ...]]]:
+        calls = count_commands(ours)
         await ours.group_send("test-empty", EVENT)
         keys = list(await redis.asyncio.Redis.from_url(redis_url()).keys(f"{prefix}*"))
         await close(ours)
-        return keys
+        return keys, calls
 
-    assert run(scenario) == []
+    keys, calls = run(scenario)
+    assert keys == []
     assert [call[0] for call in calls] == ["EVAL"]
 
 
@@ -182,19 +189,11 @@ def test_messages_sent_together_arrive_in_their_order_at_every_member(prefix: st
 
 def test_messages_sent_together_to_a_group_nobody_listens_to_cost_one_call(prefix: str) -> None:
     ours, _ = new_layers(prefix)
-    calls: list[tuple[Any, ...]] = []
 
-    async def scenario() -> None:
-        connection = ours.connection(0)
-        original = connection.execute_command
-
-        async def counting(*args: Any, **options: Any) -> Any:
-            calls.append(args)
-            return await original(*args, **options)
-
-        connection.execute_command = counting  # type: ignore[method-assign]
+    async def scenario() -> list[tuple[Any, ...]]:
+        calls = count_commands(ours)
         await ours.group_send_many("test-empty", [EVENT, EVENT, EVENT])
         await close(ours)
+        return calls
 
-    run(scenario)
-    assert [call[0] for call in calls] == ["EVAL"]
+    assert [call[0] for call in run(scenario)] == ["EVAL"]
