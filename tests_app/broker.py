@@ -3,7 +3,8 @@
 kombu's Redis channel makes a new ``redis.Redis`` for every publish (``run``'s enqueue) and for
 every delivery and acknowledgement of a task under ``acks_late`` (two per replay in the worker).
 A client is cheap to use but not to make: its constructor copies some 170 response callbacks,
-about 0.2 ms of CPU here, a third of what a whole publish costs. The commands and their keys are
+which cost a quarter of a publish's CPU here (520 us a publish with them, 396 without) and a
+third of a get + ack's. The commands and their keys are
 kombu's own; only the client object is kept and shared. A redis-py client is safe to share
 between threads: it takes a connection from its pool for each command, and every pipeline is a
 new object.
