@@ -17,6 +17,8 @@ import asyncio
 import json
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -81,6 +83,14 @@ class Server:
         )
 
 
+@dataclass
+class Answer:
+    """The answer to one request: its bytes once ready, and whether the connection closes after."""
+
+    close: bool
+    data: bytes | None = None
+
+
 class Connection(asyncio.Protocol):
     """One keep-alive connection: requests parsed from the bytes as they arrive, each answered
     after the delay by a timer, and written in the order they came (as HTTP/1.1 wants).
@@ -94,8 +104,7 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
-        # Per request in arrival order: [answer bytes or None while waiting, close after it].
-        self.pending: list[list[Any]] = []
+        self.pending: deque[Answer] = deque()  # one per request, in arrival order
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -106,48 +115,53 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            request_line, *header_lines = self.buffer[:end].decode("latin1").split("\r\n")
-            headers = {}
-            for line in header_lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0") or 0)
-            if len(self.buffer) < end + 4 + length:
-                return  # the body is still on its way
-            body = self.buffer[end + 4 : end + 4 + length]
-            self.buffer = self.buffer[end + 4 + length :]
-            method, path, _ = request_line.split(" ", 2)
-            slot = [None, headers.get("connection", "").lower() == "close"]
-            self.pending.append(slot)
-            self.answer(slot, method, path.split("?", 1)[0], body)
+        try:
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                request_line, *header_lines = self.buffer[:end].decode("latin1").split("\r\n")
+                headers = {}
+                for line in header_lines:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0") or 0)
+                if len(self.buffer) < end + 4 + length:
+                    return  # the body is still on its way
+                body = self.buffer[end + 4 : end + 4 + length]
+                self.buffer = self.buffer[end + 4 + length :]
+                method, path, _ = request_line.split(" ", 2)
+                answer = Answer(close=headers.get("connection", "").lower() == "close")
+                self.pending.append(answer)
+                self.answer(answer, method, path.split("?", 1)[0], body)
+        except ValueError:
+            # Not HTTP (a malformed request line or length): drop the connection, as before.
+            if self.transport is not None:
+                self.transport.close()
 
-    def answer(self, slot: list[Any], method: str, path: str, body: bytes) -> None:
+    def answer(self, answer: Answer, method: str, path: str, body: bytes) -> None:
         if method == "POST" and path.rstrip("/").endswith("/chat/completions"):
             self.server.started()
-            asyncio.get_running_loop().call_later(self.server.delay_s, self.complete, slot, body)
+            asyncio.get_running_loop().call_later(self.server.delay_s, self.complete, answer, body)
             return
-        slot[0] = self.server.response(*self.server.respond(method, path), close=slot[1])
+        answer.data = self.server.response(*self.server.respond(method, path), close=answer.close)
         self.flush()
 
-    def complete(self, slot: list[Any], body: bytes) -> None:
+    def complete(self, answer: Answer, body: bytes) -> None:
         self.server.finished()
         try:
             payload = self.server.completion(json.loads(body or b"{}"))
-            slot[0] = self.server.response(200, payload, close=slot[1])
+            answer.data = self.server.response(200, payload, close=answer.close)
         except ValueError as error:
             error_body = {"error": {"message": str(error), "type": "invalid_request_error"}}
-            slot[0] = self.server.response(400, error_body, close=slot[1])
+            answer.data = self.server.response(400, error_body, close=answer.close)
         self.flush()
 
     def flush(self) -> None:
         """Write the answers that are ready, in request order."""
-        while self.pending and self.pending[0][0] is not None:
-            data, close = self.pending.pop(0)
+        while self.pending and self.pending[0].data is not None:
+            answer = self.pending.popleft()
             if self.transport is None:
                 continue
-            self.transport.write(data)
-            if close:
+            self.transport.write(answer.data)
+            if answer.close:
                 self.transport.close()
 
 
