@@ -12,26 +12,20 @@ change that matters deletes the entry at once, whichever process makes it: revok
 :mod:`tests_app.signals`). Only a bulk ``UPDATE`` written outside those paths waits out the TTL.
 Without a shared cache (the embedded runtime, where a management command runs in another
 process) the TTL is 0 and nothing is cached.
-
-The same round trip counts the call against the caller's rate limit (a pipeline: the entry's
-read and the window counter's increment), so an API call costs one Redis round trip, not two;
-the throttle (:mod:`tests_app.api.throttling`) then reads that count.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache import cache
 from django.utils import timezone
-from django_redis.cache import RedisCache
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from tests_app.actors import Actor, client_kind
-from tests_app.api.throttling import CallerRateThrottle, Counter, api_key_ident, remember_count
 from tests_app.models import ApiKey, Membership
 from tests_app.selectors.scope import remember_memberships
 
@@ -71,35 +65,12 @@ def forget_key_prefixes(prefixes: list[str]) -> None:
     cache.delete_many([_entry_key(prefix) for prefix in prefixes])
 
 
-def _read_and_count(keys: list[str], counter: Counter) -> tuple[dict[str, Any], int]:
-    """``cache.get_many(keys)`` and one more call on the counter, in one Redis round trip: the
-    counter is created for its window's lifetime if missing, then incremented (as django-redis
-    stores integers, so the throttle's own ``incr`` counts on the same key)."""
-    client = cast(RedisCache, caches[DEFAULT_CACHE_ALIAS]).client  # see _counts_with_the_read
-    names = [client.make_key(key) for key in keys]
-    counter_name = client.make_key(counter.key)
-    pipeline = client.get_client(write=True).pipeline(transaction=False)
-    pipeline.mget(names)
-    pipeline.set(counter_name, 0, ex=counter.lifetime, nx=True)
-    pipeline.incr(counter_name)
-    values, _, count = pipeline.execute()
-    found = {key: client.decode(value) for key, value in zip(keys, values, strict=True) if value}
-    return found, int(count)
-
-
-def _load(
-    prefix: str, counter: Counter | None = None
-) -> tuple[ApiKey, dict[Any, str], bool] | None:
+def _load(prefix: str) -> tuple[ApiKey, dict[Any, str], bool] | None:
     """The usable key of this prefix with its user, the user's memberships, and whether the
-    entry may be cached; from the cache when it holds them (one round trip, which also counts
-    the call on ``counter`` when given, see :func:`_counts_with_the_read`)."""
+    entry may be cached; from the cache when it holds them."""
     cacheable = settings.API_KEY_CACHE_SECONDS > 0
     if cacheable:
-        keys = [_entry_key(prefix), _changed_key(prefix)]
-        if counter is not None:
-            found, counter.count = _read_and_count(keys, counter)
-        else:
-            found = cache.get_many(keys)
+        found = cache.get_many([_entry_key(prefix), _changed_key(prefix)])
         cacheable = _changed_key(prefix) not in found
         if cacheable and _entry_key(prefix) in found:
             api_key, memberships = found[_entry_key(prefix)]
@@ -119,23 +90,12 @@ def _store(prefix: str, api_key: ApiKey, memberships: dict[Any, str]) -> None:
     cache.set(_entry_key(prefix), (api_key, memberships), timeout=settings.API_KEY_CACHE_SECONDS)
 
 
-def _counts_with_the_read() -> bool:
-    """Whether the key's cache read can carry the rate limit's count: the cache is
-    django-redis (Redis in production) and the entry is cached at all."""
-    # ``cache`` is a proxy: the backend itself is what caches[] answers.
-    return settings.API_KEY_CACHE_SECONDS > 0 and isinstance(
-        caches[DEFAULT_CACHE_ALIAS], RedisCache
-    )
-
-
-def user_for_key(key: str, counter: Counter | None = None) -> tuple[Any, ApiKey] | None:
-    """The active user and usable key for a raw key, or None. Shared by the API and websockets.
-    With a ``counter``, the call is counted on it (its ``count`` set) when the key's entry is
-    read from Redis."""
+def user_for_key(key: str) -> tuple[Any, ApiKey] | None:
+    """The active user and usable key for a raw key, or None. Shared by the API and websockets."""
     prefix, dot, _ = key.partition(".")
     if not dot or not prefix:
         return None
-    loaded = _load(prefix, counter)
+    loaded = _load(prefix)
     if loaded is None:
         return None
     api_key, memberships, cacheable = loaded
@@ -153,25 +113,12 @@ def user_for_key(key: str, counter: Counter | None = None) -> tuple[Any, ApiKey]
     return api_key.user, api_key
 
 
-def _counter_for(key: str) -> Counter | None:
-    """The rate limit's counter of this key's current window, to count the call in the same
-    round trip as the key's read; None when the limit is off or counts on its own."""
-    prefix, dot, _ = key.partition(".")
-    if not dot or not prefix or not _counts_with_the_read():
-        return None
-    throttle = CallerRateThrottle()
-    return throttle.window(throttle.key_of(api_key_ident(key)))
-
-
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
         key = key_from_request(request.META)
         if key is None:
             return None
-        counter = _counter_for(key)
-        found = user_for_key(key, counter)
-        if counter is not None:
-            remember_count(request, counter)
+        found = user_for_key(key)
         if found is None:
             raise exceptions.AuthenticationFailed("The API key is unknown, revoked or expired.")
         return found

@@ -6,19 +6,10 @@ timestamps read, pickled and written per call. A fixed window counted with one a
 (Redis in production; ``add`` only for the first call of a window) costs one round trip and
 allows at most twice the rate across a window boundary, which is what a guard against runaway
 clients needs.
-
-An API-key caller's call is counted by the authentication, in the same Redis round trip that reads
-the key's cached entry (:mod:`tests_app.api.authentication`): the throttle then reads that count
-instead of sending an ``incr`` of its own. That counter is named by the key's prefix and a digest
-of the whole key, because it is taken before the key is checked: calls with a wrong secret count
-on a budget of their own and cannot use up the key's. Sessions and the embedded runtime count
-here.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rest_framework.throttling import SimpleRateThrottle
@@ -27,37 +18,6 @@ from tests_app.models import ApiKey
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
-
-
-# Where the authentication leaves the counter it counted on.
-_COUNTED = "replaybench_counted_call"
-
-
-@dataclass
-class Counter:
-    """A caller's counter in the current window: its cache key, how long it lives, when the
-    window ends, and this call's count once taken."""
-
-    key: str
-    lifetime: int
-    window_end: float
-    count: int | None = None
-
-
-def counted_call(request: Request) -> Counter | None:
-    """The counter the authentication already counted this request on (see the module doc)."""
-    counter = getattr(request, _COUNTED, None)
-    return counter if isinstance(counter, Counter) and counter.count is not None else None
-
-
-def remember_count(request: Request, counter: Counter) -> None:
-    setattr(request, _COUNTED, counter)
-
-
-def api_key_ident(raw_key: str) -> str:
-    """The rate limit's name for a key sent by a caller, checked or not (see the module doc)."""
-    prefix = raw_key.partition(".")[0]
-    return f"key:{prefix}:{hashlib.sha256(raw_key.encode()).hexdigest()[:16]}"
 
 
 class CallerRateThrottle(SimpleRateThrottle):
@@ -76,31 +36,18 @@ class CallerRateThrottle(SimpleRateThrottle):
             ident = f"user:{request.user.pk}"
         else:
             ident = f"addr:{self.get_ident(request)}"
-        return self.key_of(ident)
-
-    def key_of(self, ident: str) -> str:
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
-    def window(self, key: str) -> Counter | None:
-        """The counter of ``key`` in the current window (not yet counted on); None when no rate
-        is set."""
-        if self.rate is None or self.num_requests is None or self.duration is None:
-            return None
-        window = int(self.timer() // self.duration)
-        return Counter(f"{key}:{window}", self.duration + 1, (window + 1) * self.duration)
-
     def allow_request(self, request: Request, view: Any) -> bool:
-        if self.num_requests is None:
+        if self.num_requests is None or self.duration is None:
             return True
-        counter = counted_call(request)
-        if counter is None:
-            key = self.get_cache_key(request, view)
-            counter = self.window(key) if key is not None else None
-            if counter is None:
-                return True
-            counter.count = self._count(counter.key, counter.lifetime)
-        if counter.count is not None and counter.count > self.num_requests:
-            self.wait_seconds = counter.window_end - self.timer()
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        window = int(self.timer() // self.duration)
+        count = self._count(f"{key}:{window}", self.duration + 1)
+        if count > self.num_requests:
+            self.wait_seconds = (window + 1) * self.duration - self.timer()
             return False
         return True
 
