@@ -147,41 +147,17 @@ TEMPLATES = [
 # --- database -------------------------------------------------------------------------------
 DATA_DIR = Path(_env("REPLAYBENCH_DATA_DIR") or BASE_DIR / "data")
 
-# The statements that run on every replay turn (the asyncio engine's claim, step, seq and finish)
-# and on every call of next and run are prepared once per connection: PostgreSQL then skips
-# parsing and planning them each time (its CPU for the bench's replays fell by about a third; a
-# next's claim plans in 0.2-0.3 ms). Django's other queries bind client-side and are never
-# prepared. Turn off behind a transaction-pooling PgBouncer older than 1.21, which cannot keep
-# prepared statements (REPLAY_PREPARED_STATEMENTS, the older name, is still read).
-DATABASE_PREPARED_STATEMENTS = _env_bool(
-    "DATABASE_PREPARED_STATEMENTS", default=_env_bool("REPLAY_PREPARED_STATEMENTS", default=True)
-)
-# psycopg prepares nothing on a connection whose threshold is None (Django's default); a
-# threshold no query string reaches keeps it from preparing Django's own queries, while
-# tests_app.db asks for its statements to be prepared at once.
-PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
-
 if DATABASE_URL:
     try:
         _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     except ValueError as error:
         raise ImproperlyConfigured(f"DATABASE_URL is malformed: {error}") from error
-    if _database["ENGINE"] == "django.db.backends.postgresql" and DATABASE_PREPARED_STATEMENTS:
-        _database.setdefault("OPTIONS", {})["prepare_threshold"] = PREPARE_ONLY_WHEN_ASKED
     # psycopg 3's pool: one per process, so web and worker processes scale out independently.
-    # The pool is opt-in outside production: the test suite creates and drops databases, which a
-    # pool would hold open.
-    if _database["ENGINE"] == "django.db.backends.postgresql" and _env_bool(
-        "DATABASE_POOL", default=PRODUCTION
-    ):
-        _database["CONN_MAX_AGE"] = 0
-        # With a pool, a health check is a round trip to PostgreSQL on every checkout, that is on
-        # every request and task (about half a millisecond of a search's ~5 of SQL). Off by
-        # default: a connection that broke while idle (PostgreSQL restarted) fails the one call
-        # that got it, is discarded by the pool, and a Celery task retries on OperationalError.
-        _database["CONN_HEALTH_CHECKS"] = _env_bool("DATABASE_HEALTH_CHECKS", default=False)
+    # Production only: the test suite creates and drops databases, which a pool would hold open.
+    if _database["ENGINE"] == "django.db.backends.postgresql" and PRODUCTION:
+        _database["CONN_HEALTH_CHECKS"] = False
         _database.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": _env_int("DATABASE_POOL_MIN", 1),
+            "min_size": 1,
             "max_size": _env_int("DATABASE_POOL_MAX", 20),
             "timeout": 10,
         }
@@ -213,17 +189,14 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": _env("CACHE_KEY_PREFIX", "replaybench"),
+            "KEY_PREFIX": "replaybench",
             "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
         }
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "tests_app.realtime.layers.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "prefix": _env("CHANNEL_PREFIX", "replaybench"),
-            },
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "replaybench"},
         }
     }
 else:
@@ -235,42 +208,27 @@ else:
 
 # API key authentication keeps a key's row, user and memberships in the cache this long (seconds);
 # only with a shared cache, so that a revoke in any process reaches every web process at once.
-API_KEY_CACHE_SECONDS = _env_int("API_KEY_CACHE_SECONDS", 30 if REDIS_URL else 0)
+API_KEY_CACHE_SECONDS = 30 if REDIS_URL else 0
 
 # "celery" hands work to Celery workers on Redis; "thread" runs it in this process on a thread
-# after commit (the embedded default, where no broker exists).
-BACKGROUND_BACKEND = _env("BACKGROUND_BACKEND", "celery" if REDIS_URL else "thread")
-if BACKGROUND_BACKEND not in {"celery", "thread"}:
-    raise ImproperlyConfigured(
-        f"BACKGROUND_BACKEND must be 'celery' or 'thread', got {BACKGROUND_BACKEND!r}"
-    )
-if BACKGROUND_BACKEND == "celery" and not REDIS_URL:
-    raise ImproperlyConfigured("BACKGROUND_BACKEND=celery needs REDIS_URL")
-BACKGROUND_THREADS = _env_int("BACKGROUND_THREADS", 8)
+# after commit (the embedded default, where no broker exists); the test suite also uses "sync".
+BACKGROUND_BACKEND = "celery" if REDIS_URL else "thread"
+BACKGROUND_THREADS = 8
 
-# The slowest replay we allow: many turns against a slow model. Soft limit lets the task record
-# the failure; the hard limit kills it; the visibility timeout must exceed both, or Redis would
-# hand a still-running replay to a second worker.
-REPLAY_SOFT_TIME_LIMIT = _env_int("REPLAY_SOFT_TIME_LIMIT", 1800)
+# The slowest replay we allow: many turns against a slow model. The soft limit lets the task
+# record the failure; the hard limit kills it.
+REPLAY_SOFT_TIME_LIMIT = 1800
 REPLAY_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT + 60
-# A running invocation whose heartbeat is older than this is presumed dead (worker killed).
+# A running invocation whose heartbeat is older than this lost its worker, and a target slot
+# whose lease is this old is free again.
 REPLAY_HEARTBEAT_TIMEOUT = _env_int("REPLAY_HEARTBEAT_TIMEOUT", 120)
-REPLAY_MAX_ATTEMPTS = _env_int("REPLAY_MAX_ATTEMPTS", 3)
-# Concurrent model calls allowed per target (model + base_url) across all workers.
+REPLAY_MAX_ATTEMPTS = 3
+REAPER_INTERVAL_S = 30
+ANALYTICS_REFRESH_INTERVAL_S = 300
+# Concurrent model calls allowed per target (model + base_url) across all workers; 0: no cap.
 TARGET_MAX_CONCURRENCY = _env_int("TARGET_MAX_CONCURRENCY", 32)
-# How a Celery worker runs its replays on PostgreSQL with Redis: "asyncio" (every replay of the
-# process on one event loop, tests_app/services/replay_async.py) or "threads" (one pool thread
-# each). Eager runs and other databases always use threads.
-REPLAY_ENGINE = _env("REPLAY_ENGINE", "asyncio")
-if REPLAY_ENGINE not in {"asyncio", "threads"}:
-    raise ImproperlyConfigured(
-        f"REPLAY_ENGINE must be 'asyncio' or 'threads', got {REPLAY_ENGINE!r}"
-    )
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-if CELERY_BROKER_URL.startswith("redis://"):
-    # kombu's Redis transport with one client per pool, not one per publish and ack (its module).
-    CELERY_BROKER_TRANSPORT = "tests_app.broker:Transport"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -280,17 +238,18 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = REPLAY_TIME_LIMIT
+# Longer than the slowest task, or Redis would hand a still-running one to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": REPLAY_TIME_LIMIT + 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-invocations": {
         "task": "tests_app.tasks.reap_stale_invocations",
-        "schedule": float(_env_int("REAPER_INTERVAL_S", 30)),
+        "schedule": float(REAPER_INTERVAL_S),
     },
     "refresh-analytics": {
         "task": "tests_app.tasks.refresh_analytics",
-        "schedule": float(_env_int("ANALYTICS_REFRESH_INTERVAL_S", 300)),
+        "schedule": float(ANALYTICS_REFRESH_INTERVAL_S),
     },
 }
 
@@ -299,10 +258,10 @@ CELERY_BEAT_SCHEDULE = {
 JUDGE_MODEL = _env("JUDGE_MODEL")
 JUDGE_BASE_URL = _env("JUDGE_BASE_URL")
 JUDGE_API_KEY_ENV = _env("JUDGE_API_KEY_ENV", "JUDGE_API_KEY")
-JUDGE_TEMPERATURE = float(_env("JUDGE_TEMPERATURE", "0") or 0)
-JUDGE_SEED = _env_int("JUDGE_SEED", 7)
-JUDGE_TIMEOUT_S = _env_int("JUDGE_TIMEOUT_S", 60)
-JUDGE_MAX_ATTEMPTS = _env_int("JUDGE_MAX_ATTEMPTS", 3)
+JUDGE_TEMPERATURE = 0.0
+JUDGE_SEED = 7
+JUDGE_TIMEOUT_S = 60
+JUDGE_MAX_ATTEMPTS = 3
 
 # --- auth, REST, OpenAPI ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -359,7 +318,7 @@ STATICFILES_DIRS = (
     if (BASE_DIR / "tests_app" / "static_src").exists()
     else []
 )
-MEDIA_ROOT = Path(_env("MEDIA_ROOT") or DATA_DIR / "media")
+MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -376,7 +335,7 @@ if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_SECONDS = 31536000
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
@@ -389,10 +348,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        # One INFO line per model call ("HTTP Request: POST ...") from the SDK's HTTP client; the
-        # SDK's own logger still says when it retries.
+        # One INFO line per model call ("HTTP Request: POST ...") from the model client.
         "httpx": {"level": "WARNING"},
-        "httpx2": {"level": "WARNING"},
     },
 }
 

@@ -17,10 +17,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = StaticFilesHandler(get_wsgi_application())
 
 # What start-up loaded (Django, the app, the URL conf) lives as long as the process: freeze it, so
-# that the collector never walks it again, and let the young generation grow to 10,000 objects
-# before a collection instead of 700 (one search request allocates several thousand). Measured
-# in-process over 400 searches at a million tests: Django's median time over the SQL about 0.4 ms
-# lower, and fewer slow outliers from full collections.
+# that the collector never walks it again, and let the young generation grow past what one large
+# answer allocates before a collection.
 gc.collect()
 gc.freeze()
 gc.set_threshold(10_000, *gc.get_threshold()[1:])

@@ -45,16 +45,9 @@ def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
 
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every realtime event sent (after commit), in order: recorded, not sent. Events numbered
-    with their data (a replay's on PostgreSQL) are recorded like the others, without their seq."""
+    """Every realtime event sent (after commit), in order: recorded, not sent."""
     sent: list[dict[str, Any]] = []
-
-    def numbered(*, seq: int, **event: Any) -> None:
-        assert seq > 0
-        sent.append(event)
-
     monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
-    monkeypatch.setattr("tests_app.realtime.events.send_numbered_event", numbered)
     return sent
 
 

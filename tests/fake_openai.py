@@ -30,6 +30,8 @@ class Reply:
     hang: bool = False
     # Extra headers of an error answer (Retry-After, x-should-retry).
     headers: tuple[tuple[str, str], ...] = ()
+    # A 200 answer's body as it is sent, instead of a chat completion.
+    raw_body: bytes | None = None
 
 
 def last_user_text(messages: Messages) -> str:
@@ -126,10 +128,10 @@ class FakeOpenAI:
             def _send_json(
                 self,
                 status: int,
-                payload: dict[str, Any],
+                payload: dict[str, Any] | bytes,
                 headers: tuple[tuple[str, str], ...] = (),
             ) -> None:
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     for name, value in headers:
@@ -174,6 +176,9 @@ class FakeOpenAI:
                         },
                         reply.headers,
                     )
+                    return
+                if reply.raw_body is not None:
+                    self._send_json(200, reply.raw_body)
                     return
                 content = (
                     reply.content if reply.content is not None else fake.answer(body["messages"])

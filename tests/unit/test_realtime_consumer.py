@@ -18,7 +18,6 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection, transaction
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 
 from config.asgi import application
 from tests import factories
@@ -501,24 +500,6 @@ def test_seq_from_many_threads_is_unique_and_increasing(research_test: Any) -> N
     assert all(seqs == sorted(seqs) for seqs in taken.values())
     research_test.refresh_from_db()
     assert research_test.event_seq == start + 160
-
-
-def test_the_seq_commits_fast_without_touching_the_session(research_test: Any) -> None:
-    # Only the seq bump skips the WAL flush wait (set_config(..., true) is SET LOCAL); a pooled
-    # connection keeps durable commits for whatever it runs next.
-    with CaptureQueriesContext(connection) as queries:
-        seq = next_seq(research_test.pk)
-    [statement] = [query["sql"] for query in queries.captured_queries]
-    assert "set_config('synchronous_commit', 'off', true)" in statement
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone() == ("on",)
-    research_test.refresh_from_db()
-    assert research_test.event_seq == seq
-    # Inside a caller's transaction it joins it instead (no SET LOCAL for the caller's work).
-    with transaction.atomic(), CaptureQueriesContext(connection) as inside:
-        assert next_seq(research_test.pk) == seq + 1
-    assert "set_config" not in inside.captured_queries[0]["sql"]
 
 
 def test_sends_from_many_threads_share_one_loop_and_keep_each_threads_order(

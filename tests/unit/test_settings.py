@@ -63,7 +63,7 @@ def test_production_with_one_missing_names_only_that_one() -> None:
         ("DATABASE_URL", "sqlite:///tmp.db", "DATABASE_URL must be a postgres:// URL"),
         ("SECRET_KEY", "short", "SECRET_KEY must be at least 50 characters"),
         ("DEBUG", "perhaps", "DEBUG must be a boolean"),
-        ("REPLAY_ENGINE", "gevent", "REPLAY_ENGINE must be 'asyncio' or 'threads'"),
+        ("TARGET_MAX_CONCURRENCY", "many", "TARGET_MAX_CONCURRENCY must be an integer"),
     ],
 )
 def test_malformed_production_setting_is_named(name: str, value: str, message: str) -> None:
@@ -93,61 +93,26 @@ def test_embedded_default_needs_no_environment() -> None:
     ]
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", "False"), ("true", "True")])
-def test_pooled_connections_are_health_checked_only_when_asked(value: str, expected: str) -> None:
+def test_production_pools_connections_and_the_pool_size_is_a_setting() -> None:
     script = (
         "from django.conf import settings as s; d = s.DATABASES['default']; "
-        "print(d['CONN_HEALTH_CHECKS'], 'pool' in d['OPTIONS'])"
+        "print(d['OPTIONS']['pool']['max_size'])"
     )
-    result = run_django(production_env(DATABASE_HEALTH_CHECKS=value), "shell", "-c", script)
+    result = run_django(production_env(DATABASE_POOL_MAX="7"), "shell", "-c", script)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].split() == [expected, "True"]
+    assert result.stdout.strip().splitlines()[-1] == "7"
 
 
 def test_the_model_clients_http_log_stays_out_of_the_info_log() -> None:
     # A line per model call would be most of a busy worker's log.
-    script = (
-        "import logging; "
-        "print(*(logging.getLogger(n).getEffectiveLevel() for n in ('httpx', 'httpx2', 'openai')))"
-    )
+    script = "import logging; print(logging.getLogger('httpx').getEffectiveLevel())"
     result = run_django(production_env(LOG_LEVEL="INFO"), "shell", "-c", script)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].split() == ["30", "30", "20"]
+    assert result.stdout.strip().splitlines()[-1] == "30"
 
 
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({}, "True 2147483647"),
-        ({"DATABASE_PREPARED_STATEMENTS": "false"}, "False None"),
-        # The setting's older name still turns it off (deployments behind an old PgBouncer).
-        ({"REPLAY_PREPARED_STATEMENTS": "false"}, "False None"),
-    ],
-)
-def test_django_connections_prepare_only_when_asked_and_only_when_allowed(
-    env: dict[str, str], expected: str
-) -> None:
-    script = (
-        "from django.conf import settings as s; d = s.DATABASES['default']; "
-        "print(s.DATABASE_PREPARED_STATEMENTS, d['OPTIONS'].get('prepare_threshold'))"
-    )
-    result = run_django(production_env(**env), "shell", "-c", script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == expected
-
-
-@pytest.mark.parametrize(
-    ("redis_url", "expected"),
-    [
-        ("redis://127.0.0.1:6379/15", "tests_app.broker:Transport"),
-        # kombu ties its TLS defaults to the rediss scheme: that URL keeps kombu's transport.
-        ("rediss://127.0.0.1:6380/15", "None"),
-    ],
-)
-def test_a_plain_redis_broker_uses_our_transport_and_tls_keeps_kombus(
-    redis_url: str, expected: str
-) -> None:
+def test_celery_uses_kombus_own_redis_transport() -> None:
     script = "from config.celery import app; print(app.conf.broker_transport)"
-    result = run_django(production_env(REDIS_URL=redis_url), "shell", "-c", script)
+    result = run_django(production_env(), "shell", "-c", script)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == expected
+    assert result.stdout.strip().splitlines()[-1] == "None"

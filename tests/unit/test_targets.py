@@ -1,14 +1,12 @@
-"""Targets: validation of Benchmark.target, the OpenAI-compatible clients against a real loopback
-server (retries, timeouts, the key from the environment: the SDK's client of the threaded path
-and the aiohttp one of the asyncio engine, which must behave alike), the reference target, the
-per-target concurrency cap."""
+"""Targets: validation of Benchmark.target, the OpenAI-compatible client against a real loopback
+server (retries, timeouts, the key from the environment), the reference target, the per-target
+concurrency cap."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,23 +30,8 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     yield from serve()
 
 
-@pytest.fixture(params=["sdk", "aiohttp"])
-def complete(request: pytest.FixtureRequest) -> Callable[[OpenAITarget], TargetReply]:
-    """One call of the target's client: the SDK's (threaded replays) or the asyncio engine's."""
-
-    def sync(target: OpenAITarget) -> TargetReply:
-        return target.complete(messages=MESSAGES, reference=None)
-
-    def on_a_loop(target: OpenAITarget) -> TargetReply:
-        async def call() -> TargetReply:
-            try:
-                return await target.acomplete(messages=MESSAGES, reference=None)
-            finally:
-                await openai_module.close_async_clients()
-
-        return asyncio.run(call())
-
-    return sync if request.param == "sdk" else on_a_loop
+def complete(target: OpenAITarget) -> TargetReply:
+    return target.complete(messages=MESSAGES, reference=None)
 
 
 def openai_target(server: FakeOpenAI, **overrides: Any) -> OpenAITarget:
@@ -95,7 +78,6 @@ def test_a_bad_target_is_a_validation_error_naming_the_field(
 def test_openai_target_sends_the_configured_request(
     fake_openai: FakeOpenAI,
     monkeypatch: pytest.MonkeyPatch,
-    complete: Callable[[OpenAITarget], TargetReply],
 ) -> None:
     monkeypatch.setenv("FAKE_TARGET_KEY", "key-from-env")
     monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
@@ -119,10 +101,9 @@ def test_openai_target_sends_the_configured_request(
     assert "openai-organization" not in fake_openai.headers[0]
 
 
-def test_the_account_variables_are_sent_as_the_sdk_sends_them(
+def test_the_account_variables_are_sent_as_openais_own_client_sends_them(
     fake_openai: FakeOpenAI,
     monkeypatch: pytest.MonkeyPatch,
-    complete: Callable[[OpenAITarget], TargetReply],
 ) -> None:
     monkeypatch.setenv("OPENAI_ORG_ID", "org-123")
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-456")
@@ -133,14 +114,14 @@ def test_the_account_variables_are_sent_as_the_sdk_sends_them(
 
 
 def test_a_local_server_needs_no_key(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     complete(openai_target(fake_openai))
     assert fake_openai.authorizations == [f"Bearer {PLACEHOLDER_API_KEY}"]
 
 
 def test_a_429_then_success_is_retried(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     fake_openai.script(Reply(status=429))
 
@@ -151,18 +132,18 @@ def test_a_429_then_success_is_retried(
 
 
 def test_a_500_forever_fails_after_the_retries(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     fake_openai.script(*[Reply(status=500)] * 5)
 
-    with pytest.raises(TargetError, match=r"HTTP 500 \(after 3 attempts at most\): scripted"):
+    with pytest.raises(TargetError, match=r"HTTP 500 \(3 attempts at most\): scripted"):
         complete(openai_target(fake_openai, max_retries=2))
 
     assert len(fake_openai.chat_requests()) == 3
 
 
 def test_a_400_is_not_retried(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     fake_openai.script(Reply(status=400))
 
@@ -174,7 +155,7 @@ def test_a_400_is_not_retried(
 
 @pytest.mark.timeout(30)
 def test_a_server_that_never_answers_times_out(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     fake_openai.script(Reply(hang=True), Reply(hang=True))
     target = openai_target(fake_openai, timeout_s=0.5, max_retries=1)
@@ -186,24 +167,23 @@ def test_a_server_that_never_answers_times_out(
     assert target.max_call_seconds == pytest.approx(0.5 * 2 + 120)
 
 
-def test_an_unreachable_server_is_a_target_error(
-    complete: Callable[[OpenAITarget], TargetReply],
-) -> None:
+def test_an_unreachable_server_is_a_target_error() -> None:
     target = target_for(
         {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0}
     )
     assert isinstance(target, OpenAITarget)
-    with pytest.raises(TargetError, match=r"Could not reach the target at http://127.0.0.1:9/v1"):
+    with pytest.raises(TargetError, match=r"Could not reach the server at http://127.0.0.1:9/v1"):
         complete(target)
 
 
 def test_the_proxy_variables_apply(
     fake_openai: FakeOpenAI,
     monkeypatch: pytest.MonkeyPatch,
-    complete: Callable[[OpenAITarget], TargetReply],
 ) -> None:
     # A host that does not resolve, reached through a proxy that does: the request arrives at
-    # the proxy (the fake server, which answers a proxied request line with a 404).
+    # the proxy (the fake server, which answers a proxied request line with a 404). The proxy
+    # variables are read when a process makes its client.
+    monkeypatch.setattr(openai_module, "_clients", {})
     proxy = fake_openai.base_url.removesuffix("/v1")
     monkeypatch.setenv("HTTP_PROXY", proxy)
     monkeypatch.setenv("http_proxy", proxy)
@@ -221,10 +201,10 @@ def test_the_proxy_variables_apply(
 def test_no_proxy_sends_its_hosts_directly(
     fake_openai: FakeOpenAI,
     monkeypatch: pytest.MonkeyPatch,
-    complete: Callable[[OpenAITarget], TargetReply],
 ) -> None:
     # A proxy that refuses every connection, and NO_PROXY naming the model's host: the call
     # goes straight to the model and is answered.
+    monkeypatch.setattr(openai_module, "_clients", {})
     for name in ("HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
@@ -239,7 +219,7 @@ def test_no_proxy_sends_its_hosts_directly(
 
 @pytest.mark.timeout(30)
 def test_a_retry_after_is_waited_for_and_a_long_one_is_not_retried(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     # 1.5 s is longer than any first backoff of the policy's own (0.5 s + at most 0.5 s jitter).
     fake_openai.script(Reply(status=429, headers=(("Retry-After", "1.5"),)))
@@ -254,7 +234,7 @@ def test_a_retry_after_is_waited_for_and_a_long_one_is_not_retried(
 
 
 def test_the_server_may_say_whether_to_retry(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     fake_openai.script(Reply(status=503, headers=(("x-should-retry", "false"),)))
     with pytest.raises(TargetError, match="HTTP 503"):
@@ -267,7 +247,7 @@ def test_the_server_may_say_whether_to_retry(
 
 
 def test_a_refused_key_names_the_variable(
-    fake_openai: FakeOpenAI, complete: Callable[[OpenAITarget], TargetReply]
+    fake_openai: FakeOpenAI,
 ) -> None:
     fake_openai.script(Reply(status=401))
     with pytest.raises(TargetError, match=r"refused the API key .* MODEL_KEY set for the worker"):
@@ -280,12 +260,15 @@ def test_a_refused_key_names_the_variable(
     [
         ("not json at all", "could not be used"),
         ('{"choices": []}', "no choices"),
+        ('["a list"]', "not a JSON object"),
     ],
 )
-def test_an_answer_that_is_not_a_completion_is_a_target_error(content: str, error: str) -> None:
-    target = OpenAITarget.from_config({"kind": "openai", "model": "m"})
+def test_an_answer_that_is_not_a_completion_is_a_target_error(
+    fake_openai: FakeOpenAI, content: str, error: str
+) -> None:
+    fake_openai.script(Reply(raw_body=content.encode()))
     with pytest.raises(TargetError, match=error):
-        target._reply_of_json(content.encode(), 0.0)
+        complete(openai_target(fake_openai, max_retries=0))
 
 
 @pytest.mark.parametrize(
@@ -300,7 +283,7 @@ def test_an_answer_that_is_not_a_completion_is_a_target_error(content: str, erro
     ],
 )
 def test_the_retry_policy_of_a_429(headers: dict[str, str], retry: bool, wait_s: Any) -> None:
-    assert openai_module._should_retry(429, headers) == (retry, wait_s)
+    assert openai_module.should_retry(429, headers) == (retry, wait_s)
 
 
 def test_a_retry_after_date_is_seconds_from_now() -> None:
@@ -327,7 +310,7 @@ def test_the_concurrency_cap_holds_across_threads(settings: Any, redis_backed: b
 
     def call() -> None:
         nonlocal inside, most_inside
-        with target_slot(key, limit=2, lease_s=30, wait_s=20):
+        with target_slot(key, limit=2, wait_s=20):
             with counter_lock:
                 inside += 1
                 most_inside = max(most_inside, inside)
@@ -350,43 +333,14 @@ def test_the_concurrency_cap_holds_across_threads(settings: Any, redis_backed: b
     assert inside == 0
 
 
-def test_an_async_slot_is_given_back_after_the_block_and_closing_waits_for_it(
-    settings: Any,
-) -> None:
-    if not settings.REDIS_URL:
-        pytest.skip("REDIS_URL is not set; the asyncio engine's slots are covered by make test")
-    import redis
-
-    from tests_app.targets import concurrency
-
-    key = f"test-async-cap-{threading.get_ident()}"
-    slots_key = f"replaybench:target-slots:{key}"
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(slots_key)
-
-    async def turns() -> list[int]:
-        held = []
-        # A cap of one: each turn gets the slot the turn before gave back (the release is not
-        # waited for, so the next acquire may find it still held and poll once).
-        for _ in range(3):
-            async with concurrency.async_target_slot(key, limit=1, lease_s=30, wait_s=5):
-                held.append(int(client.zcard(slots_key)))
-        await concurrency.close_async_redis()
-        return held
-
-    assert asyncio.run(turns()) == [1, 1, 1]
-    # Closing the loop's client let the last release reach Redis first.
-    assert client.zcard(slots_key) == 0
-
-
 def test_no_free_slot_in_time_is_a_target_error(settings: Any) -> None:
     settings.REDIS_URL = ""
-    with target_slot("busy", limit=1, lease_s=30, wait_s=5):
+    with target_slot("busy", limit=1, wait_s=5):
         failed: list[Exception] = []
 
         def second() -> None:
             try:
-                with target_slot("busy", limit=1, lease_s=30, wait_s=0.1):
+                with target_slot("busy", limit=1, wait_s=0.1):
                     pass
             except TargetError as error:
                 failed.append(error)
@@ -398,22 +352,18 @@ def test_no_free_slot_in_time_is_a_target_error(settings: Any) -> None:
     assert "No free slot" in str(failed[0])
 
 
-def test_targets_of_one_endpoint_share_one_client_across_threads(
+def test_targets_share_one_client_across_threads_and_read_the_key_at_each_call(
     fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Building a client costs an SSL context and a pool; a replay per invocation paid for both.
     monkeypatch.setenv("FAKE_TARGET_KEY", "first-key")
     targets = [openai_target(fake_openai, api_key_env="FAKE_TARGET_KEY") for _ in range(8)]
-    clients: list[Any] = []
     replies: list[str] = []
     lock = threading.Lock()
 
     def call(target: OpenAITarget) -> None:
-        reply = target.complete(messages=MESSAGES, reference=None)
+        reply = complete(target)
         with lock:
-            clients.append(target.client())
             replies.append(reply.content)
-        target.close()
 
     threads = [threading.Thread(target=call, args=(target,)) for target in targets]
     for thread in threads:
@@ -422,55 +372,19 @@ def test_targets_of_one_endpoint_share_one_client_across_threads(
         thread.join(timeout=20)
 
     assert replies == ["Echo: What is 2 + 2?"] * 8
-    assert len({id(client) for client in clients}) == 1
-    # close() leaves the shared client usable for the next replay.
-    assert targets[0].complete(messages=MESSAGES, reference=None).content.startswith("Echo")
-    # Another key (a rotated variable), timeout or server is another client.
+    timeout = targets[0].config.endpoint.timeout_s
+    assert openai_module._client(timeout) is openai_module._client(timeout)
+    # A rotated variable is read by the next call; nothing is kept of the old key.
     monkeypatch.setenv("FAKE_TARGET_KEY", "second-key")
-    assert targets[0].client() is not clients[0]
-    slower = openai_target(fake_openai, api_key_env="FAKE_TARGET_KEY", timeout_s=7)
-    assert slower.client() is not targets[0].client()
-    assert targets[1].client() is targets[0].client()
-    targets[0].complete(messages=MESSAGES, reference=None)
+    complete(targets[0])
     assert fake_openai.authorizations[-1] == "Bearer second-key"
-    assert fake_openai.authorizations.count("Bearer first-key") == 9
+    assert fake_openai.authorizations.count("Bearer first-key") == 8
+    assert fake_openai.user_agents[-1] == "replaybench"
 
 
-def test_a_worker_keeps_the_clients_of_its_most_recent_endpoints(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(openai_module, "_MAX_CLIENTS", 2)
-    monkeypatch.setattr(openai_module, "_clients", openai_module.OrderedDict())
-
-    def client(port: int) -> Any:
-        return openai_module.shared_client(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="k", timeout_s=1, max_retries=0
-        )
-
-    first, second = client(9), client(10)
-    assert client(9) is first  # used again: now the most recent
-    client(11)  # a third endpoint pushes out the least recently used, the second
-    assert client(9) is first
-    assert client(10) is not second
-
-
-def test_each_event_loop_keeps_its_own_session_until_it_closes_it(
-    fake_openai: FakeOpenAI,
-) -> None:
-    target = openai_target(fake_openai)
-
-    async def calls() -> tuple[Any, Any, bool]:
-        await target.acomplete(messages=MESSAGES, reference=None)
-        first = openai_module._session()
-        await openai_target(fake_openai, timeout_s=5).acomplete(messages=MESSAGES, reference=None)
-        again = openai_module._session()
-        await openai_module.close_async_clients()
-        return first, again, first.session.closed
-
-    first, again, closed = asyncio.run(calls())
-    second, _, _ = asyncio.run(calls())
-    # One session for every endpoint of a loop; another loop has its own.
-    assert first is again
-    assert closed is True
-    assert second is not first
-    assert fake_openai.user_agents == ["replaybench"] * 4
+def test_a_seed_is_sent_when_the_target_has_one(fake_openai: FakeOpenAI) -> None:
+    complete(openai_target(fake_openai, seed=42))
+    complete(openai_target(fake_openai))
+    first, second = fake_openai.chat_requests()
+    assert first["seed"] == 42
+    assert "seed" not in second

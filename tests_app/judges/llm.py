@@ -7,25 +7,23 @@ with the recorded references, and must answer with JSON only:
 
 A malformed answer (not JSON, a criterion missing, a score outside 0..1) is sent back with the
 reason and asked again, at most JUDGE_MAX_ATTEMPTS times in all. Transient HTTP errors are retried
-by the SDK. No ``response_format`` is sent: several local servers reject it, and the answer is
-validated anyway.
+by the model client the targets use. No ``response_format`` is sent: several local servers reject
+it, and the answer is validated anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import openai
 from django.conf import settings
 
 from tests_app.judges import JudgeError, Transcript, Verdict
+from tests_app.targets.openai import Endpoint, ModelCallError, chat_completion, first_message
 
-PLACEHOLDER_API_KEY = "no-key-needed"
 # A transcript can be long; the judge gets each text cut to this many characters.
 MAX_TEXT_PER_FIELD = 8_000
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
@@ -161,12 +159,12 @@ class LlmJudge:
             max_attempts=max(1, settings.JUDGE_MAX_ATTEMPTS),
         )
 
-    def _client(self) -> openai.OpenAI:
-        api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return openai.OpenAI(
-            api_key=api_key or PLACEHOLDER_API_KEY,
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
             base_url=self.base_url,
-            timeout=self.timeout_s,
+            api_key_env=self.api_key_env or None,
+            timeout_s=self.timeout_s,
             max_retries=2,
         )
 
@@ -180,55 +178,54 @@ class LlmJudge:
             json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()
         ).hexdigest()
         problems: list[str] = []
-        with self._client() as client:
-            for attempt in range(1, self.max_attempts + 1):
-                try:
-                    completion = client.chat.completions.create(
-                        model=self.model,
-                        messages=messages,  # type: ignore[arg-type]
-                        temperature=self.temperature,
-                        seed=self.seed,
-                    )
-                except openai.OpenAIError as error:
-                    raise JudgeError(f"The AI judge could not be reached: {error}") from error
-                choice = completion.choices[0] if completion.choices else None
-                content = (choice.message.content if choice else "") or ""
-                try:
-                    scored, feedback = parse_answer(content, criteria)
-                except MalformedAnswer as problem:
-                    problems.append(str(problem))
-                    messages = [
-                        *messages,
-                        {"role": "assistant", "content": content},
-                        {
-                            "role": "user",
-                            "content": f"Your answer is unusable: {problem}. Answer again with "
-                            "the JSON object only.",
-                        },
-                    ]
-                    continue
-                score = weighted_score(scored)
-                passed = score >= transcript.pass_threshold
-                return Verdict(
-                    source=self.source,
-                    score=score,
-                    passed=passed,
-                    feedback=feedback or f"Weighted score {score:.2f}.",
-                    criteria_scores=scored,
-                    provenance={
-                        "grader": "llm",
-                        "is_ai": True,
-                        "model": self.model,
-                        "response_model": completion.model,
-                        "temperature": self.temperature,
-                        "seed": self.seed,
-                        "prompt_sha256": prompt_hash,
-                        "attempts": attempt,
-                        "rejected_answers": problems,
-                        "pass_threshold": transcript.pass_threshold,
-                        "rubric": transcript.rubric_snapshot(),
+        for attempt in range(1, self.max_attempts + 1):
+            body = {
+                "model": self.model,
+                "messages": messages,
+                "temperature": self.temperature,
+                "seed": self.seed,
+            }
+            try:
+                payload = chat_completion(self.endpoint, body)
+                content, _ = first_message(payload)
+            except ModelCallError as error:
+                raise JudgeError(f"The AI judge could not be reached: {error}") from error
+            try:
+                scored, feedback = parse_answer(content, criteria)
+            except MalformedAnswer as problem:
+                problems.append(str(problem))
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": content},
+                    {
+                        "role": "user",
+                        "content": f"Your answer is unusable: {problem}. Answer again with "
+                        "the JSON object only.",
                     },
-                )
+                ]
+                continue
+            score = weighted_score(scored)
+            passed = score >= transcript.pass_threshold
+            return Verdict(
+                source=self.source,
+                score=score,
+                passed=passed,
+                feedback=feedback or f"Weighted score {score:.2f}.",
+                criteria_scores=scored,
+                provenance={
+                    "grader": "llm",
+                    "is_ai": True,
+                    "model": self.model,
+                    "response_model": payload.get("model"),
+                    "temperature": self.temperature,
+                    "seed": self.seed,
+                    "prompt_sha256": prompt_hash,
+                    "attempts": attempt,
+                    "rejected_answers": problems,
+                    "pass_threshold": transcript.pass_threshold,
+                    "rubric": transcript.rubric_snapshot(),
+                },
+            )
         raise JudgeError(
             f"The AI judge gave no usable answer in {self.max_attempts} attempts: "
             + "; ".join(problems)

@@ -32,7 +32,6 @@ from django.db.models import F, Field, Max, QuerySet
 from django.utils import timezone
 
 from tests_app.actors import Actor
-from tests_app.db import hot_cursor
 from tests_app.errors import InvalidTransition
 from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.selectors.scope import (
@@ -189,7 +188,7 @@ def _claim_statement(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
         "test_pending": Test.Status.PENDING.value,
         "test_running": Test.Status.RUNNING.value,
     }
-    with hot_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, parameters)
         row = cursor.fetchone()
     if row is None:

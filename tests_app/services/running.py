@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from functools import cache
-from typing import Any
-
-from django.db import connection
 
 from tests_app import tasks
 from tests_app.actors import Actor
 from tests_app.background import enqueue_on_commit
-from tests_app.db import hot_cursor
 from tests_app.errors import InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test, TestInvocation
 from tests_app.selectors.scope import (
     can_see_department,
     get_visible_test,
-    operable_department_ids,
     require_operator,
     visible_tests,
 )
@@ -53,48 +47,6 @@ def _require_run(invocation: TestInvocation, run_id: uuid.UUID) -> None:
         )
 
 
-@cache
-def _mark_sql(*, every_department: bool) -> str:
-    """Mark the invocation enqueued when everything the call needs holds, in one statement."""
-    invocation_table = connection.ops.quote_name(TestInvocation._meta.db_table)
-    test_table = connection.ops.quote_name(Test._meta.db_table)
-    departments = "" if every_department else " AND test.department_id = ANY(%(departments)s)"
-    return f"""
-        UPDATE {invocation_table} AS invocation SET task_id = %(task_id)s
-        FROM {test_table} AS test
-        WHERE invocation.id = %(invocation_id)s AND invocation.test_id = %(test_id)s
-            AND invocation.run_id = %(run_id)s AND invocation.status = %(created)s
-            AND invocation.task_id = '' AND test.id = invocation.test_id
-            AND NOT test.is_archived AND test.status <> %(stopped)s{departments}
-        RETURNING invocation.id
-    """  # noqa: S608
-
-
-def _mark_usual_call(
-    *, actor: Actor, test_id: uuid.UUID, invocation_id: uuid.UUID, run_id: uuid.UUID, task_id: str
-) -> bool:
-    """The usual call (ids that belong together, an operator, a created invocation of a live
-    test) as one UPDATE on PostgreSQL instead of a read and an update. False when anything does
-    not hold, and then nothing changed: the caller's checks find out what and say so."""
-    if connection.vendor != "postgresql":
-        return False
-    departments = operable_department_ids(actor.user)
-    if departments is not None and not departments:
-        return False
-    parameters: dict[str, Any] = {
-        "task_id": task_id,
-        "invocation_id": invocation_id,
-        "test_id": test_id,
-        "run_id": run_id,
-        "created": TestInvocation.Status.CREATED.value,
-        "stopped": Test.Status.STOPPED.value,
-        "departments": departments,
-    }
-    with hot_cursor() as cursor:
-        cursor.execute(_mark_sql(every_department=departments is None), parameters)
-        return cursor.fetchone() is not None
-
-
 def request_replay(
     *, actor: Actor, test_id: uuid.UUID, invocation_id: uuid.UUID, run_id: uuid.UUID
 ) -> TestInvocation:
@@ -104,15 +56,8 @@ def request_replay(
     second call for the same invocation is a 409, so a replay is never enqueued twice.
     """
     task_id = str(uuid.uuid4())
-    if _mark_usual_call(
-        actor=actor, test_id=test_id, invocation_id=invocation_id, run_id=run_id, task_id=task_id
-    ):
-        marked = TestInvocation(id=invocation_id, test_id=test_id, run_id=run_id, task_id=task_id)
-        enqueue_on_commit(tasks.replay_invocation, marked.pk)
-        return marked
-    # Otherwise (or on SQLite) the checks below find what does not hold and say so. When the ids
-    # belong together one query reads the invocation and its test; otherwise the slower path
-    # decides which id is wrong (404 test, 404 invocation, 400).
+    # When the ids belong together one query reads the invocation and its test; otherwise the
+    # slower path decides which id is wrong (404 test, 404 invocation, 400).
     invocation = TestInvocation.objects.select_related("test").filter(pk=invocation_id).first()
     if invocation is not None and invocation.test_id == test_id:
         test = invocation.test

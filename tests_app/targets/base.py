@@ -29,11 +29,6 @@ class Target(Protocol):
 
     def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply: ...
 
-    # The same call on the running event loop (the asyncio replay engine of the worker).
-    async def acomplete(self, *, messages: list[Message], reference: str | None) -> TargetReply: ...
-
-    def close(self) -> None: ...
-
 
 def message_text(content: Any) -> str:
     """The text of a chat message's content, which may be a string or a list of parts."""

@@ -16,9 +16,3 @@ class ReferenceTarget:
     def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
         # A turn with no recorded answer gets an empty one, which is what the recording holds.
         return TargetReply(content=reference or "", latency_ms=0)
-
-    async def acomplete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
-        return self.complete(messages=messages, reference=reference)
-
-    def close(self) -> None:
-        return None
