@@ -29,6 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = [
     ("next", 2, "next: concurrent claims"),
     ("replay", 3, "replay throughput"),
+    ("concurrency", 7, "256 replays at once against a model that answers in 1 s"),
     ("first_event", 4, "first event on the websocket"),
     ("get", 6, "get of a large test"),
     ("export", 5, "export of a large test"),
@@ -84,6 +85,7 @@ def scenario_function(key: str) -> Callable[..., list[Row]]:
     return {
         "next": claiming.run,
         "replay": replay.run,
+        "concurrency": replay.run_concurrent,
         "first_event": first_event.run,
         "get": detail.run,
         "export": export.run,

@@ -106,13 +106,14 @@ class Runtime:
     web_port: int = 0
     ws_port: int = 0
     openai_port: int = 0
+    worker_processes: int = 1
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def openai_base_url(self) -> str:
         return f"http://{HOST}:{self.openai_port}/v1"
 
-    def production_environment(self, *, pool_max: int, pool_min: int = 1) -> dict[str, str]:
+    def production_environment(self, *, pool_max: int) -> dict[str, str]:
         environment = base_environment(database_url=self.database_url, redis_url=self.redis_url)
         environment.update(
             {
@@ -122,9 +123,9 @@ class Runtime:
                 "SECURE_SSL_REDIRECT": "false",
                 "API_THROTTLE_RATE": "100000000/min",
                 "DATABASE_POOL_MAX": str(pool_max),
-                "DATABASE_POOL_MIN": str(pool_min),
                 "LOG_LEVEL": "WARNING",
-                "MEDIA_ROOT": str(self.log_directory.parent / "media"),
+                # The concurrency scenario has 256 replays at once against one target.
+                "TARGET_MAX_CONCURRENCY": "256",
                 "REPLAYBENCH_DATA_DIR": str(self.log_directory.parent / "data"),
             }
         )
@@ -136,18 +137,21 @@ class Runtime:
             command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
 
-    def start_openai(self, *, delay_ms: float) -> None:
+    def start_openai(self, *, delay_ms: float, name: str = "openai") -> int:
+        """A loopback model server answering every call after ``delay_ms``; its port."""
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.fake_openai", "--port", "0", "--delay-ms", str(delay_ms)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
         )
-        self.processes["openai"] = process
+        self.processes[name] = process
         assert process.stdout is not None
         line = process.stdout.readline().decode().split()
         if len(line) != 2 or line[0] != "listening":
             raise SystemExit(f"the fake OpenAI server did not start: {line}")
-        self.openai_port = int(line[1])
+        if name == "openai":
+            self.openai_port = int(line[1])
+        return int(line[1])
 
     def start_web(self, *, processes: int, http_server: str) -> None:
         """Serve the app: ``processes`` web processes answer HTTP.
@@ -227,14 +231,16 @@ class Runtime:
                 time.sleep(0.2)
         raise SystemExit(f"{name} did not answer HTTP within 60 s; see its log")
 
-    def start_worker(self, *, processes: int = 1) -> None:
-        """Celery workers with ``WORKER_CONCURRENCY`` threads in all, split over ``processes``
-        processes (each has its own interpreter lock, so more processes use more cores)."""
-        threads = WORKER_CONCURRENCY // processes
+    def start_worker(
+        self, *, processes: int = 1, concurrency: int = WORKER_CONCURRENCY, pool_max: int = 0
+    ) -> None:
+        """Celery workers with ``concurrency`` threads in all, split over ``processes``
+        processes (each has its own interpreter lock, so more processes use more cores), each
+        with a pool of ``pool_max`` database connections (default: its threads and a few)."""
+        threads = concurrency // processes
         names = ["worker" if index == 0 else f"worker{index + 1}" for index in range(processes)]
         for name in names:
-            # A pool of at least the thread count, opened up front: threads would otherwise
-            # queue for connections while the pool grows one at a time during the first replays.
+            # A replay holds a connection only while it writes, not while the model answers.
             self._spawn(
                 name,
                 [
@@ -253,7 +259,7 @@ class Runtime:
                     "-n",
                     f"bench-{os.getpid()}-{name}@%h",
                 ],
-                self.production_environment(pool_max=threads + 8, pool_min=threads),
+                self.production_environment(pool_max=pool_max or threads + 8),
             )
         deadline = time.monotonic() + 90
         for name in names:
@@ -263,6 +269,17 @@ class Runtime:
                 if time.monotonic() >= deadline:
                     raise SystemExit(f"the Celery worker was not ready within 90 s; see {log}")
                 time.sleep(0.2)
+
+    def stop_workers(self) -> None:
+        """Stop the Celery workers (warm shutdown: they finish what they hold)."""
+        for name in [name for name in self.processes if name.startswith("worker")]:
+            process = self.processes.pop(name)
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
 
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
@@ -304,6 +321,7 @@ def running(
     try:
         runtime.start_openai(delay_ms=openai_delay_ms)
         runtime.start_web(processes=web_processes, http_server=http_server)
+        runtime.worker_processes = worker_processes
         runtime.start_worker(processes=worker_processes)
         yield runtime
     finally:

@@ -1,9 +1,16 @@
-"""Scenario 3: replay throughput against the loopback server that answers each call after 50 ms.
+"""Replay scenarios: a benchmark of N entries x 3 user turns with an ``openai`` target pointed at
+a loopback model server that answers each call after a fixed delay.
 
-A benchmark of N entries x 3 user turns with an ``openai`` target pointed at the fake server.
 Every run is claimed first (not timed), then 16 clients send the run calls; the wall time goes
-from the first run call to the moment the database shows every invocation replayed (polled
-every 20 ms). Floor: calls x 50 ms / 32, a worker of 32 threads kept busy by a zero-cost server.
+from the first run call to the moment the database shows every invocation replayed (polled every
+20 ms). Beside it, the CPU the runtime spent per replayed turn: the web and worker processes,
+PostgreSQL and Redis (the model server and the bench client apart).
+
+* ``replay``: the model answers after 50 ms and the workers run 32 replays at once; floor:
+  calls x 50 ms / 32, a worker kept busy by a zero-cost server.
+* ``concurrency``: the model answers after 1 s, as real models do, and the workers run 256
+  replays at once (two processes of 128 threads) within PostgreSQL's 100 connections; floor:
+  calls x 1 s / 256.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -25,15 +33,17 @@ from bench.scenarios.claiming import start_test
 from bench.seed import make_benchmark
 from bench.stats import Row
 
-DELAY_S = 0.05
-TARGET_RATIO = 1.3
 FINISHED = ("replayed", "ended", "failed", "stopped")
+# CPU of these parts is the system's; the model server and the load client stand outside it.
+SYSTEM_PARTS = ("worker", "web", "websockets", "PostgreSQL", "Redis")
+CONCURRENT_REPLAYS = 256
+# Connections per worker process in the concurrency scenario: the web's and the workers' pools
+# together stay within PostgreSQL's default of 100.
+CONCURRENT_POOL_MAX = 24
 
 
-def fake_server(context: Context, path: str, method: str = "GET") -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{context.runtime.openai_port}{path}", method=method, data=b""
-    )
+def model_server(port: int, path: str, method: str = "GET") -> dict[str, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"")
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         return dict(json.loads(response.read()))
 
@@ -60,36 +70,55 @@ def claim_everything(context: Context, test_id: str) -> list[tuple[str, str]]:
     return claims
 
 
-def finished_count(connection: psycopg.Connection[Any], test_id: str) -> tuple[int, int]:
+def finished_count(connection: psycopg.Connection[Any], test_id: str) -> tuple[int, int, int]:
+    """Finished and failed invocations of the test, and the server's open connections."""
     row = connection.execute(
         "SELECT count(*) FILTER (WHERE status = ANY(%s)),"
-        " count(*) FILTER (WHERE status = 'failed') FROM tests_app_testinvocation"
-        " WHERE test_id = %s",
+        " count(*) FILTER (WHERE status = 'failed'),"
+        " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        " FROM tests_app_testinvocation WHERE test_id = %s",
         (list(FINISHED), test_id),
     ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
-def run(context: Context) -> list[Row]:
-    entries, turns = context.sizes.replay_entries, context.sizes.replay_turns
+@dataclass(frozen=True)
+class Outcome:
+    wall: float
+    calls: int
+    max_in_flight: int
+    cpu: dict[str, float]
+    complete: bool
+    peak_connections: int
+    note: str
+
+    @property
+    def cpu_ms_per_turn(self) -> float | None:
+        system = sum(self.cpu.get(part, 0.0) for part in SYSTEM_PARTS)
+        return 1000 * system / self.calls if self.cpu and self.calls else None
+
+
+def replay_all(context: Context, *, port: int, entries: int, delay_s: float, label: str) -> Outcome:
+    """Replay a fresh test of ``entries`` x 3 turns against the model server on ``port``."""
+    turns = context.sizes.replay_turns
     benchmark = make_benchmark(
         department_id=context.world.department_ids[1],
-        name="Replay benchmark",
+        name=f"{label} benchmark",
         entries=entries,
         turns=turns,
         target={
             "kind": "openai",
             "model": "bench-echo",
-            "base_url": context.runtime.openai_base_url,
-            "timeout_s": 30,
+            "base_url": f"http://127.0.0.1:{port}/v1",
+            "timeout_s": max(30, 10 * delay_s),
         },
     )
     test_id = start_test(context, benchmark.pk)
     claims = claim_everything(context, test_id)
     if len(claims) != entries:
-        context.note(f"replay: claimed {len(claims)} of {entries} runs")
-    fake_server(context, "/stats/reset", "POST")
+        context.note(f"{label}: claimed {len(claims)} of {entries} runs")
+    model_server(port, "/stats/reset", "POST")
 
     queue = list(claims)
     lock = threading.Lock()
@@ -123,50 +152,115 @@ def run(context: Context) -> list[Row]:
     # The senders run beside the poller: replays start while run calls are still being sent.
     senders = threading.Thread(target=send_all)
     senders.start()
-    floor = entries * turns * DELAY_S / WORKER_CONCURRENCY
-    deadline = started + max(300.0, 60 * floor)
-    done = failed = 0
-    # One connection for every poll: a new PostgreSQL connection costs its server about 4.5 ms
-    # of CPU here, which at 40 polls a second took a tenth of the two cores from the replays.
+    deadline = started + max(300.0, 60 * entries * turns * delay_s / WORKER_CONCURRENCY)
+    done = failed = peak_connections = 0
+    # One connection for every poll: a new one costs the server more than the poll itself.
     with context.connect() as poller:
         while time.perf_counter() < deadline:
-            done, failed = finished_count(poller, test_id)
+            done, failed, connections = finished_count(poller, test_id)
+            peak_connections = max(peak_connections, connections)
             if done >= len(claims):
                 break
             time.sleep(0.02)
     wall = time.perf_counter() - started
     cpu = spent(cpu_before, cpu_seconds(context.runtime))
     senders.join()
-    sent_seconds = sent_at[0] - started
-    stats = fake_server(context, "/stats")
+    stats = model_server(port, "/stats")
     if run_failures:
-        context.note(f"replay: {len(run_failures)} run calls failed: {sorted(set(run_failures))}")
+        context.note(f"{label}: {len(run_failures)} run calls failed: {sorted(set(run_failures))}")
     if done < len(claims):
-        context.note(f"replay: only {done} of {len(claims)} invocations finished in time")
+        context.note(f"{label}: only {done} of {len(claims)} invocations finished in time")
     if failed:
-        context.note(f"replay: {failed} invocations failed")
+        context.note(f"{label}: {failed} invocations failed")
     expected_calls = len(claims) * turns
     if stats["calls"] != expected_calls:
-        context.note(
-            f"replay: the model server saw {stats['calls']} calls, expected {expected_calls}"
-        )
-    complete = done >= len(claims) and not failed
+        context.note(f"{label}: the model server saw {stats['calls']} calls, not {expected_calls}")
     note = (
-        f"{entries}x{turns} turns, {stats['calls']} calls, max {stats['max_in_flight']} in flight;"
-        f" run calls took {sent_seconds:.1f} s"
+        f"{entries}x{turns} turns, {stats['calls']} calls, max {stats['max_in_flight']} in flight,"
+        f" at most {peak_connections} PostgreSQL connections; run calls took"
+        f" {sent_at[0] - started:.1f} s"
     )
     if cpu:
         # Whether the wall time is the model's delay or the cores: CPU seconds by process.
-        parts = ", ".join(f"{label} {seconds:.1f}" for label, seconds in cpu.items() if seconds)
+        parts = ", ".join(f"{part} {seconds:.1f}" for part, seconds in cpu.items() if seconds)
         note += f"; CPU s {parts} (of {os.cpu_count()} cores x {wall:.1f} s)"
+    return Outcome(
+        wall=wall,
+        calls=int(stats["calls"]),
+        max_in_flight=int(stats["max_in_flight"]),
+        cpu=cpu,
+        complete=done >= len(claims) and not failed,
+        peak_connections=peak_connections,
+        note=note,
+    )
+
+
+def cpu_row(outcome: Outcome, label: str) -> Row:
+    return Row(
+        f"{label} CPU per turn",
+        outcome.cpu_ms_per_turn,
+        "ms",
+        note="web, workers, PostgreSQL and Redis; the model server and the bench client apart",
+    )
+
+
+def run(context: Context) -> list[Row]:
+    entries = context.sizes.replay_entries
+    delay_s = 0.05
+    outcome = replay_all(
+        context, port=context.runtime.openai_port, entries=entries, delay_s=delay_s, label="replay"
+    )
+    floor = outcome.calls * delay_s / WORKER_CONCURRENCY if outcome.calls else None
+    label = f"replay {entries}x{context.sizes.replay_turns}"
     return [
         Row(
-            f"replay wall {entries}x{turns}",
-            wall,
+            f"{label} wall",
+            outcome.wall,
             "s",
             floor,
-            target=f"<= {TARGET_RATIO}x floor",
-            met=complete and wall <= TARGET_RATIO * floor,
-            note=note,
+            target="<= 1.3x floor",
+            met=outcome.complete and floor is not None and outcome.wall <= 1.3 * floor,
+            note=outcome.note,
+        ),
+        cpu_row(outcome, label),
+    ]
+
+
+def run_concurrent(context: Context) -> list[Row]:
+    """256 replays at once against a model that answers in 1 s (workers restarted for it)."""
+    entries = context.sizes.replay_entries
+    delay_s = 1.0
+    runtime = context.runtime
+    port = runtime.start_openai(delay_ms=delay_s * 1000, name="openai-slow")
+    runtime.stop_workers()
+    runtime.start_worker(
+        processes=runtime.worker_processes,
+        concurrency=CONCURRENT_REPLAYS,
+        pool_max=CONCURRENT_POOL_MAX,
+    )
+    try:
+        outcome = replay_all(
+            context, port=port, entries=entries, delay_s=delay_s, label="concurrency"
         )
+    finally:
+        runtime.stop_workers()
+        runtime.start_worker(processes=runtime.worker_processes)
+    # Replays do not run in lockstep: the calls spread over the slots, but each replay's turns
+    # follow one another.
+    turns = context.sizes.replay_turns
+    floor = max(turns * delay_s, outcome.calls * delay_s / CONCURRENT_REPLAYS)
+    label = f"{CONCURRENT_REPLAYS} at once {entries}x{context.sizes.replay_turns}"
+    return [
+        Row(
+            f"{label} wall",
+            outcome.wall,
+            "s",
+            floor,
+            target="<= 1.15x floor, <= 100 connections",
+            met=outcome.complete
+            and outcome.wall <= 1.15 * floor
+            and outcome.peak_connections <= 100,
+            note=outcome.note,
+        ),
+        cpu_row(outcome, label),
     ]
