@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from tests.api.lifecycle_support import (
+    TEST_API,
+    assert_error,
     claimed_invocation,
     force_invocation_status,
     invocation_ids,
@@ -70,5 +72,20 @@ def test_search_and_docs_accept_every_optional_field_as_null(client_for: Any, vi
     assert search.status_code == 200, search.content
     assert search.json()["total_count"] == 0
     docs = post(client, "docs", {"entity_id": None})
+    assert docs.status_code == 200, docs.content
+    assert len(docs.json()["api_operations"]) == 11
+
+
+def test_a_null_body_is_refused_by_the_lifecycle_and_read_as_empty_by_discovery(
+    client_for: Any, operator: Any
+) -> None:
+    client = client_for(operator)
+
+    def post_null(action: str) -> Any:
+        return client.post(f"{TEST_API}/{action}", "null", content_type="application/json")
+
+    refused = assert_error(post_null("next"), 400, "invalid")
+    assert "non_field_errors" in refused["fields"]
+    docs = post_null("docs")
     assert docs.status_code == 200, docs.content
     assert len(docs.json()["api_operations"]) == 11

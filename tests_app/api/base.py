@@ -1,10 +1,12 @@
-"""Pieces every endpoint shares: strict input serializers and the caller's actor."""
+"""Pieces every endpoint shares: strict input serializers, parsing a body, and the error body."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+from rest_framework.request import Request
 
 
 class StrictSerializer(serializers.Serializer):
@@ -16,3 +18,50 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+class ErrorResponseSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="A sentence for a person.")
+    code = serializers.CharField(help_text="A machine code, e.g. not_found or invocation_running.")
+    # The metaclass pops declared fields off the class, so this does not shadow Serializer.fields.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Validation messages by field name (400 only).",
+    )
+
+
+ERROR_DESCRIPTIONS = {
+    400: (
+        "Invalid body: unknown field, malformed UUID or date, wrong type, value out of range, "
+        "or ids that do not match."
+    ),
+    401: "No or invalid credentials.",
+    403: "Not allowed for this caller: operating needs the operator role, refresh needs staff.",
+    404: "Not found, or not visible to the caller.",
+    409: "Not allowed in the current state; the detail names the state.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    """The OpenAPI entries of the error statuses an endpoint answers, all with the one body."""
+    return {
+        status: OpenApiResponse(ErrorResponseSerializer, description=ERROR_DESCRIPTIONS[status])
+        for status in statuses
+    }
+
+
+def parse_body(
+    serializer_class: type[StrictSerializer], request: Request, *, null_as_empty: bool = False
+) -> dict[str, Any]:
+    """The validated body, or a 400 raised with the fields at fault.
+
+    An empty body already parses as ``{}``; ``null_as_empty`` also reads a JSON ``null`` body
+    as no fields, which the discovery endpoints accept and the lifecycle ones refuse.
+    """
+    data = request.data
+    if data is None and null_as_empty:
+        data = {}
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

@@ -20,8 +20,7 @@ from rest_framework.views import APIView
 from tests_app.api import discovery_serializers as s
 from tests_app.api import schema as _schema_extensions  # noqa: F401  # registers auth schemes
 from tests_app.api.authentication import actor_from_request
-from tests_app.api.base import StrictSerializer
-from tests_app.api.lifecycle_serializers import ErrorResponseSerializer
+from tests_app.api.base import error_responses, parse_body
 from tests_app.selectors.docs import get_test_docs
 from tests_app.selectors.search import search_tests
 from tests_app.selectors.uploads import get_visible_upload
@@ -29,27 +28,6 @@ from tests_app.services.exporting import export_test
 from tests_app.services.refresh import refresh
 
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
-
-_ERROR_DESCRIPTIONS = {
-    400: "Invalid body: unknown field, malformed UUID or date, wrong type, value out of range.",
-    401: "No or invalid credentials.",
-    403: "Not allowed for this caller.",
-    404: "Not found, or not visible to the caller.",
-}
-
-
-def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    return {
-        code: OpenApiResponse(ErrorResponseSerializer, description=_ERROR_DESCRIPTIONS[code])
-        for code in statuses
-    }
-
-
-def _parse(serializer_class: type[StrictSerializer], request: Request) -> dict[str, Any]:
-    # An endpoint without fields still gets a body; an empty one means {}.
-    serializer = serializer_class(data=request.data if request.data is not None else {})
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 class DiscoveryActions:
@@ -61,11 +39,11 @@ class DiscoveryActions:
             "section's own filter."
         ),
         request=s.SearchTestInputSerializer,
-        responses={200: s.SearchTestResponseSerializer, **_errors(400, 401)},
+        responses={200: s.SearchTestResponseSerializer, **error_responses(400, 401)},
     )
     @action(detail=False, methods=["post"])
     def search(self, request: Request) -> Response:
-        data = _parse(s.SearchTestInputSerializer, request)
+        data = parse_body(s.SearchTestInputSerializer, request, null_as_empty=True)
         result = search_tests(actor=actor_from_request(request), **data)
         return Response(s.SearchTestResponseSerializer(result).data)
 
@@ -76,11 +54,11 @@ class DiscoveryActions:
             "whether the caller may use it; with entity_id, specialized to that test."
         ),
         request=s.DocsTestInputSerializer,
-        responses={200: s.TestDocsResponseSerializer, **_errors(400, 401, 404)},
+        responses={200: s.TestDocsResponseSerializer, **error_responses(400, 401, 404)},
     )
     @action(detail=False, methods=["post"])
     def docs(self, request: Request) -> Response:
-        data = _parse(s.DocsTestInputSerializer, request)
+        data = parse_body(s.DocsTestInputSerializer, request, null_as_empty=True)
         result = get_test_docs(user=request.user, entity_id=data["entity_id"])
         return Response(s.TestDocsResponseSerializer(result).data)
 
@@ -88,11 +66,11 @@ class DiscoveryActions:
         summary="Test Refresh",
         description="Refresh the analytics views and invalidate the test caches (staff only).",
         request=None,
-        responses={200: s.RefreshTestResponseSerializer, **_errors(400, 401, 403)},
+        responses={200: s.RefreshTestResponseSerializer, **error_responses(400, 401, 403)},
     )
     @action(detail=False, methods=["post"])
     def refresh(self, request: Request) -> Response:
-        _parse(s.RefreshTestInputSerializer, request)
+        parse_body(s.RefreshTestInputSerializer, request, null_as_empty=True)
         result = refresh(actor=actor_from_request(request))
         return Response(
             s.RefreshTestResponseSerializer(
@@ -111,11 +89,11 @@ class DiscoveryActions:
             "GET /api/v5/uploads/<upload_id>/download."
         ),
         request=s.ExportTestInputSerializer,
-        responses={200: s.ExportTestResponseSerializer, **_errors(400, 401, 404)},
+        responses={200: s.ExportTestResponseSerializer, **error_responses(400, 401, 404)},
     )
     @action(detail=False, methods=["post"])
     def export(self, request: Request) -> Response:
-        data = _parse(s.ExportTestInputSerializer, request)
+        data = parse_body(s.ExportTestInputSerializer, request, null_as_empty=True)
         result = export_test(actor=actor_from_request(request), test_id=data["test_id"])
         return Response(s.ExportTestResponseSerializer(result).data)
 
@@ -148,7 +126,7 @@ class UploadDownloadView(APIView):
         description="Stream an export's ZIP to a caller who may see its test.",
         responses={
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The ZIP."),
-            **_errors(401, 404),
+            **error_responses(401, 404),
         },
     )
     def get(self, request: Request, upload_id: Any) -> HttpResponseBase:

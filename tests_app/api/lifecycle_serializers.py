@@ -57,20 +57,6 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
-# --- errors -----------------------------------------------------------------------------------
-
-
-class ErrorResponseSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="A sentence for a person.")
-    code = serializers.CharField(help_text="A machine code, e.g. not_found or invocation_running.")
-    # The metaclass pops declared fields off the class, so this does not shadow Serializer.fields.
-    fields = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="Validation messages by field name (400 only).",
-    )
-
-
 # --- start ------------------------------------------------------------------------------------
 
 

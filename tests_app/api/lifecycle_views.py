@@ -6,15 +6,14 @@ work, an output serializer renders the result. Errors are raised and rendered by
 
 from __future__ import annotations
 
-from typing import Any
-
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tests_app.api import lifecycle_serializers as s
 from tests_app.api.authentication import actor_from_request
+from tests_app.api.base import error_responses, parse_body
 from tests_app.selectors.benchmarks import search_benchmarks
 from tests_app.selectors.test_detail import get_test_detail
 from tests_app.services.archiving import set_archived
@@ -24,36 +23,17 @@ from tests_app.services.running import request_replay
 from tests_app.services.starting import start_test
 from tests_app.services.stopping import stop_invocation
 
-_ERROR = s.ErrorResponseSerializer
-
-
-def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    descriptions = {
-        400: "Invalid body: unknown field, malformed UUID, wrong type, or ids that do not match.",
-        401: "No or invalid credentials.",
-        403: "The caller may see but not operate this.",
-        404: "Not found, or not visible to the caller.",
-        409: "Not allowed in the current state; the detail names the state.",
-    }
-    return {code: OpenApiResponse(_ERROR, description=descriptions[code]) for code in statuses}
-
-
-def _parse(serializer_class: type[s.StrictSerializer], request: Request) -> dict[str, Any]:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
 
 class LifecycleActions:
     @extend_schema(
         summary="Start Test",
         description="Create a new test of a benchmark with its first cycle of runs.",
         request=s.StartTestInputSerializer,
-        responses={200: s.StartTestResponseSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: s.StartTestResponseSerializer, **error_responses(400, 401, 403, 404)},
     )
     @action(detail=False, methods=["post"])
     def start(self, request: Request) -> Response:
-        data = _parse(s.StartTestInputSerializer, request)
+        data = parse_body(s.StartTestInputSerializer, request)
         test = start_test(
             actor=actor_from_request(request),
             benchmark_id=data["benchmark_id"],
@@ -68,11 +48,11 @@ class LifecycleActions:
             "is pending (code test_completed) or the test is stopped or archived."
         ),
         request=s.NextTestInputSerializer,
-        responses={200: s.NextTestResponseSerializer, **_errors(400, 401, 403, 404, 409)},
+        responses={200: s.NextTestResponseSerializer, **error_responses(400, 401, 403, 404, 409)},
     )
     @action(detail=False, methods=["post"])
     def next(self, request: Request) -> Response:
-        data = _parse(s.NextTestInputSerializer, request)
+        data = parse_body(s.NextTestInputSerializer, request)
         claim = claim_next_run(actor=actor_from_request(request), test_id=data["test_id"])
         # The shape of NextTestResponseSerializer, built directly: next is the hottest endpoint.
         return Response(
@@ -92,11 +72,11 @@ class LifecycleActions:
             "and get. Calling it twice for one invocation is a 409."
         ),
         request=s.RunTestInputSerializer,
-        responses={200: s.RunTestResponseSerializer, **_errors(400, 401, 403, 404, 409)},
+        responses={200: s.RunTestResponseSerializer, **error_responses(400, 401, 403, 404, 409)},
     )
     @action(detail=False, methods=["post"])
     def run(self, request: Request) -> Response:
-        data = _parse(s.RunTestInputSerializer, request)
+        data = parse_body(s.RunTestInputSerializer, request)
         invocation = request_replay(
             actor=actor_from_request(request),
             test_id=data["test_id"],
@@ -120,11 +100,11 @@ class LifecycleActions:
             "Neither: ended ungraded."
         ),
         request=s.EndTestInputSerializer,
-        responses={200: s.EndTestResponseSerializer, **_errors(400, 401, 403, 404, 409)},
+        responses={200: s.EndTestResponseSerializer, **error_responses(400, 401, 403, 404, 409)},
     )
     @action(detail=False, methods=["post"])
     def end(self, request: Request) -> Response:
-        data = _parse(s.EndTestInputSerializer, request)
+        data = parse_body(s.EndTestInputSerializer, request)
         result = end_invocation(
             actor=actor_from_request(request),
             test_id=data["test_id"],
@@ -156,11 +136,11 @@ class LifecycleActions:
             "Stopping something already finished answers success=false with a message."
         ),
         request=s.StopTestInputSerializer,
-        responses={200: s.StopTestResponseSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: s.StopTestResponseSerializer, **error_responses(400, 401, 403, 404)},
     )
     @action(detail=False, methods=["post"])
     def stop(self, request: Request) -> Response:
-        data = _parse(s.StopTestInputSerializer, request)
+        data = parse_body(s.StopTestInputSerializer, request)
         result = stop_invocation(
             actor=actor_from_request(request), invocation_id=data["invocation_id"]
         )
@@ -181,12 +161,12 @@ class LifecycleActions:
             "entries and resources."
         ),
         request=s.GetTestInputSerializer,
-        responses={200: s.GetTestArtifactResponseSerializer, **_errors(400, 401, 404)},
+        responses={200: s.GetTestArtifactResponseSerializer, **error_responses(400, 401, 404)},
     )
     @action(detail=False, methods=["post"], url_path="get", url_name="get")
     def get_test(self, request: Request) -> Response:
         # Named get_test: a viewset method called "get" would answer every GET request.
-        data = _parse(s.GetTestInputSerializer, request)
+        data = parse_body(s.GetTestInputSerializer, request)
         # The selector's data is already the documented shape, and orjson renders its ids and
         # timestamps: walking ~800 nested objects through GetTestArtifactResponseSerializer cost
         # more than the whole query budget.
@@ -203,11 +183,11 @@ class LifecycleActions:
         summary="Archive Test Artifacts",
         description="Archive or unarchive tests by ids (at most 1000).",
         request=s.ArchiveTestInputSerializer,
-        responses={200: s.ArchiveTestResponseSerializer, **_errors(400, 401, 403)},
+        responses={200: s.ArchiveTestResponseSerializer, **error_responses(400, 401, 403)},
     )
     @action(detail=False, methods=["post"])
     def archive(self, request: Request) -> Response:
-        data = _parse(s.ArchiveTestInputSerializer, request)
+        data = parse_body(s.ArchiveTestInputSerializer, request)
         updated = set_archived(
             actor=actor_from_request(request),
             test_ids=data["test_ids"],
@@ -221,11 +201,11 @@ class BenchmarkActions:
         summary="Search Benchmarks",
         description="Find the benchmarks the caller may see (and start, as an operator).",
         request=s.BenchmarkSearchInputSerializer,
-        responses={200: s.BenchmarkSearchResponseSerializer, **_errors(400, 401)},
+        responses={200: s.BenchmarkSearchResponseSerializer, **error_responses(400, 401)},
     )
     @action(detail=False, methods=["post"])
     def search(self, request: Request) -> Response:
-        data = _parse(s.BenchmarkSearchInputSerializer, request)
+        data = parse_body(s.BenchmarkSearchInputSerializer, request)
         page = search_benchmarks(
             user=request.user,
             search=data.get("search"),
