@@ -159,6 +159,16 @@ def test_next_form_claims_a_run(started: Test, operator: Any) -> None:
     assert "Claimed run 1 of 2" in page
 
 
+def test_controls_take_only_post_and_only_their_names(started: Test, operator: Any) -> None:
+    client = logged_in(operator)
+    assert client.get(f"/tests/{started.pk}/next/").status_code == 405
+    assert client.post(f"/tests/{started.pk}/delete/").status_code == 404
+    assert client.get(f"/tests/{started.pk}/delete/").status_code == 404
+    assert not TestInvocation.objects.filter(test=started).exists()
+    started.refresh_from_db()
+    assert (started.status, started.is_archived) == (Test.Status.PENDING, False)
+
+
 def test_viewer_cannot_operate_through_the_forms(started: Test, viewer: Any) -> None:
     client = logged_in(viewer)
     response = client.post(f"/tests/{started.pk}/next/", follow=True)

@@ -1,7 +1,8 @@
 """The staff pages: server-rendered, sharing the API's selectors and services.
 
-Controls are plain forms POSTed here (with CSRF); each view calls one service and redirects back
-(post/redirect/get), so every page works without JavaScript. Domain errors become a message on the
+Controls are plain forms POSTed (with CSRF) to one view that looks their name up in ``CONTROLS``;
+each calls one service and redirects back (post/redirect/get), so every page works without
+JavaScript. Domain errors become a message on the
 page rather than an error body; a test the user may not see is a 404, as in the API.
 """
 
@@ -16,13 +17,19 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from tests_app.actors import Actor
-from tests_app.errors import DomainError, InvalidTransition, NotFound
+from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Benchmark, Test
 from tests_app.pages import charts, reads
 from tests_app.pages.forms import (
@@ -40,6 +47,13 @@ from tests_app.selectors.scope import (
     visible_benchmarks,
 )
 from tests_app.selectors.search import SearchRow
+from tests_app.services.archiving import set_archived
+from tests_app.services.claiming import claim_next_run
+from tests_app.services.ending import end_invocation
+from tests_app.services.exporting import export_test
+from tests_app.services.regrading import regrade_invocation
+from tests_app.services.running import request_replay
+from tests_app.services.stopping import stop_invocation
 
 RUNS_PAGE_SIZE = 25
 BENCHMARKS_PAGE_SIZE = 50
@@ -256,24 +270,6 @@ def _back_to_test(test_id: uuid.UUID, invocation_id: Any = None) -> HttpResponse
     return redirect(url)
 
 
-def _control(
-    request: HttpRequest,
-    test_id: uuid.UUID,
-    action: Callable[[Test], tuple[str, Any]],
-) -> HttpResponse:
-    """Run one control on a visible test; show its outcome or its domain error as a message."""
-    test = _visible_test_or_404(request, test_id)
-    try:
-        message, invocation_id = action(test)
-    except NotFound as error:
-        raise Http404(error.detail) from error
-    except DomainError as error:
-        messages.error(request, error.detail)
-        return _back_to_test(test.pk, request.POST.get("invocation_id"))
-    messages.success(request, message)
-    return _back_to_test(test.pk, invocation_id)
-
-
 def _invocation_form(request: HttpRequest) -> InvocationForm:
     form = InvocationForm(request.POST)
     if not form.is_valid():
@@ -281,150 +277,122 @@ def _invocation_form(request: HttpRequest) -> InvocationForm:
     return form
 
 
-@login_required
-@require_POST
-def control_next(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
-    from tests_app.services.claiming import claim_next_run
-
-    def action(test: Test) -> tuple[str, Any]:
-        claim = claim_next_run(actor=_actor(request), test_id=test.pk)
-        return (
-            f"Claimed run {claim.run.ordinal} of {claim.total_runs}: press Run to replay it.",
-            claim.invocation.pk,
-        )
-
-    return _control(request, test_id, action)
+def _claim_next(request: HttpRequest, test: Test) -> tuple[str, Any]:
+    claim = claim_next_run(actor=_actor(request), test_id=test.pk)
+    return (
+        f"Claimed run {claim.run.ordinal} of {claim.total_runs}: press Run to replay it.",
+        claim.invocation.pk,
+    )
 
 
-@login_required
-@require_POST
-def control_run(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
-    from tests_app.services.running import request_replay
-
+def _run_replay(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = _invocation_form(request)
-
-    def action(test: Test) -> tuple[str, Any]:
-        invocation_id = form.cleaned_data["invocation_id"]
-        request_replay(
-            actor=_actor(request),
-            test_id=test.pk,
-            invocation_id=invocation_id,
-            run_id=form.cleaned_data["run_id"],
-        )
-        return "The replay started; its turns appear below as they happen.", invocation_id
-
-    return _control(request, test_id, action)
+    invocation_id = form.cleaned_data["invocation_id"]
+    request_replay(
+        actor=_actor(request),
+        test_id=test.pk,
+        invocation_id=invocation_id,
+        run_id=form.cleaned_data["run_id"],
+    )
+    return "The replay started; its turns appear below as they happen.", invocation_id
 
 
-@login_required
-@require_POST
-def control_end(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
-    from tests_app.services.ending import end_invocation
-
+def _end_with_grade(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = _invocation_form(request)
-
-    def action(test: Test) -> tuple[str, Any]:
-        invocation_id = form.cleaned_data["invocation_id"]
-        end_invocation(
-            actor=_actor(request),
-            test_id=test.pk,
-            invocation_id=invocation_id,
-            run_id=form.cleaned_data["run_id"],
-            grade=True,
-        )
-        return "The invocation ended; its grade appears when the grader finishes.", invocation_id
-
-    return _control(request, test_id, action)
+    invocation_id = form.cleaned_data["invocation_id"]
+    end_invocation(
+        actor=_actor(request),
+        test_id=test.pk,
+        invocation_id=invocation_id,
+        run_id=form.cleaned_data["run_id"],
+        grade=True,
+    )
+    return "The invocation ended; its grade appears when the grader finishes.", invocation_id
 
 
-@login_required
-@require_POST
-def control_stop(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
-    from tests_app.services.stopping import stop_invocation
-
+def _stop(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = _invocation_form(request)
-
-    def action(test: Test) -> tuple[str, Any]:
-        invocation_id = form.cleaned_data["invocation_id"]
-        outcome = stop_invocation(actor=_actor(request), invocation_id=invocation_id)
-        if not outcome.success:
-            raise InvalidTransition(outcome.message or "Nothing to stop.")
-        return outcome.message or "The test is stopped.", invocation_id
-
-    return _control(request, test_id, action)
+    invocation_id = form.cleaned_data["invocation_id"]
+    outcome = stop_invocation(actor=_actor(request), invocation_id=invocation_id)
+    if not outcome.success:
+        # The API answers success=false; on a page it is an error message like the others.
+        raise InvalidTransition(outcome.message or "Nothing to stop.")
+    return outcome.message or "The test is stopped.", invocation_id
 
 
-@login_required
-@require_POST
-def control_archive(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
-    from tests_app.services.archiving import set_archived
-
+def _archive(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = ArchiveForm(request.POST)
     archived = form.is_valid() and bool(form.cleaned_data["archived"])
-
-    def action(test: Test) -> tuple[str, Any]:
-        set_archived(actor=_actor(request), test_ids=[test.pk], archived=archived)
-        return ("The test is archived." if archived else "The test is unarchived."), None
-
-    return _control(request, test_id, action)
+    set_archived(actor=_actor(request), test_ids=[test.pk], archived=archived)
+    return ("The test is archived." if archived else "The test is unarchived."), None
 
 
-@login_required
-@require_POST
-def control_export(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
-    from tests_app.services.exporting import export_test
-
-    def action(test: Test) -> tuple[str, Any]:
-        export = export_test(actor=_actor(request), test_id=test.pk)
-        return (
-            f"Exported {export.file_name} ({export.row_count} rows): "
-            "download it from Exports below.",
-            None,
-        )
-
-    return _control(request, test_id, action)
+def _export(request: HttpRequest, test: Test) -> tuple[str, Any]:
+    export = export_test(actor=_actor(request), test_id=test.pk)
+    return (
+        f"Exported {export.file_name} ({export.row_count} rows): download it from Exports below.",
+        None,
+    )
 
 
-@login_required
-@require_POST
-def control_regrade(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
-    from tests_app.services.regrading import regrade_invocation
-
+def _regrade(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = RegradeForm(request.POST)
     if not form.is_valid():
-        test = _visible_test_or_404(request, test_id)
         problems = "; ".join(
             f"{form.fields[name].label or name}: {' '.join(str(e) for e in errors)}"
             if name in form.fields
             else " ".join(str(e) for e in errors)
             for name, errors in form.errors.items()
         )
-        messages.error(request, f"The regrade was not saved. {problems}")
+        raise ValidationFailed(f"The regrade was not saved. {problems}")
+    # The form names an invocation; it must belong to the test of this URL.
+    if (
+        reads.invocation_of_test(test_id=test.pk, invocation_id=form.cleaned_data["invocation_id"])
+        is None
+    ):
+        raise NotFound("No such invocation in this test.")
+    grade = regrade_invocation(
+        actor=_actor(request),
+        invocation_id=form.cleaned_data["invocation_id"],
+        score=form.cleaned_data["score"],
+        passed=form.cleaned_data["passed"],
+        feedback=form.cleaned_data["feedback"],
+        reason=form.cleaned_data["reason"],
+    )
+    return "Your grade is stored; the earlier grade is kept in the history.", grade.invocation_id
+
+
+# Each control calls one service and names the message to show and the invocation to follow.
+CONTROLS: dict[str, Callable[[HttpRequest, Test], tuple[str, Any]]] = {
+    "next": _claim_next,
+    "run": _run_replay,
+    "end": _end_with_grade,
+    "stop": _stop,
+    "archive": _archive,
+    "export": _export,
+    "regrade": _regrade,
+}
+
+
+@login_required
+def test_control(request: HttpRequest, test_id: uuid.UUID, action: str) -> HttpResponse:
+    """Run one control on a visible test; show its outcome or its domain error as a message."""
+    control = CONTROLS.get(action)
+    # An unknown name is no page at all, whatever the method; the controls take only POST.
+    if control is None:
+        raise Http404("No such control.")
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    test = _visible_test_or_404(request, test_id)
+    try:
+        message, invocation_id = control(request, test)
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    except DomainError as error:
+        messages.error(request, error.detail)
         return _back_to_test(test.pk, request.POST.get("invocation_id"))
-
-    def action(test: Test) -> tuple[str, Any]:
-        # The form names an invocation; it must belong to the test of this URL.
-        if (
-            reads.invocation_of_test(
-                test_id=test.pk, invocation_id=form.cleaned_data["invocation_id"]
-            )
-            is None
-        ):
-            raise NotFound("No such invocation in this test.")
-        grade = regrade_invocation(
-            actor=_actor(request),
-            invocation_id=form.cleaned_data["invocation_id"],
-            score=form.cleaned_data["score"],
-            passed=form.cleaned_data["passed"],
-            feedback=form.cleaned_data["feedback"],
-            reason=form.cleaned_data["reason"],
-        )
-        return (
-            "Your grade is stored; the earlier grade is kept in the history.",
-            grade.invocation_id,
-        )
-
-    return _control(request, test_id, action)
+    messages.success(request, message)
+    return _back_to_test(test.pk, invocation_id)
 
 
 # --- /benchmarks/ -----------------------------------------------------------------------------
