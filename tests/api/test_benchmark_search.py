@@ -121,6 +121,16 @@ def test_the_query_count_is_bounded(
     assert {item["entries"] for item in body["benchmarks"]} == {2}
 
 
+def test_a_benchmark_without_entries_counts_zero(
+    client_for: Any, operator: Any, research: Any
+) -> None:
+    factories.make_benchmark(department=research, entries=0, name="Empty")
+
+    body = search(client_for(operator)).json()
+
+    assert [(item["name"], item["entries"]) for item in body["benchmarks"]] == [("Empty", 0)]
+
+
 def test_it_requires_credentials(client: Any, world: Any) -> None:
     response = client.post(URL, {}, content_type="application/json")
 

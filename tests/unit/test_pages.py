@@ -314,6 +314,37 @@ def test_benchmarks_page_hides_other_departments(benchmark: Any, outsider: Any) 
     assert not Test.objects.exists()
 
 
+def test_benchmarks_page_searches_pages_and_counts_its_queries(
+    research: Any, operator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests_app.pages.views.BENCHMARKS_PAGE_SIZE", 2)
+    for name in ("Apple", "Banana", "Cherry"):
+        factories.make_benchmark(department=research, name=name, entries=3)
+    factories.make_benchmark(department=research, name="Damson", eval__name="Apple eval")
+    client = logged_in(operator)
+
+    def names(page: str) -> list[str]:
+        return re.findall(r'data-label="Benchmark">([^<]+)<br>', page)
+
+    client.get("/benchmarks/")  # warm the session
+    with CaptureQueriesContext(connection) as queries:
+        first = client.get("/benchmarks/").content.decode()
+    # The session, the user, the memberships, one page of benchmarks and their total.
+    assert len(queries) <= 5
+    assert names(first) == ["Apple", "Banana"]
+    assert "4 benchmarks you may see" in first
+    assert 'data-label="Entries">3</td>' in first
+    assert 'href="?q=&amp;offset=2" rel="next"' in first
+    assert names(client.get("/benchmarks/", {"offset": 2}).content.decode()) == [
+        "Cherry",
+        "Damson",
+    ]
+    # A search matches the benchmark's name or its eval's name.
+    found = client.get("/benchmarks/", {"q": "apple"}).content.decode()
+    assert names(found) == ["Apple", "Damson"]
+    assert "2 benchmarks you may see" in found
+
+
 def test_dashboard_shows_pass_rate_per_eval(
     started: Test, operator: Any, outsider: Any, django_capture_on_commit_callbacks: Any
 ) -> None:

@@ -380,15 +380,18 @@ class BenchmarkSearchInputSerializer(StrictSerializer):
     )
 
 
+# Reads a Benchmark row of the selector's page and the relations it joined.
 class BenchmarkItemSerializer(serializers.Serializer):
     id = serializers.UUIDField(help_text="Pass it as benchmark_id to test/start.")
     name = serializers.CharField()
     eval_id = serializers.UUIDField()
-    eval_name = serializers.CharField()
-    department_id = serializers.UUIDField()
-    department_name = serializers.CharField()
-    rubric_name = serializers.CharField()
-    entries = serializers.IntegerField(help_text="Recorded conversations in the benchmark.")
+    eval_name = serializers.CharField(source="eval.name")
+    department_id = serializers.UUIDField(source="eval.department_id")
+    department_name = serializers.CharField(source="eval.department.name")
+    rubric_name = serializers.CharField(source="eval.rubric.name")
+    entries = serializers.IntegerField(
+        source="entry_count", help_text="Recorded conversations in the benchmark."
+    )
     runs_per_entry = serializers.IntegerField()
     target_kind = serializers.CharField(help_text="The model under test: openai or reference.")
 

@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
 from django.http import (
     Http404,
     HttpRequest,
@@ -30,7 +29,7 @@ from django.views.decorators.http import require_GET
 
 from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
-from tests_app.models import Benchmark, Test
+from tests_app.models import Test
 from tests_app.pages import charts, reads
 from tests_app.pages.forms import (
     ArchiveForm,
@@ -40,11 +39,11 @@ from tests_app.pages.forms import (
     StartForm,
 )
 from tests_app.selectors import analytics
+from tests_app.selectors.benchmarks import search_benchmarks
 from tests_app.selectors.scope import (
     can_operate_department,
     get_visible_test,
     operable_department_ids,
-    visible_benchmarks,
 )
 from tests_app.selectors.search import SearchRow
 from tests_app.services.archiving import set_archived
@@ -404,23 +403,20 @@ def benchmark_list(request: HttpRequest) -> HttpResponse:
         return _start_test(request)
     offset = _int_param(request, "offset")
     search = (request.GET.get("q") or "").strip()[:200]
-    benchmarks = (
-        visible_benchmarks(request.user)
-        .select_related("eval__department", "eval__rubric")
-        .annotate(entry_count=Count("entries"))
-        .order_by("name", "id")
+    page = search_benchmarks(
+        user=request.user,
+        search=search,
+        page_size=BENCHMARKS_PAGE_SIZE,
+        page_offset=offset,
     )
-    if search:
-        benchmarks = benchmarks.filter(Q(name__icontains=search) | Q(eval__name__icontains=search))
-    total = benchmarks.count()
-    page: list[Benchmark] = list(benchmarks[offset : offset + BENCHMARKS_PAGE_SIZE])
+    total = page.total_count
     rows = [
         {
             "benchmark": benchmark,
             "can_start": can_operate_department(request.user, benchmark.eval.department_id),
             "form": StartForm(initial={"benchmark_id": benchmark.pk}),
         }
-        for benchmark in page
+        for benchmark in page.benchmarks
     ]
     return render(
         request,

@@ -1,4 +1,5 @@
-"""benchmark/search: how an agent holding only a key finds the benchmark ids it may start."""
+"""Finding benchmarks: how an agent holding only a key finds the ids it may start (the API's
+benchmark/search), and the staff page of benchmarks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 
 from tests_app.models import Benchmark, BenchmarkEntry
 from tests_app.selectors.scope import visible_benchmarks
@@ -18,7 +20,9 @@ MAX_PAGE_SIZE = 100
 
 @dataclass(frozen=True)
 class BenchmarkPage:
-    benchmarks: list[dict[str, Any]]
+    """Benchmarks with their eval, department and rubric joined and ``entry_count`` annotated."""
+
+    benchmarks: list[Benchmark]
     total_count: int
 
 
@@ -53,25 +57,7 @@ def search_benchmarks(
     )
     rows: list[Benchmark] = list(
         queryset.select_related("eval__department", "eval__rubric")
-        .annotate(entry_count=Subquery(entry_count, output_field=IntegerField()))
+        .annotate(entry_count=Coalesce(Subquery(entry_count, output_field=IntegerField()), 0))
         .order_by("name", "id")[page_offset : page_offset + page_size]
     )
-    total = queryset.count()
-    return BenchmarkPage(
-        benchmarks=[
-            {
-                "id": benchmark.pk,
-                "name": benchmark.name,
-                "eval_id": benchmark.eval_id,
-                "eval_name": benchmark.eval.name,
-                "department_id": benchmark.eval.department_id,
-                "department_name": benchmark.eval.department.name,
-                "rubric_name": benchmark.eval.rubric.name,
-                "entries": getattr(benchmark, "entry_count", None) or 0,
-                "runs_per_entry": benchmark.runs_per_entry,
-                "target_kind": benchmark.target_kind,
-            }
-            for benchmark in rows
-        ],
-        total_count=total,
-    )
+    return BenchmarkPage(benchmarks=rows, total_count=queryset.count())
