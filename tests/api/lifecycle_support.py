@@ -1,4 +1,5 @@
-"""Helpers shared by the lifecycle endpoint tests: calling an action and checking error bodies."""
+"""Helpers shared by the lifecycle endpoint tests: calling an action, checking error bodies, and
+putting tests and invocations in the state a test starts from (conftest.py has the usual ones)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 from rest_framework.test import APIClient
 
+from tests.factories import ReplayStepFactory
 from tests_app.actors import CLIENT_AGENT, Actor
-from tests_app.models import Test, TestInvocation
+from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.services.claiming import claim_next_run
 from tests_app.services.starting import start_test
 
@@ -51,6 +53,14 @@ def force_invocation_status(invocation: TestInvocation, status: str) -> None:
     """
     TestInvocation.objects.filter(pk=invocation.pk).update(status=status)
     invocation.refresh_from_db()
+
+
+def mark_replayed(invocation: TestInvocation) -> TestInvocation:
+    """A claimed invocation where the replay leaves it: invocation replayed, run running, a step."""
+    TestRun.objects.filter(pk=invocation.run_id).update(status=TestRun.Status.RUNNING)
+    ReplayStepFactory(invocation=invocation, turn=1)
+    force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
+    return invocation
 
 
 def invocation_ids(invocation: TestInvocation) -> dict[str, str]:

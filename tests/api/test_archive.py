@@ -85,29 +85,21 @@ def outsider_department(user: Any) -> Any:
     return user.memberships.get().department
 
 
-def test_it_validates_ownership(
-    client_for: Any, operator: Any, outsider: Any, benchmark: Any
-) -> None:
-    test = started_test(operator, benchmark)
-
-    response = post(client_for(outsider), "archive", {"test_ids": [str(test.pk)]})
+def test_it_validates_ownership(client_for: Any, outsider: Any, started: Test) -> None:
+    response = post(client_for(outsider), "archive", {"test_ids": [str(started.pk)]})
 
     # Archive is a bulk call: ids the caller cannot see count as not updated, like unknown ids.
     assert response.json() == {"updated_count": 0}
-    test.refresh_from_db()
-    assert test.is_archived is False
+    started.refresh_from_db()
+    assert started.is_archived is False
 
 
-def test_a_viewer_cannot_archive(
-    client_for: Any, operator: Any, viewer: Any, benchmark: Any
-) -> None:
-    test = started_test(operator, benchmark)
-
-    response = post(client_for(viewer), "archive", {"test_ids": [str(test.pk)]})
+def test_a_viewer_cannot_archive(client_for: Any, viewer: Any, started: Test) -> None:
+    response = post(client_for(viewer), "archive", {"test_ids": [str(started.pk)]})
 
     assert_error(response, 403, "permission_denied")
-    test.refresh_from_db()
-    assert test.is_archived is False
+    started.refresh_from_db()
+    assert started.is_archived is False
 
 
 def test_staff_archives_anywhere(
@@ -122,18 +114,16 @@ def test_staff_archives_anywhere(
     }
 
 
-def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-
+def test_it_requires_credentials(client: Any, started: Test) -> None:
     response = client.post(
         "/api/v5/artifacts/test/archive",
-        {"test_ids": [str(test.pk)]},
+        {"test_ids": [str(started.pk)]},
         content_type="application/json",
     )
 
     assert_error(response, 401, "not_authenticated")
-    test.refresh_from_db()
-    assert test.is_archived is False
+    started.refresh_from_db()
+    assert started.is_archived is False
 
 
 @pytest.mark.parametrize(
@@ -148,33 +138,28 @@ def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> 
     ],
 )
 def test_it_rejects_bad_bodies(
-    client_for: Any, operator: Any, benchmark: Any, body: dict[str, Any], field: str
+    client_for: Any, operator: Any, started: Test, body: dict[str, Any], field: str
 ) -> None:
-    test = started_test(operator, benchmark)
-
     error = assert_error(post(client_for(operator), "archive", body), 400, "invalid")
 
     assert field in error["fields"]
-    test.refresh_from_db()
-    assert test.is_archived is False
+    started.refresh_from_db()
+    assert started.is_archived is False
 
 
-def test_a_thousand_ids_are_accepted(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    ids = [str(test.pk)] + [str(uuid.uuid4()) for _ in range(999)]
+def test_a_thousand_ids_are_accepted(client_for: Any, operator: Any, started: Test) -> None:
+    ids = [str(started.pk)] + [str(uuid.uuid4()) for _ in range(999)]
 
     assert post(client_for(operator), "archive", {"test_ids": ids}).json() == {"updated_count": 1}
 
 
-def test_the_service_validates_ids_for_other_callers(operator: Any, benchmark: Any) -> None:
+def test_the_service_validates_ids_for_other_callers(operator: Any, started: Test) -> None:
     # The admin action calls set_archived directly, without the serializer in front.
-    test = started_test(operator, benchmark)
-
     with pytest.raises(ValidationFailed) as malformed:
-        set_archived(actor=agent(operator), test_ids=[str(test.pk), "oops"], archived=True)
+        set_archived(actor=agent(operator), test_ids=[str(started.pk), "oops"], archived=True)
     with pytest.raises(ValidationFailed):
-        set_archived(actor=agent(operator), test_ids=[test.pk] * 1001, archived=True)
+        set_archived(actor=agent(operator), test_ids=[started.pk] * 1001, archived=True)
 
     assert malformed.value.fields == {"test_ids": ["'oops' is not a valid UUID."]}
-    assert set_archived(actor=agent(operator), test_ids=[test.pk], archived=True) == 1
-    assert set_archived(actor=agent(operator), test_ids=[test.pk], archived=True) == 0
+    assert set_archived(actor=agent(operator), test_ids=[started.pk], archived=True) == 1
+    assert set_archived(actor=agent(operator), test_ids=[started.pk], archived=True) == 0

@@ -13,6 +13,7 @@ from tests.api.lifecycle_support import (
     claimed_invocation,
     force_invocation_status,
     invocation_ids,
+    mark_replayed,
     post,
     started_test,
 )
@@ -21,64 +22,57 @@ from tests_app.models import Grade, Test, TestInvocation, TestRun
 pytestmark = pytest.mark.django_db
 
 
-def replayed(user: Any, test: Test) -> TestInvocation:
-    """A claimed invocation where the replay leaves it: invocation replayed, run running."""
-    invocation = claimed_invocation(user, test)
-    TestRun.objects.filter(pk=invocation.run_id).update(status=TestRun.Status.RUNNING)
-    factories.ReplayStepFactory(invocation=invocation, turn=1)
-    force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
-    return invocation
+def replayed_twice(user: Any, test: Test) -> tuple[TestInvocation, TestInvocation]:
+    """Both runs of ``test`` claimed and replayed."""
+    first = mark_replayed(claimed_invocation(user, test))
+    return first, mark_replayed(claimed_invocation(user, test))
 
 
 def end_body(invocation: TestInvocation, **extra: Any) -> dict[str, Any]:
     return {**invocation_ids(invocation), **extra}
 
 
-def test_it_ends_ungraded(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    invocation = replayed(operator, test)
-
-    response = post(client_for(operator), "end", end_body(invocation))
+def test_it_ends_ungraded(
+    client_for: Any, operator: Any, started: Test, replayed: TestInvocation
+) -> None:
+    response = post(client_for(operator), "end", end_body(replayed))
 
     assert response.status_code == 200
     assert response.json() == {
-        "invocation_id": str(invocation.pk),
+        "invocation_id": str(replayed.pk),
         "grade_id": None,
         "score": None,
         "passed": None,
         "feedback": None,
     }
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.ENDED
-    assert invocation.ended_at is not None
-    run = TestRun.objects.get(pk=invocation.run_id)
+    replayed.refresh_from_db()
+    assert replayed.status == TestInvocation.Status.ENDED
+    assert replayed.ended_at is not None
+    run = TestRun.objects.get(pk=replayed.run_id)
     assert run.status == TestRun.Status.COMPLETED
     assert run.score is None
-    test.refresh_from_db()
-    assert test.completed_runs == 1
-    assert test.graded_runs == 0
-    assert test.current_invocation_id is None
-    assert test.status == Test.Status.RUNNING  # one of two runs is still pending
+    started.refresh_from_db()
+    assert started.completed_runs == 1
+    assert started.graded_runs == 0
+    assert started.current_invocation_id is None
+    assert started.status == Test.Status.RUNNING  # one of two runs is still pending
     assert not Grade.objects.exists()
 
 
 def test_an_agent_grade_is_stored_and_current(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, started: Test, replayed: TestInvocation
 ) -> None:
-    test = started_test(operator, benchmark)
-    invocation = replayed(operator, test)
-
     response = post(
         client_for(operator),
         "end",
-        end_body(invocation, score=0.4, passed=True, feedback="Close enough."),
+        end_body(replayed, score=0.4, passed=True, feedback="Close enough."),
     )
 
     assert response.status_code == 200
     body = response.json()
     grade = Grade.objects.get()
     assert body == {
-        "invocation_id": str(invocation.pk),
+        "invocation_id": str(replayed.pk),
         "grade_id": str(grade.pk),
         "score": 0.4,
         "passed": True,
@@ -86,56 +80,58 @@ def test_an_agent_grade_is_stored_and_current(
     }
     assert (grade.source, grade.status, grade.actor) == ("agent", "done", operator)
     assert (grade.score, grade.passed, grade.feedback) == (0.4, True, "Close enough.")
-    run = TestRun.objects.get(pk=invocation.run_id)
+    run = TestRun.objects.get(pk=replayed.run_id)
     assert (run.score, run.passed) == (0.4, True)
-    test.refresh_from_db()
-    assert (test.graded_runs, test.passed_runs, test.score_sum) == (1, 1, pytest.approx(0.4))
+    started.refresh_from_db()
+    assert (started.graded_runs, started.passed_runs, started.score_sum) == (
+        1,
+        1,
+        pytest.approx(0.4),
+    )
 
 
 @pytest.mark.parametrize(("score", "passed"), [(0.7, True), (0.69, False), (0.0, False)])
 def test_passed_is_derived_from_the_rubric_threshold(
-    client_for: Any, operator: Any, benchmark: Any, score: float, passed: bool
+    client_for: Any, operator: Any, replayed: TestInvocation, score: float, passed: bool
 ) -> None:
     # The factory rubric's threshold is 0.7.
-    invocation = replayed(operator, started_test(operator, benchmark))
-
-    body = post(client_for(operator), "end", end_body(invocation, score=score)).json()
+    body = post(client_for(operator), "end", end_body(replayed, score=score)).json()
 
     assert body["passed"] is passed
     assert body["feedback"] == ""
     assert Grade.objects.get().passed is passed
 
 
-def test_the_last_run_completes_the_test(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
+def test_the_last_run_completes_the_test(client_for: Any, operator: Any, started: Test) -> None:
     client = client_for(operator)
-    first, second = replayed(operator, test), replayed(operator, test)
+    first, second = replayed_twice(operator, started)
 
     post(client, "end", end_body(first, score=1.0))
-    test.refresh_from_db()
-    assert test.status == Test.Status.RUNNING
+    started.refresh_from_db()
+    assert started.status == Test.Status.RUNNING
     post(client, "end", end_body(second, score=0.5))
 
-    test.refresh_from_db()
-    assert test.status == Test.Status.COMPLETED
-    assert test.finished_at is not None
-    assert (test.completed_runs, test.graded_runs, test.passed_runs) == (2, 2, 1)
-    assert test.mean_score == pytest.approx(0.75)
+    started.refresh_from_db()
+    assert started.status == Test.Status.COMPLETED
+    assert started.finished_at is not None
+    assert (started.completed_runs, started.graded_runs, started.passed_runs) == (2, 2, 1)
+    assert started.mean_score == pytest.approx(0.75)
 
 
 def test_grade_true_creates_a_pending_grade_and_enqueues_the_judge(
-    client_for: Any, operator: Any, benchmark: Any, django_capture_on_commit_callbacks: Any
+    client_for: Any,
+    operator: Any,
+    replayed: TestInvocation,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
-
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = post(client_for(operator), "end", end_body(invocation, grade=True))
+        response = post(client_for(operator), "end", end_body(replayed, grade=True))
 
     assert response.status_code == 200
     body = response.json()
     grade = Grade.objects.get()
     assert body == {
-        "invocation_id": str(invocation.pk),
+        "invocation_id": str(replayed.pk),
         "grade_id": str(grade.pk),
         "score": None,
         "passed": None,
@@ -144,21 +140,22 @@ def test_grade_true_creates_a_pending_grade_and_enqueues_the_judge(
     # No judge is configured in tests: the offline grader, named as such.
     assert (grade.source, grade.status) == ("reference", "pending")
     assert len(callbacks) == 1
-    assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.COMPLETED
+    assert TestRun.objects.get(pk=replayed.run_id).status == TestRun.Status.COMPLETED
 
 
 def test_grade_true_is_graded_after_commit(
-    client_for: Any, operator: Any, benchmark: Any, django_capture_on_commit_callbacks: Any
+    client_for: Any,
+    operator: Any,
+    replayed: TestInvocation,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
-
     with django_capture_on_commit_callbacks(execute=True):
-        body = post(client_for(operator), "end", end_body(invocation, grade=True)).json()
+        body = post(client_for(operator), "end", end_body(replayed, grade=True)).json()
 
     grade = Grade.objects.get(pk=body["grade_id"])
     assert grade.status == Grade.Status.DONE
     assert grade.score is not None
-    assert TestRun.objects.get(pk=invocation.run_id).score == grade.score
+    assert TestRun.objects.get(pk=replayed.run_id).score == grade.score
 
 
 @pytest.mark.parametrize(
@@ -166,29 +163,26 @@ def test_grade_true_is_graded_after_commit(
     [TestInvocation.Status.CREATED, TestInvocation.Status.RUNNING, TestInvocation.Status.ENDED],
 )
 def test_an_invocation_not_replayed_is_409(
-    client_for: Any, operator: Any, benchmark: Any, status: str
+    client_for: Any, operator: Any, started: Test, claimed: TestInvocation, status: str
 ) -> None:
-    test = started_test(operator, benchmark)
-    invocation = claimed_invocation(operator, test)
-    force_invocation_status(invocation, status)
+    force_invocation_status(claimed, status)
 
-    response = post(client_for(operator), "end", end_body(invocation, score=1.0))
+    response = post(client_for(operator), "end", end_body(claimed, score=1.0))
 
     body = assert_error(response, 409, f"invocation_{status}")
     assert f"is {status}" in body["detail"]
     assert not Grade.objects.exists()
-    test.refresh_from_db()
-    assert test.completed_runs == 0
-    invocation.refresh_from_db()
-    assert invocation.status == status
+    started.refresh_from_db()
+    assert started.completed_runs == 0
+    claimed.refresh_from_db()
+    assert claimed.status == status
 
 
-def test_ending_twice_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
+def test_ending_twice_is_409(client_for: Any, operator: Any, replayed: TestInvocation) -> None:
     client = client_for(operator)
-    post(client, "end", end_body(invocation, score=1.0))
+    post(client, "end", end_body(replayed, score=1.0))
 
-    assert_error(post(client, "end", end_body(invocation, score=0.0)), 409, "invocation_ended")
+    assert_error(post(client, "end", end_body(replayed, score=0.0)), 409, "invocation_ended")
     assert Grade.objects.get().score == 1.0
 
 
@@ -207,24 +201,21 @@ def test_ending_twice_is_409(client_for: Any, operator: Any, benchmark: Any) -> 
     ],
 )
 def test_it_rejects_bad_bodies(
-    client_for: Any, operator: Any, benchmark: Any, extra: dict[str, Any], field: str
+    client_for: Any, operator: Any, replayed: TestInvocation, extra: dict[str, Any], field: str
 ) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
-
     error = assert_error(
-        post(client_for(operator), "end", end_body(invocation, **extra)), 400, "invalid"
+        post(client_for(operator), "end", end_body(replayed, **extra)), 400, "invalid"
     )
 
     assert field in error["fields"]
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.REPLAYED
+    replayed.refresh_from_db()
+    assert replayed.status == TestInvocation.Status.REPLAYED
 
 
 def test_ids_that_do_not_belong_together_are_400(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, started: Test
 ) -> None:
-    test = started_test(operator, benchmark)
-    first, second = replayed(operator, test), replayed(operator, test)
+    first, second = replayed_twice(operator, started)
 
     response = post(
         client_for(operator), "end", end_body(first, run_id=str(second.run_id), score=1.0)
@@ -235,40 +226,30 @@ def test_ids_that_do_not_belong_together_are_400(
     assert first.status == TestInvocation.Status.REPLAYED
 
 
-def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
-
+def test_it_requires_credentials(client: Any, replayed: TestInvocation) -> None:
     response = client.post(
-        "/api/v5/artifacts/test/end", end_body(invocation), content_type="application/json"
+        "/api/v5/artifacts/test/end", end_body(replayed), content_type="application/json"
     )
 
     assert_error(response, 401, "not_authenticated")
 
 
-def test_it_validates_ownership(
-    client_for: Any, operator: Any, outsider: Any, benchmark: Any
-) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
-
-    assert_error(post(client_for(outsider), "end", end_body(invocation)), 404, "not_found")
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.REPLAYED
+def test_it_validates_ownership(client_for: Any, outsider: Any, replayed: TestInvocation) -> None:
+    assert_error(post(client_for(outsider), "end", end_body(replayed)), 404, "not_found")
+    replayed.refresh_from_db()
+    assert replayed.status == TestInvocation.Status.REPLAYED
 
 
-def test_an_unknown_test_is_404(client_for: Any, operator: Any, benchmark: Any) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
-
-    response = post(client_for(operator), "end", end_body(invocation, test_id=str(uuid.uuid4())))
+def test_an_unknown_test_is_404(client_for: Any, operator: Any, replayed: TestInvocation) -> None:
+    response = post(client_for(operator), "end", end_body(replayed, test_id=str(uuid.uuid4())))
 
     assert_error(response, 404, "not_found")
 
 
-def test_a_viewer_cannot_end(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
-    invocation = replayed(operator, started_test(operator, benchmark))
-
-    assert_error(post(client_for(viewer), "end", end_body(invocation)), 403, "permission_denied")
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.REPLAYED
+def test_a_viewer_cannot_end(client_for: Any, viewer: Any, replayed: TestInvocation) -> None:
+    assert_error(post(client_for(viewer), "end", end_body(replayed)), 403, "permission_denied")
+    replayed.refresh_from_db()
+    assert replayed.status == TestInvocation.Status.REPLAYED
 
 
 def test_it_publishes_the_grade_and_the_completed_test_after_commit(
@@ -280,7 +261,7 @@ def test_it_publishes_the_grade_and_the_completed_test_after_commit(
 ) -> None:
     sent = events
     test = started_test(operator, factories.make_benchmark(department=research, entries=1))
-    invocation = replayed(operator, test)
+    invocation = mark_replayed(claimed_invocation(operator, test))
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         post(client_for(operator), "end", end_body(invocation, score=0.9))

@@ -35,10 +35,8 @@ def get(client: Any, test: Test, **extra: Any) -> Any:
     return post(client, "get", {"test_id": str(test.pk), **extra})
 
 
-def test_a_fresh_test(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-
-    response = get(client_for(operator), test)
+def test_a_fresh_test(client_for: Any, operator: Any, started: Test, benchmark: Any) -> None:
+    response = get(client_for(operator), started)
 
     assert response.status_code == 200
     body = response.json()
@@ -60,7 +58,7 @@ def test_a_fresh_test(client_for: Any, operator: Any, benchmark: Any) -> None:
     }
     evaluation, rubric = benchmark.eval, benchmark.eval.rubric
     assert body["test"] == {
-        "id": str(test.pk),
+        "id": str(started.pk),
         "benchmark_id": str(benchmark.pk),
         "benchmark_name": benchmark.name,
         "eval_id": str(evaluation.pk),
@@ -236,11 +234,10 @@ def test_infinite_mode_summarizes_the_current_cycle(
     ]
 
 
-def test_exports_have_download_urls(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    upload = factories.UploadFactory(test=test, file_name="test-export.zip", row_count=7)
+def test_exports_have_download_urls(client_for: Any, operator: Any, started: Test) -> None:
+    upload = factories.UploadFactory(test=started, file_name="test-export.zip", row_count=7)
 
-    body = get(client_for(operator), test).json()
+    body = get(client_for(operator), started).json()
 
     assert body["resources"]["exports"] == [
         {
@@ -269,13 +266,12 @@ def test_paging_runs_and_invocations(client_for: Any, operator: Any, research: A
 
 
 def test_show_controls_follows_role_and_state(
-    client_for: Any, operator: Any, viewer: Any, benchmark: Any
+    client_for: Any, operator: Any, viewer: Any, started: Test
 ) -> None:
-    test = started_test(operator, benchmark)
-    assert get(client_for(viewer), test).json()["show_controls"] is False
+    assert get(client_for(viewer), started).json()["show_controls"] is False
 
-    stop_invocation(actor=agent(operator), invocation_id=claimed_invocation(operator, test).pk)
-    body = get(client_for(operator), test).json()
+    stop_invocation(actor=agent(operator), invocation_id=claimed_invocation(operator, started).pk)
+    body = get(client_for(operator), started).json()
 
     assert body["status"] == "stopped"
     assert body["show_controls"] is False
@@ -310,43 +306,36 @@ def test_the_query_count_does_not_grow_with_the_test(
     assert len(big_queries) == len(small_queries)
 
 
-def test_archived_tests_are_readable(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    Test.objects.filter(pk=test.pk).update(is_archived=True)
+def test_archived_tests_are_readable(client_for: Any, operator: Any, started: Test) -> None:
+    Test.objects.filter(pk=started.pk).update(is_archived=True)
 
-    body = get(client_for(operator), test).json()
+    body = get(client_for(operator), started).json()
 
     assert body["test"]["is_archived"] is True
     assert body["show_controls"] is False
 
 
-def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-
+def test_it_requires_credentials(client: Any, started: Test) -> None:
     response = client.post(
-        "/api/v5/artifacts/test/get", {"test_id": str(test.pk)}, content_type="application/json"
+        "/api/v5/artifacts/test/get", {"test_id": str(started.pk)}, content_type="application/json"
     )
 
     assert_error(response, 401, "not_authenticated")
 
 
 def test_it_validates_ownership(
-    client_for: Any, operator: Any, outsider: Any, benchmark: Any
+    client_for: Any, operator: Any, outsider: Any, started: Test
 ) -> None:
-    test = started_test(operator, benchmark)
-
-    assert_error(get(client_for(outsider), test), 404, "not_found")
+    assert_error(get(client_for(outsider), started), 404, "not_found")
     assert_error(
         post(client_for(operator), "get", {"test_id": str(uuid.uuid4())}), 404, "not_found"
     )
 
 
-def test_a_viewer_may_read(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
+def test_a_viewer_may_read(client_for: Any, viewer: Any, started: Test) -> None:
+    body = get(client_for(viewer), started).json()
 
-    body = get(client_for(viewer), test).json()
-
-    assert body["test"]["id"] == str(test.pk)
+    assert body["test"]["id"] == str(started.pk)
 
 
 @pytest.mark.parametrize(
@@ -361,11 +350,9 @@ def test_a_viewer_may_read(client_for: Any, operator: Any, viewer: Any, benchmar
     ],
 )
 def test_it_rejects_bad_bodies(
-    client_for: Any, operator: Any, benchmark: Any, extra: dict[str, Any], field: str
+    client_for: Any, operator: Any, started: Test, extra: dict[str, Any], field: str
 ) -> None:
-    test = started_test(operator, benchmark)
-
-    error = assert_error(get(client_for(operator), test, **extra), 400, "invalid")
+    error = assert_error(get(client_for(operator), started, **extra), 400, "invalid")
 
     assert field in error["fields"]
 
@@ -461,13 +448,10 @@ def test_entries_are_capped_and_counted_without_another_query(
 
 
 def test_a_page_past_the_end_still_names_the_current_invocation(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, started: Test, claimed: TestInvocation
 ) -> None:
-    test = started_test(operator, benchmark)
-    open_invocation = claimed_invocation(operator, test)
-
-    body = get(client_for(operator), test, runs_page_size=5, runs_page_offset=10).json()
+    body = get(client_for(operator), started, runs_page_size=5, runs_page_offset=10).json()
 
     assert body["invocations"] == []
     assert body["runs"] == []
-    assert body["current_invocation_id"] == str(open_invocation.pk)
+    assert body["current_invocation_id"] == str(claimed.pk)

@@ -16,11 +16,10 @@ from tests_app.services.archiving import set_archived
 pytestmark = pytest.mark.django_db
 
 
-def test_it_claims_the_lowest_pending_run(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    first = test.runs.get(ordinal=1)
+def test_it_claims_the_lowest_pending_run(client_for: Any, operator: Any, started: Test) -> None:
+    first = started.runs.get(ordinal=1)
 
-    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+    response = post(client_for(operator), "next", {"test_id": str(started.pk)})
 
     assert response.status_code == 200
     body = response.json()
@@ -32,7 +31,7 @@ def test_it_claims_the_lowest_pending_run(client_for: Any, operator: Any, benchm
     invocation = TestInvocation.objects.get(pk=body["invocation_id"])
     assert invocation.status == TestInvocation.Status.CREATED
     assert invocation.run_id == first.pk
-    assert invocation.test_id == test.pk
+    assert invocation.test_id == started.pk
     assert invocation.client == "agent"
     assert invocation.actor == operator
     assert invocation.task_id == ""
@@ -40,50 +39,45 @@ def test_it_claims_the_lowest_pending_run(client_for: Any, operator: Any, benchm
     assert first.status == TestRun.Status.CLAIMED
     assert first.attempts == 1
     assert first.latest_invocation_id == invocation.pk
-    test.refresh_from_db()
-    assert test.status == Test.Status.RUNNING
-    assert test.started_at is not None
-    assert test.current_invocation_id == invocation.pk
-    assert test.runs.get(ordinal=2).status == TestRun.Status.PENDING
+    started.refresh_from_db()
+    assert started.status == Test.Status.RUNNING
+    assert started.started_at is not None
+    assert started.current_invocation_id == invocation.pk
+    assert started.runs.get(ordinal=2).status == TestRun.Status.PENDING
 
 
-def test_the_second_call_claims_the_next_run(
-    client_for: Any, operator: Any, benchmark: Any
-) -> None:
-    test = started_test(operator, benchmark)
+def test_the_second_call_claims_the_next_run(client_for: Any, operator: Any, started: Test) -> None:
     client = client_for(operator, mcp=True)
 
-    first = post(client, "next", {"test_id": str(test.pk)}).json()
-    test.refresh_from_db()
-    started_at = test.started_at
-    second = post(client, "next", {"test_id": str(test.pk)}).json()
+    first = post(client, "next", {"test_id": str(started.pk)}).json()
+    started.refresh_from_db()
+    started_at = started.started_at
+    second = post(client, "next", {"test_id": str(started.pk)}).json()
 
     assert (first["current_run"], second["current_run"]) == (1, 2)
     assert first["run_id"] != second["run_id"]
     assert TestInvocation.objects.get(pk=second["invocation_id"]).client == "mcp"
-    test.refresh_from_db()
-    assert test.started_at == started_at  # only the first claim starts the test
-    assert test.current_invocation_id == uuid.UUID(second["invocation_id"])
+    started.refresh_from_db()
+    assert started.started_at == started_at  # only the first claim starts the test
+    assert started.current_invocation_id == uuid.UUID(second["invocation_id"])
 
 
-def test_no_pending_run_is_409_completed(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
+def test_no_pending_run_is_409_completed(client_for: Any, operator: Any, started: Test) -> None:
     client = client_for(operator)
-    post(client, "next", {"test_id": str(test.pk)})
-    post(client, "next", {"test_id": str(test.pk)})
+    post(client, "next", {"test_id": str(started.pk)})
+    post(client, "next", {"test_id": str(started.pk)})
 
-    response = post(client, "next", {"test_id": str(test.pk)})
+    response = post(client, "next", {"test_id": str(started.pk)})
 
     body = assert_error(response, 409, "test_completed")
     assert "no run is pending" in body["detail"]
-    assert TestInvocation.objects.filter(test=test).count() == 2
+    assert TestInvocation.objects.filter(test=started).count() == 2
 
 
-def test_a_completed_test_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    Test.objects.filter(pk=test.pk).update(status=Test.Status.COMPLETED)
+def test_a_completed_test_is_409(client_for: Any, operator: Any, started: Test) -> None:
+    Test.objects.filter(pk=started.pk).update(status=Test.Status.COMPLETED)
 
-    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+    response = post(client_for(operator), "next", {"test_id": str(started.pk)})
 
     body = assert_error(response, 409, "test_completed")
     assert "completed" in body["detail"]
@@ -113,15 +107,14 @@ def test_infinite_mode_starts_the_next_cycle(
 
 
 def test_a_run_put_back_to_pending_is_claimed_again(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, started: Test
 ) -> None:
     # The reaper puts a run whose worker died back to pending; next hands it out again.
-    test = started_test(operator, benchmark)
     client = client_for(operator)
-    first = post(client, "next", {"test_id": str(test.pk)}).json()
+    first = post(client, "next", {"test_id": str(started.pk)}).json()
     TestRun.objects.filter(pk=first["run_id"]).update(status=TestRun.Status.PENDING)
 
-    again = post(client, "next", {"test_id": str(test.pk)}).json()
+    again = post(client, "next", {"test_id": str(started.pk)}).json()
 
     assert again["run_id"] == first["run_id"]
     assert again["invocation_id"] != first["invocation_id"]
@@ -130,45 +123,37 @@ def test_a_run_put_back_to_pending_is_claimed_again(
     assert str(run.latest_invocation_id) == again["invocation_id"]
 
 
-def test_a_stopped_test_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    Test.objects.filter(pk=test.pk).update(status=Test.Status.STOPPED)
+def test_a_stopped_test_is_409(client_for: Any, operator: Any, started: Test) -> None:
+    Test.objects.filter(pk=started.pk).update(status=Test.Status.STOPPED)
 
-    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+    response = post(client_for(operator), "next", {"test_id": str(started.pk)})
 
     body = assert_error(response, 409, "test_stopped")
     assert "stopped" in body["detail"]
-    assert test.runs.filter(status=TestRun.Status.PENDING).count() == 2
+    assert started.runs.filter(status=TestRun.Status.PENDING).count() == 2
 
 
-def test_an_archived_test_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-    set_archived(actor=agent(operator), test_ids=[test.pk], archived=True)
+def test_an_archived_test_is_409(client_for: Any, operator: Any, started: Test) -> None:
+    set_archived(actor=agent(operator), test_ids=[started.pk], archived=True)
 
-    response = post(client_for(operator), "next", {"test_id": str(test.pk)})
+    response = post(client_for(operator), "next", {"test_id": str(started.pk)})
 
     body = assert_error(response, 409, "test_archived")
     assert "archived" in body["detail"]
     assert not TestInvocation.objects.exists()
 
 
-def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-
+def test_it_requires_credentials(client: Any, started: Test) -> None:
     response = client.post(
-        "/api/v5/artifacts/test/next", {"test_id": str(test.pk)}, content_type="application/json"
+        "/api/v5/artifacts/test/next", {"test_id": str(started.pk)}, content_type="application/json"
     )
 
     assert_error(response, 401, "not_authenticated")
     assert not TestInvocation.objects.exists()
 
 
-def test_it_validates_ownership(
-    client_for: Any, operator: Any, outsider: Any, benchmark: Any
-) -> None:
-    test = started_test(operator, benchmark)
-
-    response = post(client_for(outsider), "next", {"test_id": str(test.pk)})
+def test_it_validates_ownership(client_for: Any, outsider: Any, started: Test) -> None:
+    response = post(client_for(outsider), "next", {"test_id": str(started.pk)})
 
     assert_error(response, 404, "not_found")
     assert not TestInvocation.objects.exists()
@@ -178,14 +163,12 @@ def test_an_unknown_test_is_404(client_for: Any, operator: Any) -> None:
     assert_error(post(client_for(operator), "next", {"test_id": str(uuid.uuid4())}), 404)
 
 
-def test_a_viewer_cannot_claim(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
-    test = started_test(operator, benchmark)
-
-    response = post(client_for(viewer), "next", {"test_id": str(test.pk)})
+def test_a_viewer_cannot_claim(client_for: Any, viewer: Any, started: Test) -> None:
+    response = post(client_for(viewer), "next", {"test_id": str(started.pk)})
 
     assert_error(response, 403, "permission_denied")
     assert not TestInvocation.objects.exists()
-    assert test.runs.filter(status=TestRun.Status.PENDING).count() == 2
+    assert started.runs.filter(status=TestRun.Status.PENDING).count() == 2
 
 
 @pytest.mark.parametrize(
@@ -214,17 +197,16 @@ def test_staff_sees_other_departments(client_for: Any, staff: Any, support: Any)
 
 
 def test_a_claim_is_one_statement_after_authentication(
-    client_for: Any, operator: Any, benchmark: Any, django_assert_max_num_queries: Any
+    client_for: Any, operator: Any, started: Test, django_assert_max_num_queries: Any
 ) -> None:
     # On PostgreSQL the pick, the test row, the run and the invocation are one statement, so
     # concurrent claimers never hold the test row lock while Python runs between statements.
-    test = started_test(operator, benchmark)
     client = client_for(operator)
-    post(client, "next", {"test_id": str(test.pk)})  # warm up: the key's last_used_at is written
+    post(client, "next", {"test_id": str(started.pk)})  # warm up: the key's last_used_at is written
 
     # The key, the caller's memberships, then the claim (more statements on other databases).
     with django_assert_max_num_queries(3 if connection.vendor == "postgresql" else 12):
-        body = post(client, "next", {"test_id": str(test.pk)}).json()
+        body = post(client, "next", {"test_id": str(started.pk)}).json()
 
     assert body["current_run"] == 2
     assert body["total_runs"] == 2
@@ -234,7 +216,7 @@ def test_a_claim_is_one_statement_after_authentication(
         1,
         body["invocation_id"],
     )
-    assert str(Test.objects.get(pk=test.pk).current_invocation_id) == body["invocation_id"]
+    assert str(Test.objects.get(pk=started.pk).current_invocation_id) == body["invocation_id"]
 
 
 def test_the_run_count_is_that_of_the_claimed_runs_cycle(
@@ -257,15 +239,15 @@ def test_the_run_count_is_that_of_the_claimed_runs_cycle(
     assert (again["run_id"], again["cycle"], again["total_runs"]) == (first["run_id"], 1, 2)
 
 
-def test_a_viewer_claim_changes_nothing(
-    client_for: Any, operator: Any, viewer: Any, benchmark: Any
-) -> None:
+def test_a_viewer_claim_changes_nothing(client_for: Any, viewer: Any, started: Test) -> None:
     # The claim statement itself refuses a caller who may not operate the test: no run is
     # locked or marked, and the test row keeps its state.
-    test = started_test(operator, benchmark)
+    assert_error(post(client_for(viewer), "next", {"test_id": str(started.pk)}), 403)
 
-    assert_error(post(client_for(viewer), "next", {"test_id": str(test.pk)}), 403)
-
-    test.refresh_from_db()
-    assert (test.status, test.started_at, test.current_invocation_id) == ("pending", None, None)
-    assert set(test.runs.values_list("status", "attempts")) == {(TestRun.Status.PENDING, 0)}
+    started.refresh_from_db()
+    assert (started.status, started.started_at, started.current_invocation_id) == (
+        "pending",
+        None,
+        None,
+    )
+    assert set(started.runs.values_list("status", "attempts")) == {(TestRun.Status.PENDING, 0)}

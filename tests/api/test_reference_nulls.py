@@ -9,11 +9,8 @@ import pytest
 from tests.api.lifecycle_support import (
     TEST_API,
     assert_error,
-    claimed_invocation,
-    force_invocation_status,
     invocation_ids,
     post,
-    started_test,
 )
 from tests_app.models import Grade, TestInvocation
 
@@ -23,34 +20,30 @@ NULL_GRADE_FIELDS = {"score": None, "passed": None, "feedback": None}
 
 
 def test_end_with_null_grade_fields_ends_ungraded(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, replayed: TestInvocation
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-    force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
-    body = {**invocation_ids(invocation), "grade": False, **NULL_GRADE_FIELDS}
+    body = {**invocation_ids(replayed), "grade": False, **NULL_GRADE_FIELDS}
     response = post(client_for(operator), "end", body)
     assert response.status_code == 200, response.content
     assert response.json() == {
-        "invocation_id": str(invocation.pk),
+        "invocation_id": str(replayed.pk),
         "grade_id": None,
         "score": None,
         "passed": None,
         "feedback": None,
     }
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.ENDED
-    assert not Grade.objects.filter(invocation=invocation).exists()
+    replayed.refresh_from_db()
+    assert replayed.status == TestInvocation.Status.ENDED
+    assert not Grade.objects.filter(invocation=replayed).exists()
 
 
 def test_end_asking_the_judge_with_null_fields_queues_a_grade(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, replayed: TestInvocation
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-    force_invocation_status(invocation, TestInvocation.Status.REPLAYED)
-    body = {**invocation_ids(invocation), "grade": True, **NULL_GRADE_FIELDS}
+    body = {**invocation_ids(replayed), "grade": True, **NULL_GRADE_FIELDS}
     response = post(client_for(operator), "end", body)
     assert response.status_code == 200, response.content
-    grade = Grade.objects.get(invocation=invocation)
+    grade = Grade.objects.get(invocation=replayed)
     assert response.json()["grade_id"] == str(grade.pk)
 
 

@@ -16,7 +16,7 @@ from tests.api.lifecycle_support import (
     post,
     started_test,
 )
-from tests_app.models import ReplayStep, TestInvocation, TestRun
+from tests_app.models import ReplayStep, Test, TestInvocation, TestRun
 
 pytestmark = pytest.mark.django_db
 
@@ -25,57 +25,52 @@ run_body = invocation_ids
 
 
 def test_it_enqueues_the_replay_after_commit(
-    client_for: Any, operator: Any, benchmark: Any, django_capture_on_commit_callbacks: Any
+    client_for: Any, operator: Any, claimed: TestInvocation, django_capture_on_commit_callbacks: Any
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = post(client_for(operator), "run", run_body(invocation))
+        response = post(client_for(operator), "run", run_body(claimed))
 
     assert response.status_code == 200
     assert response.json() == {
-        "test_id": str(invocation.test_id),
-        "invocation_id": str(invocation.pk),
-        "run_id": str(invocation.run_id),
+        "test_id": str(claimed.test_id),
+        "invocation_id": str(claimed.pk),
+        "run_id": str(claimed.run_id),
     }
-    invocation.refresh_from_db()
+    claimed.refresh_from_db()
     # Marked as enqueued, but nothing ran yet: the replay waits for the commit.
-    assert invocation.task_id
-    uuid.UUID(invocation.task_id)
-    assert invocation.status == TestInvocation.Status.CREATED
+    assert claimed.task_id
+    uuid.UUID(claimed.task_id)
+    assert claimed.status == TestInvocation.Status.CREATED
     assert len(callbacks) == 1
     assert not ReplayStep.objects.exists()
 
 
 def test_the_enqueued_replay_runs(
-    client_for: Any, operator: Any, benchmark: Any, django_capture_on_commit_callbacks: Any
+    client_for: Any, operator: Any, claimed: TestInvocation, django_capture_on_commit_callbacks: Any
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
     with django_capture_on_commit_callbacks(execute=True):
-        response = post(client_for(operator), "run", run_body(invocation))
+        response = post(client_for(operator), "run", run_body(claimed))
 
     assert response.status_code == 200
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.REPLAYED
-    assert invocation.steps_count == 3
-    assert ReplayStep.objects.filter(invocation=invocation).count() == 3
-    assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.RUNNING
+    claimed.refresh_from_db()
+    assert claimed.status == TestInvocation.Status.REPLAYED
+    assert claimed.steps_count == 3
+    assert ReplayStep.objects.filter(invocation=claimed).count() == 3
+    assert TestRun.objects.get(pk=claimed.run_id).status == TestRun.Status.RUNNING
 
 
-def test_calling_it_twice_is_409(client_for: Any, operator: Any, benchmark: Any) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+def test_calling_it_twice_is_409(client_for: Any, operator: Any, claimed: TestInvocation) -> None:
     client = client_for(operator)
-    post(client, "run", run_body(invocation))
-    invocation.refresh_from_db()
-    task_id = invocation.task_id
+    post(client, "run", run_body(claimed))
+    claimed.refresh_from_db()
+    task_id = claimed.task_id
 
-    response = post(client, "run", run_body(invocation))
+    response = post(client, "run", run_body(claimed))
 
     body = assert_error(response, 409, "already_enqueued")
     assert "already requested" in body["detail"]
-    invocation.refresh_from_db()
-    assert invocation.task_id == task_id
+    claimed.refresh_from_db()
+    assert claimed.task_id == task_id
 
 
 @pytest.mark.parametrize(
@@ -88,25 +83,23 @@ def test_calling_it_twice_is_409(client_for: Any, operator: Any, benchmark: Any)
     ],
 )
 def test_an_invocation_past_created_is_409(
-    client_for: Any, operator: Any, benchmark: Any, status: str
+    client_for: Any, operator: Any, claimed: TestInvocation, status: str
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-    force_invocation_status(invocation, status)
+    force_invocation_status(claimed, status)
 
-    response = post(client_for(operator), "run", run_body(invocation))
+    response = post(client_for(operator), "run", run_body(claimed))
 
     body = assert_error(response, 409, f"invocation_{status}")
     assert f"is {status}" in body["detail"]
-    invocation.refresh_from_db()
-    assert invocation.task_id == ""
+    claimed.refresh_from_db()
+    assert claimed.task_id == ""
 
 
 def test_ids_that_do_not_belong_together_are_400(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, started: Test, benchmark: Any
 ) -> None:
-    test = started_test(operator, benchmark)
-    first = claimed_invocation(operator, test)
-    second = claimed_invocation(operator, test)
+    first = claimed_invocation(operator, started)
+    second = claimed_invocation(operator, started)
     other_test = started_test(operator, benchmark)
     client = client_for(operator)
 
@@ -122,40 +115,34 @@ def test_ids_that_do_not_belong_together_are_400(
     assert not TestInvocation.objects.exclude(task_id="").exists()
 
 
-def test_an_unknown_invocation_is_404(client_for: Any, operator: Any, benchmark: Any) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
+def test_an_unknown_invocation_is_404(
+    client_for: Any, operator: Any, claimed: TestInvocation
+) -> None:
     response = post(
         client_for(operator),
         "run",
-        run_body(invocation) | {"test_invocation_id": str(uuid.uuid4())},
+        run_body(claimed) | {"test_invocation_id": str(uuid.uuid4())},
     )
 
     assert_error(response, 404, "not_found")
 
 
-def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
+def test_it_requires_credentials(client: Any, claimed: TestInvocation) -> None:
     response = client.post(
-        "/api/v5/artifacts/test/run", run_body(invocation), content_type="application/json"
+        "/api/v5/artifacts/test/run", run_body(claimed), content_type="application/json"
     )
 
     assert_error(response, 401, "not_authenticated")
-    invocation.refresh_from_db()
-    assert invocation.task_id == ""
+    claimed.refresh_from_db()
+    assert claimed.task_id == ""
 
 
-def test_it_validates_ownership(
-    client_for: Any, operator: Any, outsider: Any, benchmark: Any
-) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
-    response = post(client_for(outsider), "run", run_body(invocation))
+def test_it_validates_ownership(client_for: Any, outsider: Any, claimed: TestInvocation) -> None:
+    response = post(client_for(outsider), "run", run_body(claimed))
 
     assert_error(response, 404, "not_found")
-    invocation.refresh_from_db()
-    assert invocation.task_id == ""
+    claimed.refresh_from_db()
+    assert claimed.task_id == ""
 
 
 def test_an_outsiders_invocation_in_my_test_call_is_404(
@@ -175,14 +162,12 @@ def test_an_outsiders_invocation_in_my_test_call_is_404(
     assert_error(response, 404, "not_found")
 
 
-def test_a_viewer_cannot_run(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
-    response = post(client_for(viewer), "run", run_body(invocation))
+def test_a_viewer_cannot_run(client_for: Any, viewer: Any, claimed: TestInvocation) -> None:
+    response = post(client_for(viewer), "run", run_body(claimed))
 
     assert_error(response, 403, "permission_denied")
-    invocation.refresh_from_db()
-    assert invocation.task_id == ""
+    claimed.refresh_from_db()
+    assert claimed.task_id == ""
 
 
 @pytest.mark.parametrize(
@@ -194,23 +179,18 @@ def test_a_viewer_cannot_run(client_for: Any, operator: Any, viewer: Any, benchm
     ],
 )
 def test_it_rejects_bad_bodies(
-    client_for: Any, operator: Any, benchmark: Any, change: dict[str, Any], field: str
+    client_for: Any, operator: Any, claimed: TestInvocation, change: dict[str, Any], field: str
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
     error = assert_error(
-        post(client_for(operator), "run", run_body(invocation) | change), 400, "invalid"
+        post(client_for(operator), "run", run_body(claimed) | change), 400, "invalid"
     )
 
     assert field in error["fields"]
 
 
-def test_a_stopped_test_runs_no_more_replays(
-    client_for: Any, operator: Any, benchmark: Any
-) -> None:
+def test_a_stopped_test_runs_no_more_replays(client_for: Any, operator: Any, started: Test) -> None:
     # Another agent's invocation is still created when the test is stopped through this one.
-    test = started_test(operator, benchmark)
-    stopped, other = claimed_invocation(operator, test), claimed_invocation(operator, test)
+    stopped, other = claimed_invocation(operator, started), claimed_invocation(operator, started)
     client = client_for(operator)
     post(client, "stop", {"invocation_id": str(stopped.pk)})
 
@@ -222,39 +202,37 @@ def test_a_stopped_test_runs_no_more_replays(
 
 
 def test_an_operator_elsewhere_who_only_views_this_department_cannot_run(
-    client_for: Any, operator: Any, viewer: Any, support: Any, benchmark: Any
+    client_for: Any, viewer: Any, support: Any, claimed: TestInvocation
 ) -> None:
     # The viewer operates another department: the one-statement path filters on the departments
     # the caller operates, which must not include this one.
     factories.MembershipFactory(user=viewer, department=support, role="operator")
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
 
-    assert_error(post(client_for(viewer), "run", run_body(invocation)), 403, "permission_denied")
+    assert_error(post(client_for(viewer), "run", run_body(claimed)), 403, "permission_denied")
 
-    invocation.refresh_from_db()
-    assert invocation.task_id == ""
+    claimed.refresh_from_db()
+    assert claimed.task_id == ""
 
 
-def test_an_archived_test_runs_no_replays(client_for: Any, operator: Any, benchmark: Any) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
+def test_an_archived_test_runs_no_replays(
+    client_for: Any, operator: Any, claimed: TestInvocation
+) -> None:
     client = client_for(operator)
-    archived = post(client, "archive", {"test_ids": [str(invocation.test_id)]})
+    archived = post(client, "archive", {"test_ids": [str(claimed.test_id)]})
     assert archived.status_code == 200, archived.content
 
-    assert_error(post(client, "run", run_body(invocation)), 409, "test_archived")
+    assert_error(post(client, "run", run_body(claimed)), 409, "test_archived")
 
-    invocation.refresh_from_db()
-    assert invocation.task_id == ""
-    assert invocation.status == TestInvocation.Status.CREATED
+    claimed.refresh_from_db()
+    assert claimed.task_id == ""
+    assert claimed.status == TestInvocation.Status.CREATED
 
 
 def test_a_staff_member_runs_any_departments_invocation(
-    client_for: Any, operator: Any, staff: Any, benchmark: Any
+    client_for: Any, staff: Any, claimed: TestInvocation
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
-    response = post(client_for(staff), "run", run_body(invocation))
+    response = post(client_for(staff), "run", run_body(claimed))
 
     assert response.status_code == 200, response.content
-    invocation.refresh_from_db()
-    assert invocation.task_id
+    claimed.refresh_from_db()
+    assert claimed.task_id

@@ -9,10 +9,8 @@ import pytest
 
 from tests.api.lifecycle_support import (
     assert_error,
-    claimed_invocation,
     force_invocation_status,
     post,
-    started_test,
 )
 from tests_app.models import Test, TestInvocation, TestRun
 
@@ -28,49 +26,48 @@ pytestmark = pytest.mark.django_db
     ],
 )
 def test_it_stops_the_invocation_its_run_and_its_test(
-    client_for: Any, operator: Any, benchmark: Any, status: str
+    client_for: Any, operator: Any, started: Test, claimed: TestInvocation, status: str
 ) -> None:
-    test = started_test(operator, benchmark)
-    invocation = claimed_invocation(operator, test)
-    force_invocation_status(invocation, status)
+    force_invocation_status(claimed, status)
 
-    response = post(client_for(operator), "stop", {"invocation_id": str(invocation.pk)})
+    response = post(client_for(operator), "stop", {"invocation_id": str(claimed.pk)})
 
     assert response.status_code == 200
     body = response.json()
-    assert body["invocation_id"] == str(invocation.pk)
+    assert body["invocation_id"] == str(claimed.pk)
     assert body["success"] is True
     assert "stopped" in body["message"]
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.STOPPED
-    assert invocation.stop_requested is True
-    assert invocation.ended_at is not None
-    assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.STOPPED
-    test.refresh_from_db()
-    assert test.status == Test.Status.STOPPED
-    assert test.finished_at is not None
-    assert test.current_invocation_id is None
+    claimed.refresh_from_db()
+    assert claimed.status == TestInvocation.Status.STOPPED
+    assert claimed.stop_requested is True
+    assert claimed.ended_at is not None
+    assert TestRun.objects.get(pk=claimed.run_id).status == TestRun.Status.STOPPED
+    started.refresh_from_db()
+    assert started.status == Test.Status.STOPPED
+    assert started.finished_at is not None
+    assert started.current_invocation_id is None
     # The other run is untouched, but the stopped test hands out no more work.
-    assert test.runs.filter(status=TestRun.Status.PENDING).count() == 1
-    assert_error(post(client_for(operator), "next", {"test_id": str(test.pk)}), 409, "test_stopped")
+    assert started.runs.filter(status=TestRun.Status.PENDING).count() == 1
+    assert_error(
+        post(client_for(operator), "next", {"test_id": str(started.pk)}), 409, "test_stopped"
+    )
 
 
 def test_it_publishes_run_stopped_and_test_stopped(
     client_for: Any,
     operator: Any,
-    benchmark: Any,
+    claimed: TestInvocation,
     django_capture_on_commit_callbacks: Any,
     events: list[dict[str, Any]],
 ) -> None:
     sent = events
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
 
     with django_capture_on_commit_callbacks(execute=True):
-        post(client_for(operator), "stop", {"invocation_id": str(invocation.pk)})
+        post(client_for(operator), "stop", {"invocation_id": str(claimed.pk)})
 
     assert [event["event_type"] for event in sent] == ["run.stopped", "test.stopped"]
-    assert sent[0]["invocation_id"] == invocation.pk
-    assert sent[0]["run_id"] == invocation.run_id
+    assert sent[0]["invocation_id"] == claimed.pk
+    assert sent[0]["run_id"] == claimed.run_id
 
 
 @pytest.mark.parametrize(
@@ -78,61 +75,52 @@ def test_it_publishes_run_stopped_and_test_stopped(
     [TestInvocation.Status.ENDED, TestInvocation.Status.FAILED, TestInvocation.Status.STOPPED],
 )
 def test_stopping_something_finished_is_not_an_error(
-    client_for: Any, operator: Any, benchmark: Any, status: str
+    client_for: Any, operator: Any, started: Test, claimed: TestInvocation, status: str
 ) -> None:
-    test = started_test(operator, benchmark)
-    invocation = claimed_invocation(operator, test)
-    force_invocation_status(invocation, status)
+    force_invocation_status(claimed, status)
 
-    response = post(client_for(operator), "stop", {"invocation_id": str(invocation.pk)})
+    response = post(client_for(operator), "stop", {"invocation_id": str(claimed.pk)})
 
     assert response.status_code == 200
     assert response.json() == {
-        "invocation_id": str(invocation.pk),
+        "invocation_id": str(claimed.pk),
         "success": False,
         "message": f"The invocation is already {status}; there is nothing to stop.",
     }
-    invocation.refresh_from_db()
-    assert invocation.stop_requested is False
-    test.refresh_from_db()
-    assert test.status == Test.Status.RUNNING
+    claimed.refresh_from_db()
+    assert claimed.stop_requested is False
+    started.refresh_from_db()
+    assert started.status == Test.Status.RUNNING
 
 
 def test_stopping_twice_answers_success_false(
-    client_for: Any, operator: Any, benchmark: Any
+    client_for: Any, operator: Any, claimed: TestInvocation
 ) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
     client = client_for(operator)
 
-    first = post(client, "stop", {"invocation_id": str(invocation.pk)}).json()
-    second = post(client, "stop", {"invocation_id": str(invocation.pk)}).json()
+    first = post(client, "stop", {"invocation_id": str(claimed.pk)}).json()
+    second = post(client, "stop", {"invocation_id": str(claimed.pk)}).json()
 
     assert (first["success"], second["success"]) == (True, False)
     assert "already stopped" in second["message"]
 
 
-def test_it_requires_credentials(client: Any, operator: Any, benchmark: Any) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
+def test_it_requires_credentials(client: Any, claimed: TestInvocation) -> None:
     response = client.post(
         "/api/v5/artifacts/test/stop",
-        {"invocation_id": str(invocation.pk)},
+        {"invocation_id": str(claimed.pk)},
         content_type="application/json",
     )
 
     assert_error(response, 401, "not_authenticated")
 
 
-def test_it_validates_ownership(
-    client_for: Any, operator: Any, outsider: Any, benchmark: Any
-) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
-    response = post(client_for(outsider), "stop", {"invocation_id": str(invocation.pk)})
+def test_it_validates_ownership(client_for: Any, outsider: Any, claimed: TestInvocation) -> None:
+    response = post(client_for(outsider), "stop", {"invocation_id": str(claimed.pk)})
 
     assert_error(response, 404, "not_found")
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.CREATED
+    claimed.refresh_from_db()
+    assert claimed.status == TestInvocation.Status.CREATED
 
 
 def test_an_unknown_invocation_is_404(client_for: Any, operator: Any) -> None:
@@ -141,15 +129,13 @@ def test_an_unknown_invocation_is_404(client_for: Any, operator: Any) -> None:
     assert_error(response, 404, "not_found")
 
 
-def test_a_viewer_cannot_stop(client_for: Any, operator: Any, viewer: Any, benchmark: Any) -> None:
-    invocation = claimed_invocation(operator, started_test(operator, benchmark))
-
-    response = post(client_for(viewer), "stop", {"invocation_id": str(invocation.pk)})
+def test_a_viewer_cannot_stop(client_for: Any, viewer: Any, claimed: TestInvocation) -> None:
+    response = post(client_for(viewer), "stop", {"invocation_id": str(claimed.pk)})
 
     assert_error(response, 403, "permission_denied")
-    invocation.refresh_from_db()
-    assert invocation.status == TestInvocation.Status.CREATED
-    assert invocation.stop_requested is False
+    claimed.refresh_from_db()
+    assert claimed.status == TestInvocation.Status.CREATED
+    assert claimed.stop_requested is False
 
 
 @pytest.mark.parametrize(
