@@ -2,8 +2,8 @@
 
 Controls are plain forms POSTed (with CSRF) to one view that looks their name up in ``CONTROLS``;
 each calls one service and redirects back (post/redirect/get), so every page works without
-JavaScript. Domain errors become a message on the
-page rather than an error body; a test the user may not see is a 404, as in the API.
+JavaScript. Domain errors become a message on the page rather than an error body; a test the user
+may not see is a 404, as in the API.
 """
 
 from __future__ import annotations
