@@ -152,6 +152,14 @@ if DATABASE_URL:
         _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     except ValueError as error:
         raise ImproperlyConfigured(f"DATABASE_URL is malformed: {error}") from error
+    if _database["ENGINE"] == "django.db.backends.postgresql":
+        # Parameters bound by the server, and psycopg prepares a statement once a connection has
+        # run it a few times (Django turns that off unless asked): the hot ones (next's claim,
+        # run's mark, a replay's steps) are planned once per connection, not at every call.
+        # Behind a transaction-pooling PgBouncer older than 1.21, set prepare_threshold to None.
+        _database.setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": 5}
+        )
     # psycopg 3's pool: one per process, so web and worker processes scale out independently.
     # Production only: the test suite creates and drops databases, which a pool would hold open.
     if _database["ENGINE"] == "django.db.backends.postgresql" and PRODUCTION:
@@ -195,7 +203,7 @@ if REDIS_URL:
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": "replaybench"},
         }
     }

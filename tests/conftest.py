@@ -45,9 +45,14 @@ def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
 
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every realtime event sent (after commit), in order: recorded, not sent."""
+    """Every realtime event sent (after commit), in order: recorded, not sent (and without the
+    seq that some take with their data)."""
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr("tests_app.realtime.events.send_event", lambda **event: sent.append(event))
+
+    def record(*, seq: int | None = None, **event: Any) -> None:
+        sent.append(event)
+
+    monkeypatch.setattr("tests_app.realtime.events.send_event", record)
     return sent
 
 

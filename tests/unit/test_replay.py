@@ -453,10 +453,11 @@ def replay_queries(turns: int, capture: Callable[..., Any]) -> list[str]:
     return [query["sql"] for query in queries.captured_queries]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_each_turn_costs_the_same_few_statements_and_numbers_its_events_in_a_row(
     django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Committed as in a worker, so each event is numbered when its data commits.
     from tests_app.realtime import events
 
     numbered: list[tuple[int, str]] = []
@@ -506,9 +507,9 @@ def test_loading_the_tasks_loads_the_replay_service_and_its_model_client() -> No
     # The worker imports its tasks before it takes work; its first replays must not queue on
     # the import lock of the services.
     probe = (
-        "import sys, django; django.setup(); before = 'httpx' in sys.modules; "
+        "import sys, django; django.setup(); before = 'urllib3' in sys.modules; "
         "import tests_app.tasks; "
-        "print(before, 'httpx' in sys.modules, 'tests_app.services.replay' in sys.modules)"
+        "print(before, 'urllib3' in sys.modules, 'tests_app.services.replay' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],

@@ -183,7 +183,7 @@ def test_the_proxy_variables_apply(
     # A host that does not resolve, reached through a proxy that does: the request arrives at
     # the proxy (the fake server, which answers a proxied request line with a 404). The proxy
     # variables are read when a process makes its client.
-    monkeypatch.setattr(openai_module, "_clients", {})
+    monkeypatch.setattr(openai_module, "_pools", {})
     proxy = fake_openai.base_url.removesuffix("/v1")
     monkeypatch.setenv("HTTP_PROXY", proxy)
     monkeypatch.setenv("http_proxy", proxy)
@@ -204,7 +204,7 @@ def test_no_proxy_sends_its_hosts_directly(
 ) -> None:
     # A proxy that refuses every connection, and NO_PROXY naming the model's host: the call
     # goes straight to the model and is answered.
-    monkeypatch.setattr(openai_module, "_clients", {})
+    monkeypatch.setattr(openai_module, "_pools", {})
     for name in ("HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
@@ -372,8 +372,8 @@ def test_targets_share_one_client_across_threads_and_read_the_key_at_each_call(
         thread.join(timeout=20)
 
     assert replies == ["Echo: What is 2 + 2?"] * 8
-    timeout = targets[0].config.endpoint.timeout_s
-    assert openai_module._client(timeout) is openai_module._client(timeout)
+    url = targets[0].config.endpoint.url
+    assert openai_module._pool_for(url) is openai_module._pool_for(url)
     # A rotated variable is read by the next call; nothing is kept of the old key.
     monkeypatch.setenv("FAKE_TARGET_KEY", "second-key")
     complete(targets[0])

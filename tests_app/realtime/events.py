@@ -53,9 +53,11 @@ def publish_on_commit(
     event_type: EventType,
     invocation_id: uuid.UUID | str | None = None,
     run_id: uuid.UUID | str | None = None,
+    seq: int | None = None,
     **data: Any,
 ) -> None:
-    """Send the event once the current transaction commits (at once outside one)."""
+    """Send the event once the current transaction commits (at once outside one). ``seq``: the
+    number the statement that wrote the event's data already took (else one is taken then)."""
     transaction.on_commit(
         partial(
             send_event,
@@ -63,6 +65,7 @@ def publish_on_commit(
             event_type=event_type,
             invocation_id=invocation_id,
             run_id=run_id,
+            seq=seq,
             **data,
         )
     )
@@ -95,12 +98,14 @@ def send_event(
     event_type: EventType,
     invocation_id: uuid.UUID | str | None = None,
     run_id: uuid.UUID | str | None = None,
+    seq: int | None = None,
     **data: Any,
 ) -> None:
-    """What :func:`publish_on_commit` runs after the commit: number the event and hand it to the
-    sender. Never raises: a lost event must not fail the work."""
+    """What :func:`publish_on_commit` runs after the commit: number the event (unless it was
+    numbered with its data) and hand it to the sender. Never raises: a lost event must not fail
+    the work."""
     try:
-        seq = next_seq(test_id)
+        seq = next_seq(test_id) if seq is None else seq
     except (DatabaseError, LookupError):
         logger.exception("Could not number %s for test %s", event_type, test_id)
         return

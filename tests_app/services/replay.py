@@ -15,19 +15,31 @@ hundreds of replays waiting on a model at once, connections go back to the pool 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from tests_app.errors import ValidationFailed
-from tests_app.models import Benchmark, ReplayStep, TestInvocation, TestRun
+from tests_app.models import (
+    Benchmark,
+    BenchmarkEntry,
+    ReplayStep,
+    Test,
+    TestInvocation,
+    TestRun,
+)
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
 from tests_app.targets import Message, Target, TargetError, TargetReply, message_text, target_for
@@ -112,41 +124,65 @@ def remember_answer(own_answers: dict[int, str], turn: PlannedTurn, content: str
         own_answers[-turn.index - 1] = content
 
 
-class Heartbeat:
-    """Keeps ``heartbeat_at`` of a running invocation fresh, and the lease of the target slot
-    its model call holds, while the replay runs: a call with retries may outlast the reaper's
-    timeout. The thread dies with the process, so a killed worker's invocation goes stale and
-    its slot expires."""
+@dataclass
+class Beat:
+    """One replay that the process's heartbeat keeps alive, and the lease of the target slot
+    its model call holds at the moment (None between calls)."""
 
-    def __init__(self, invocation_id: uuid.UUID) -> None:
-        self.invocation_id = invocation_id
-        self.lease: Lease | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+    invocation_id: uuid.UUID
+    lease: Lease | None = None
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
+class Heartbeats:
+    """Keeps ``heartbeat_at`` of the invocations this process replays fresh, and the leases of
+    their target slots, from one thread: a model call with retries may outlast the reaper's
+    timeout. The thread dies with the process, so a killed worker's invocations go stale and
+    its slots expire."""
 
-    def _beat(self) -> None:
-        interval = max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4)
+    def __init__(self) -> None:
+        self._beats: dict[uuid.UUID, Beat] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid = 0
+
+    @contextlib.contextmanager
+    def beating(self, invocation_id: uuid.UUID) -> Iterator[Beat]:
+        beat = Beat(invocation_id)
+        with self._lock:
+            if self._pid != os.getpid():  # first use here, or a forked child: start the thread
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="heartbeats", daemon=True).start()
+            self._beats[invocation_id] = beat
+        self._wake.set()  # the timeout may have changed since the thread went to sleep
         try:
-            while not self._done.wait(interval):
-                try:
-                    TestInvocation.objects.filter(
-                        pk=self.invocation_id, status=TestInvocation.Status.RUNNING
-                    ).update(heartbeat_at=timezone.now())
-                    if self.lease is not None:
-                        self.lease.renew()
-                except Exception:
-                    logger.exception("Heartbeat of invocation %s failed", self.invocation_id)
-                finally:
-                    connection.close()
+            yield beat
         finally:
-            connection.close()
+            with self._lock:
+                self._beats.pop(invocation_id, None)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4))
+            self._wake.clear()
+            with self._lock:
+                beats = list(self._beats.values())
+            if not beats:
+                continue
+            try:
+                TestInvocation.objects.filter(
+                    pk__in=[beat.invocation_id for beat in beats],
+                    status=TestInvocation.Status.RUNNING,
+                ).update(heartbeat_at=timezone.now())
+                for beat in beats:
+                    if beat.lease is not None:
+                        beat.lease.renew()
+            except Exception:
+                logger.exception("The heartbeat of %s replays failed", len(beats))
+            finally:
+                connection.close()
+
+
+heartbeats = Heartbeats()
 
 
 @dataclass(frozen=True)
@@ -159,44 +195,153 @@ class ClaimedReplay:
     replay_mode: str
 
 
-def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
-    """created → running for the invocation, then claimed → running for its run.
+@cache
+def _claim_statement() -> str:
+    """PostgreSQL's claim, one statement: the invocation created → running and its run claimed →
+    running, the seq of run.started taken (the test row locked first, as every service that
+    moves a test's state locks it), and what the replay needs read back.
 
-    Two statements, each its own transaction: the invocation's conditional UPDATE is the claim
-    (a second delivery matches nothing), and a run left ``claimed`` by a crash in between is
-    ``claimed or running`` to every reader that cares (the reaper, the counters)."""
+    Kept beside the ORM's claim for the same reason as :func:`_step_statement`."""
+    quote = connection.ops.quote_name
+    invocation_table = quote(TestInvocation._meta.db_table)
+    run_table = quote(TestRun._meta.db_table)
+    test_table = quote(Test._meta.db_table)
+    return f"""
+        WITH seq AS (
+            UPDATE {test_table} SET event_seq = event_seq + 1
+            WHERE id = (
+                SELECT test_id FROM {invocation_table}
+                WHERE id = %(invocation_id)s AND status = %(created)s
+            )
+            RETURNING event_seq
+        ), claimed AS (
+            UPDATE {invocation_table} AS invocation SET
+                status = %(running)s, started_at = %(now)s, heartbeat_at = %(now)s,
+                updated_at = %(now)s
+            FROM seq
+            WHERE invocation.id = %(invocation_id)s AND invocation.status = %(created)s
+            RETURNING invocation.run_id, invocation.test_id, seq.event_seq
+        ), moved AS (
+            UPDATE {run_table} AS run SET status = %(running)s, updated_at = %(now)s
+            FROM claimed
+            WHERE run.id = claimed.run_id AND run.status = %(claimed)s
+        )
+        SELECT claimed.test_id, claimed.run_id, entry.messages, entry.turns, benchmark.target,
+            benchmark.replay_mode, claimed.event_seq
+        FROM claimed
+        JOIN {run_table} AS run ON run.id = claimed.run_id
+        JOIN {quote(BenchmarkEntry._meta.db_table)} AS entry ON entry.id = run.entry_id
+        JOIN {test_table} AS test ON test.id = claimed.test_id
+        JOIN {quote(Benchmark._meta.db_table)} AS benchmark ON benchmark.id = test.benchmark_id
+    """  # noqa: S608
+
+
+def _json(value: Any) -> Any:
+    # Django reads jsonb as text and decodes it in the field; a plain cursor hands over the text.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
+    """created → running for the invocation and claimed → running for its run; None when it is
+    not ``created`` (a second delivery, a stop that came first, an unknown id)."""
     now = timezone.now()
-    claimed = TestInvocation.objects.filter(
-        pk=invocation_id, status=TestInvocation.Status.CREATED
-    ).update(status=TestInvocation.Status.RUNNING, started_at=now, heartbeat_at=now, updated_at=now)
-    if claimed != 1:
-        return None
-    # Plain values, not five models: the replay needs these and nothing else.
-    row = TestInvocation.objects.values(
-        "test_id",
-        "run_id",
-        "run__entry__messages",
-        "run__entry__turns",
-        "test__benchmark__target",
-        "test__benchmark__replay_mode",
-    ).get(pk=invocation_id)
-    TestRun.objects.filter(pk=row["run_id"], status=TestRun.Status.CLAIMED).update(
-        status=TestRun.Status.RUNNING, updated_at=now
-    )
-    invocation = TestInvocation(id=invocation_id, test_id=row["test_id"], run_id=row["run_id"])
+    seq: int | None = None
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _claim_statement(),
+                {
+                    "invocation_id": invocation_id,
+                    "now": now,
+                    "created": TestInvocation.Status.CREATED.value,
+                    "running": TestInvocation.Status.RUNNING.value,
+                    "claimed": TestRun.Status.CLAIMED.value,
+                },
+            )
+            found = cursor.fetchone()
+        if found is None:
+            return None
+        test_id, run_id, messages, turns, target, replay_mode, seq = found
+        messages, target = _json(messages), _json(target)
+    else:
+        with transaction.atomic():
+            claimed = TestInvocation.objects.filter(
+                pk=invocation_id, status=TestInvocation.Status.CREATED
+            ).update(
+                status=TestInvocation.Status.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                updated_at=now,
+            )
+            if claimed != 1:
+                return None
+            test_id, run_id, messages, turns, target, replay_mode = (
+                TestInvocation.objects.values_list(
+                    "test_id",
+                    "run_id",
+                    "run__entry__messages",
+                    "run__entry__turns",
+                    "test__benchmark__target",
+                    "test__benchmark__replay_mode",
+                ).get(pk=invocation_id)
+            )
+            TestRun.objects.filter(pk=run_id, status=TestRun.Status.CLAIMED).update(
+                status=TestRun.Status.RUNNING, updated_at=now
+            )
+    invocation = TestInvocation(id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id)
     publish_on_commit(
-        test_id=invocation.test_id,
+        test_id=test_id,
         event_type="run.started",
         invocation_id=invocation.pk,
-        run_id=invocation.run_id,
-        total_turns=row["run__entry__turns"],
+        run_id=run_id,
+        seq=seq,
+        total_turns=turns,
     )
     return ClaimedReplay(
         invocation=invocation,
-        messages=[m for m in row["run__entry__messages"] or [] if isinstance(m, dict)],
-        target=row["test__benchmark__target"],
-        replay_mode=row["test__benchmark__replay_mode"],
+        messages=[m for m in messages or [] if isinstance(m, dict)],
+        target=target,
+        replay_mode=replay_mode,
     )
+
+
+@cache
+def _step_statement() -> tuple[str, list[Field[Any, Any]]]:
+    """PostgreSQL's step, one statement: bump the test's event seq (its row locked first, as
+    every service that moves a test's state locks it), move the invocation if it is running and
+    not stopped (finishing it on the last turn) and insert the step, returning the last seq.
+
+    Kept beside the ORM's steps because a replay's CPU is mostly its per-turn statements: one
+    round trip and one commit instead of four and three (bench/README.md, replay CPU per turn).
+    """
+    fields = [f for f in ReplayStep._meta.concrete_fields if f.attname != "invocation_id"]
+    quote = connection.ops.quote_name
+    invocation_table = quote(TestInvocation._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    values = ", ".join(f"%(value_{index})s" for index in range(len(fields)))
+    sql = f"""
+        WITH seq AS (
+            UPDATE {quote(Test._meta.db_table)} SET event_seq = event_seq + %(events)s
+            WHERE id = %(test_id)s AND EXISTS (
+                SELECT 1 FROM {invocation_table}
+                WHERE id = %(invocation_id)s AND status = %(running)s AND NOT stop_requested
+            )
+            RETURNING event_seq
+        ), moved AS (
+            UPDATE {invocation_table} AS invocation SET
+                steps_count = %(turn)s, heartbeat_at = %(now)s, updated_at = %(now)s,
+                status = CASE WHEN %(finishes)s THEN %(replayed)s ELSE invocation.status END
+            FROM seq
+            WHERE invocation.id = %(invocation_id)s AND invocation.status = %(running)s
+                AND NOT invocation.stop_requested
+            RETURNING invocation.id, seq.event_seq
+        ), step AS (
+            INSERT INTO {quote(ReplayStep._meta.db_table)} ({columns}, "invocation_id")
+            SELECT {values}, moved.id FROM moved
+        )
+        SELECT event_seq FROM moved
+    """  # noqa: S608
+    return sql, fields
 
 
 def _record_step(
@@ -205,24 +350,16 @@ def _record_step(
     """Write one turn, and finish the invocation (running → replayed) with the last one. False
     when the invocation stopped meanwhile: then nothing is written.
 
-    The conditional UPDATE is the stop check: a stop that commits before it leaves nothing to
-    write. The step row follows in a statement of its own; a stop in between finds a turn whose
-    answer had already come back, and keeps it.
+    The conditional UPDATE is the stop check and takes the invocation's row lock, so a
+    concurrent stop either commits first (nothing is written) or waits for this step.
     """
     now = timezone.now()
     finishes = turn.turn == total_turns
-    output = reply.content[:MAX_STEP_TEXT]
-    finished = {"status": TestInvocation.Status.REPLAYED} if finishes else {}
-    moved = TestInvocation.objects.filter(
-        pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
-    ).update(steps_count=turn.turn, heartbeat_at=now, updated_at=now, **finished)
-    if moved != 1:
-        return False
-    ReplayStep.objects.create(
+    step = ReplayStep(
         invocation_id=invocation.pk,
         turn=turn.turn,
         input=message_text(turn.user_message.get("content"))[:MAX_STEP_TEXT],
-        output=output,
+        output=reply.content[:MAX_STEP_TEXT],
         reference=turn.reference[:MAX_STEP_TEXT] if turn.reference is not None else None,
         latency_ms=reply.latency_ms,
         prompt_tokens=reply.prompt_tokens,
@@ -230,6 +367,38 @@ def _record_step(
         created_at=now,
         updated_at=now,
     )
+    seqs: list[int | None] = [None, None]
+    if connection.vendor == "postgresql":
+        sql, fields = _step_statement()
+        parameters = {
+            **{
+                f"value_{index}": field.get_db_prep_save(getattr(step, field.attname), connection)
+                for index, field in enumerate(fields)
+            },
+            "events": 2 if finishes else 1,
+            "test_id": invocation.test_id,
+            "invocation_id": invocation.pk,
+            "running": TestInvocation.Status.RUNNING.value,
+            "replayed": TestInvocation.Status.REPLAYED.value,
+            "turn": turn.turn,
+            "now": now,
+            "finishes": finishes,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(sql, parameters)
+            row = cursor.fetchone()
+        if row is None:
+            return False
+        seqs = [int(row[0]) - 1, int(row[0])] if finishes else [int(row[0]), None]
+    else:
+        finished = {"status": TestInvocation.Status.REPLAYED} if finishes else {}
+        with transaction.atomic():
+            moved = TestInvocation.objects.filter(
+                pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
+            ).update(steps_count=turn.turn, heartbeat_at=now, updated_at=now, **finished)
+            if moved != 1:
+                return False
+            step.save(force_insert=True)
     event = partial(
         publish_on_commit,
         test_id=invocation.test_id,
@@ -237,9 +406,9 @@ def _record_step(
         run_id=invocation.run_id,
         total_turns=total_turns,
     )
-    event(event_type="run.step", turn=turn.turn, output=output)
+    event(event_type="run.step", seq=seqs[0], turn=turn.turn, output=step.output)
     if finishes:
-        event(event_type="run.completed", status=TestInvocation.Status.REPLAYED)
+        event(event_type="run.completed", seq=seqs[1], status=TestInvocation.Status.REPLAYED)
     return True
 
 
@@ -300,9 +469,7 @@ def _release_connection() -> None:
         connection.close()
 
 
-def _call(
-    target: Target, history: list[Message], turn: PlannedTurn, beat: Heartbeat
-) -> TargetReply:
+def _call(target: Target, history: list[Message], turn: PlannedTurn, beat: Beat) -> TargetReply:
     """One model call inside a target slot, with no database connection held meanwhile."""
     _release_connection()
     wait_s = max(60.0, target.max_call_seconds * 2)
@@ -330,7 +497,7 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
     try:
         target = target_for(claimed.target)
         own_answers: dict[int, str] = {}
-        with Heartbeat(invocation.pk) as beat:
+        with heartbeats.beating(invocation.pk) as beat:
             for turn in turns:
                 history = history_for(claimed.messages, turn, own_answers, claimed.replay_mode)
                 reply = _call(target, history, turn, beat)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.db.models import Exists, OuterRef
+
 from tests_app import tasks
 from tests_app.actors import Actor
 from tests_app.background import enqueue_on_commit
@@ -12,6 +14,7 @@ from tests_app.models import Test, TestInvocation
 from tests_app.selectors.scope import (
     can_see_department,
     get_visible_test,
+    operable_department_ids,
     require_operator,
     visible_tests,
 )
@@ -56,6 +59,26 @@ def request_replay(
     second call for the same invocation is a 409, so a replay is never enqueued twice.
     """
     task_id = str(uuid.uuid4())
+    # The usual call (ids that belong together, an operator, a created invocation of a live
+    # test) is one conditional UPDATE; when it matches nothing, the reads below say why.
+    live_test = Test.objects.filter(pk=OuterRef("test_id"), is_archived=False).exclude(
+        status=Test.Status.STOPPED
+    )
+    operable = operable_department_ids(actor.user)
+    if operable is not None:
+        live_test = live_test.filter(department_id__in=operable)
+    usual = TestInvocation.objects.filter(
+        Exists(live_test),
+        pk=invocation_id,
+        test_id=test_id,
+        run_id=run_id,
+        status=TestInvocation.Status.CREATED,
+        task_id="",
+    )
+    if usual.update(task_id=task_id) == 1:
+        marked = TestInvocation(id=invocation_id, test_id=test_id, run_id=run_id, task_id=task_id)
+        enqueue_on_commit(tasks.replay_invocation, marked.pk)
+        return marked
     # When the ids belong together one query reads the invocation and its test; otherwise the
     # slower path decides which id is wrong (404 test, 404 invocation, 400).
     invocation = TestInvocation.objects.select_related("test").filter(pk=invocation_id).first()

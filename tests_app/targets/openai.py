@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat completions server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio).
 
 One client speaks to such a server, for the targets and for the judge: :func:`chat_completion`,
-over an httpx client per process and endpoint, retried by stamina. The policy: on 408/409/429/5xx
+over urllib3's connection pools (one manager per process, shared by its threads, honouring the
+proxy variables), retried by stamina. The policy: on 408/409/429/5xx
 (or what the server's ``x-should-retry`` says), connection errors and timeouts, retry
 ``max_retries`` times with exponential backoff (0.5 s doubling, at most 8 s, with jitter), or
 after the server's ``Retry-After``/``retry-after-ms`` when it asks for at most 120 s (a longer wait
@@ -13,17 +14,19 @@ is not retried). Each attempt is bounded by ``timeout_s``, so a call is bounded 
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import httpx
+import orjson
 import stamina
+import urllib3
 
 from tests_app.errors import ValidationFailed
 from tests_app.targets.base import Message, TargetError, TargetReply
@@ -100,24 +103,30 @@ class Endpoint:
         return (os.environ.get(name, "") if name else "") or PLACEHOLDER_API_KEY
 
 
-_clients: dict[float, httpx.Client] = {}
-_clients_lock = threading.Lock()
+_pools: dict[str, urllib3.PoolManager] = {}
+_pools_lock = threading.Lock()
 
 
-def _client(timeout_s: float) -> httpx.Client:
-    """One client per process and timeout, shared by every thread (httpx's client is
-    thread-safe): its connections are kept alive between calls, to any endpoint."""
-    with _clients_lock:
-        client = _clients.get(timeout_s)
-        if client is None:
+def _pool_for(url: str) -> urllib3.PoolManager:
+    """This process's connection pools for the origin of ``url``, through the proxy the
+    environment names for its host (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), read once per origin.
+    urllib3's managers are thread-safe and keep connections alive between calls."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    with _pools_lock:
+        pool = _pools.get(origin)
+        if pool is None:
+            proxy = urllib.request.getproxies_environment().get(parts.scheme)
+            if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+                proxy = None
             # No cap on connections: the target slots bound them, and a cap here would make
             # calls queue inside their own timeout.
-            client = _clients[timeout_s] = httpx.Client(
-                timeout=timeout_s,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-                headers={"User-Agent": USER_AGENT},
+            pool = _pools[origin] = (
+                urllib3.ProxyManager(proxy, maxsize=256, block=False)
+                if proxy
+                else urllib3.PoolManager(maxsize=256, block=False)
             )
-        return client
+        return pool
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -155,7 +164,7 @@ def server_message(status: int, raw: bytes) -> str:
     """The server's own words for an error answer: ``error.message`` of an OpenAI error body,
     else the start of the body."""
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -185,16 +194,35 @@ def _backoff(error: Exception) -> bool | float:
     return error.wait_s if error.wait_s is not None else True
 
 
-def _attempt(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {endpoint.api_key()}"}
+def _attempt(endpoint: Endpoint, payload: bytes) -> dict[str, Any]:
+    headers = {
+        "Authorization": f"Bearer {endpoint.api_key()}",
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+    }
     for variable, header in ACCOUNT_HEADERS:
         if os.environ.get(variable):
             headers[header] = os.environ[variable]
     where = endpoint.base_url or "the default URL"
     tries = f"{endpoint.attempts} attempt{'s' if endpoint.attempts > 1 else ''}"
+    url = endpoint.url
     try:
-        response = _client(endpoint.timeout_s).post(endpoint.url, json=body, headers=headers)
-    except httpx.TimeoutException as error:
+        response = _pool_for(url).request(
+            "POST",
+            url,
+            body=payload,
+            headers=headers,
+            timeout=endpoint.timeout_s,
+            retries=False,  # the policy is stamina's
+        )
+    except urllib3.exceptions.NewConnectionError as error:
+        # Refused, or a name that does not resolve (urllib3 counts these as connect timeouts).
+        raise _Retryable(
+            ModelCallError(
+                f"Could not reach the server at {where} ({tries}): {error}", kind="unreachable"
+            )
+        ) from None
+    except (urllib3.exceptions.TimeoutError, TimeoutError) as error:
         raise _Retryable(
             ModelCallError(
                 f"The server did not answer within {endpoint.timeout_s:g} s ({tries}): "
@@ -202,25 +230,25 @@ def _attempt(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
                 kind="timeout",
             )
         ) from None
-    except httpx.HTTPError as error:
-        # Refused, reset, closed mid-answer, a name that does not resolve.
+    except urllib3.exceptions.HTTPError as error:
+        # Reset, closed mid-answer, a broken proxy.
         raise _Retryable(
             ModelCallError(
                 f"Could not reach the server at {where} ({tries}): {error}", kind="unreachable"
             )
         ) from None
-    if response.status_code == 200:
+    if response.status == 200:
         try:
-            payload = response.json()
-        except ValueError as error:
+            answer = orjson.loads(response.data)
+        except orjson.JSONDecodeError as error:
             raise ModelCallError(
                 f"The server's answer could not be used: not JSON ({error})", kind="unusable"
             ) from None
-        if not isinstance(payload, dict):
+        if not isinstance(answer, dict):
             raise ModelCallError("The server's answer is not a JSON object.", kind="unusable")
-        return payload
-    message = server_message(response.status_code, response.content)
-    if response.status_code == 401:
+        return answer
+    message = server_message(response.status, response.data)
+    if response.status == 401:
         hint = (
             f"; is the environment variable {endpoint.api_key_env} set for the worker?"
             if endpoint.api_key_env
@@ -228,9 +256,9 @@ def _attempt(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         )
         sentence = f"The server refused the API key (HTTP 401){hint}"
     else:
-        sentence = f"The server answered HTTP {response.status_code} ({tries} at most): {message}"
-    refused = ModelCallError(sentence, kind="refused", status=response.status_code, message=message)
-    retry, wait_s = should_retry(response.status_code, response.headers)
+        sentence = f"The server answered HTTP {response.status} ({tries} at most): {message}"
+    refused = ModelCallError(sentence, kind="refused", status=response.status, message=message)
+    retry, wait_s = should_retry(response.status, response.headers)
     if retry:
         raise _Retryable(refused, wait_s)
     raise refused
@@ -239,6 +267,7 @@ def _attempt(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
 def chat_completion(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
     """POST ``body`` to the endpoint's ``/chat/completions`` under the retry policy; the decoded
     answer, or :class:`ModelCallError` once the attempts are spent."""
+    payload = orjson.dumps(body)
     try:
         for attempt in stamina.retry_context(
             on=_backoff,
@@ -249,7 +278,7 @@ def chat_completion(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
             wait_jitter=BACKOFF_INITIAL_S,
         ):
             with attempt:
-                return _attempt(endpoint, body)
+                return _attempt(endpoint, payload)
     except _Retryable as final:
         raise final.error from None
     raise AssertionError("unreachable: stamina runs at least one attempt")
