@@ -117,6 +117,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "tests_app.outages.ServiceUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -163,7 +164,9 @@ if DATABASE_URL:
     # psycopg 3's pool: one per process, so web and worker processes scale out independently.
     # Production only: the test suite creates and drops databases, which a pool would hold open.
     if _database["ENGINE"] == "django.db.backends.postgresql" and PRODUCTION:
-        _database["CONN_HEALTH_CHECKS"] = False
+        # The pool checks a connection as it hands it out and replaces a broken one, so the
+        # first call after PostgreSQL restarted, or after its connections were terminated, works.
+        _database["CONN_HEALTH_CHECKS"] = True
         _database.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": _env_int("DATABASE_POOL_MAX", 20),
@@ -214,6 +217,11 @@ else:
         "default": {"BACKEND": "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer"}
     }
 
+# A cache that cannot reach Redis answers as if empty (and logs it): the API key authentication
+# then reads PostgreSQL, and calls that need only PostgreSQL keep working while Redis is down.
+DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+
 # API key authentication keeps a key's row, user and memberships in the cache this long (seconds);
 # only with a shared cache, so that a revoke in any process reaches every web process at once.
 API_KEY_CACHE_SECONDS = 30 if REDIS_URL else 0
@@ -229,9 +237,12 @@ REPLAY_SOFT_TIME_LIMIT = 1800
 REPLAY_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT + 60
 # A running invocation whose heartbeat is older than this lost its worker, and a target slot
 # whose lease is this old is free again.
-REPLAY_HEARTBEAT_TIMEOUT = _env_int("REPLAY_HEARTBEAT_TIMEOUT", 120)
+REPLAY_HEARTBEAT_TIMEOUT = _env_int("REPLAY_HEARTBEAT_TIMEOUT", 60)
+# An invocation whose replay was requested this long ago and has not started (its task was lost
+# with a worker or with Redis) is enqueued again.
+REPLAY_START_TIMEOUT = _env_int("REPLAY_START_TIMEOUT", 60)
 REPLAY_MAX_ATTEMPTS = 3
-REAPER_INTERVAL_S = 30
+REAPER_INTERVAL_S = 15
 ANALYTICS_REFRESH_INTERVAL_S = 300
 # Concurrent model calls allowed per target (model + base_url) across all workers; 0: no cap.
 TARGET_MAX_CONCURRENCY = _env_int("TARGET_MAX_CONCURRENCY", 32)
@@ -246,13 +257,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = REPLAY_TIME_LIMIT
-# Longer than the slowest task, or Redis would hand a still-running one to a second worker.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": REPLAY_TIME_LIMIT + 600}
+# A task not acknowledged this long after its delivery is delivered again. A replay or grade
+# still running then is left alone by its claim; stranded work comes back through the sweep
+# (REPLAY_HEARTBEAT_TIMEOUT, REPLAY_START_TIMEOUT) long before this.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-invocations": {
-        "task": "tests_app.tasks.reap_stale_invocations",
+    "sweep-stranded-work": {
+        "task": "tests_app.tasks.sweep_stranded_work",
         "schedule": float(REAPER_INTERVAL_S),
     },
     "refresh-analytics": {

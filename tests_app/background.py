@@ -18,6 +18,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,12 @@ def _run_in_thread(task: Any, args: tuple[Any, ...]) -> None:
 def _dispatch(task: Any, args: tuple[Any, ...]) -> None:
     backend = settings.BACKGROUND_BACKEND
     if backend == "celery":
-        task.apply_async(args=args)
+        try:
+            task.apply_async(args=args)
+        except (KombuOperationalError, RedisError) as error:
+            # The work is committed and says it waits for a worker: the sweep enqueues it again
+            # (tests_app.services.sweep), so a broker outage delays it and loses nothing.
+            logger.warning("Could not enqueue %s%s, left to the sweep: %r", task.name, args, error)
     elif backend == "thread":
         _thread_pool().submit(_run_in_thread, task, args)
     else:

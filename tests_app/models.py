@@ -300,6 +300,8 @@ class TestInvocation(BaseModel):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     task_id = models.CharField(max_length=255, blank=True)
+    # When its replay was last handed to the workers (run, or the sweep enqueueing it again).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -312,6 +314,7 @@ class TestInvocation(BaseModel):
         indexes = [
             models.Index(fields=["test", "-created_at"], name="invocation_test_created_idx"),
             models.Index(fields=["status", "heartbeat_at"], name="invocation_heartbeat_idx"),
+            models.Index(fields=["status", "enqueued_at"], name="invocation_enqueued_idx"),
             # get's current invocation: the newest one not yet ended. Few invocations are open
             # at a time, so this index stays small, where the one above made get walk every
             # ended invocation of the test (1.5 ms at 10k) to find that there is none.

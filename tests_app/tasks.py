@@ -13,13 +13,9 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tests_app.services import grading, reaper, refresh, replay
-
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+from tests_app.outages import INFRASTRUCTURE_ERRORS
+from tests_app.services import grading, refresh, replay, sweep
 
 # Replays and grades: safe to deliver twice (their services claim the work with a conditional
 # update), so they are acknowledged late and retried only when the database or Redis blinked.
@@ -29,7 +25,7 @@ LONG_TASK_OPTIONS: dict[str, Any] = {
     "reject_on_worker_lost": True,
     "soft_time_limit": settings.REPLAY_SOFT_TIME_LIMIT,
     "time_limit": settings.REPLAY_TIME_LIMIT,
-    "autoretry_for": TRANSIENT_ERRORS,
+    "autoretry_for": INFRASTRUCTURE_ERRORS,
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "retry_jitter": True,
@@ -49,14 +45,14 @@ def grade_invocation(grade_id: str) -> None:
 
 # Periodic and cheap: a lost round is simply redone by the next beat, so no retries.
 @shared_task(
-    name="tests_app.tasks.reap_stale_invocations",
+    name="tests_app.tasks.sweep_stranded_work",
     ignore_result=True,
     acks_late=True,
     soft_time_limit=120,
     time_limit=180,
 )
-def reap_stale_invocations() -> None:
-    reaper.reap_stale_invocations()
+def sweep_stranded_work() -> None:
+    sweep.sweep()
 
 
 @shared_task(

@@ -70,8 +70,24 @@ def test_no_pending_run_is_409_completed(client_for: Any, operator: Any, started
     response = post(client, "next", {"test_id": str(started.pk)})
 
     body = assert_error(response, 409, "test_completed")
-    assert "no run is pending" in body["detail"]
+    # Both runs are claimed, not finished: the sentence says so, and that they may come back.
+    assert body["detail"].startswith("No run is pending: 2 runs are still claimed or running")
+    assert "comes back to pending" in body["detail"]
     assert TestInvocation.objects.filter(test=started).count() == 2
+
+
+def test_no_pending_run_with_every_run_finished_says_so(
+    client_for: Any, operator: Any, started: Test
+) -> None:
+    client = client_for(operator)
+    post(client, "next", {"test_id": str(started.pk)})
+    post(client, "next", {"test_id": str(started.pk)})
+    TestRun.objects.filter(test=started).update(status=TestRun.Status.FAILED)
+
+    response = post(client, "next", {"test_id": str(started.pk)})
+
+    body = assert_error(response, 409, "test_completed")
+    assert body["detail"] == "The test is completed for claiming: every run has finished."
 
 
 def test_a_completed_test_is_409(client_for: Any, operator: Any, started: Test) -> None:

@@ -16,7 +16,7 @@ from tests import factories
 from tests.fake_openai import FakeOpenAI, Messages, echo
 from tests.integration.conftest import WorkerProcess, wait_for
 from tests_app.models import ReplayStep, Test, TestInvocation, TestRun
-from tests_app.services.reaper import reap_stale_invocations
+from tests_app.services.sweep import reap_stale_invocations
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

@@ -15,6 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from tests_app.errors import DomainError
+from tests_app.outages import INFRASTRUCTURE_ERRORS, RETRY_AFTER_S, UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ _STATUS_CODES = {
     415: "unsupported_media_type",
     429: "throttled",
     500: "server_error",
+    503: "service_unavailable",
 }
 
 
@@ -91,6 +93,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             detail = "Authentication is required: send X-Api-Key, a Bearer key, or log in."
         return Response(error_body(str(detail), code), status=status_code, headers=headers)
 
+    if isinstance(exc, INFRASTRUCTURE_ERRORS):
+        logger.warning("%s met an outage: %r", context.get("view").__class__.__name__, exc)
+        return Response(
+            error_body(UNAVAILABLE, "service_unavailable"),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
     return Response(
         error_body("An unexpected error occurred on the server.", "server_error"),

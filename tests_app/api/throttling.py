@@ -10,6 +10,7 @@ clients needs.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from rest_framework.throttling import SimpleRateThrottle
@@ -18,6 +19,8 @@ from tests_app.models import ApiKey
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
+
+logger = logging.getLogger(__name__)
 
 
 class CallerRateThrottle(SimpleRateThrottle):
@@ -46,12 +49,20 @@ class CallerRateThrottle(SimpleRateThrottle):
             return True
         window = int(self.timer() // self.duration)
         count = self._count(f"{key}:{window}", self.duration + 1)
+        if count is None:
+            # Redis is down: a guard against runaway clients must not take the API down with it.
+            logger.warning(
+                "The rate limit cannot count while the cache is down; letting %s in", key
+            )
+            return True
         if count > self.num_requests:
             self.wait_seconds = (window + 1) * self.duration - self.timer()
             return False
         return True
 
-    def _count(self, window_key: str, lifetime: int) -> int:
+    def _count(self, window_key: str, lifetime: int) -> int | None:
+        """The call's count in its window; None when the cache cannot count (Redis down, which
+        the cache answers with None rather than an error)."""
         try:
             count = self.cache.incr(window_key)  # the common case: the window exists
         except ValueError:  # the first call of this window: create it, or count if it raced
@@ -63,7 +74,7 @@ class CallerRateThrottle(SimpleRateThrottle):
                 except ValueError:  # it expired in between: start it again
                     self.cache.set(window_key, 1, timeout=lifetime)
                     count = 1
-        return int(count)
+        return None if count is None else int(count)
 
     def wait(self) -> float | None:
         return self.wait_seconds

@@ -296,9 +296,17 @@ def claim_next_run(*, actor: Actor, test_id: uuid.UUID) -> Claim:
         _refuse_unless_claimable(Test.objects.get(pk=test.pk))
         raise InvalidTransition("The test can no longer be claimed.", code="test_closed")
     if outcome is _Miss.NO_FREE_RUN:
+        in_flight = TestRun.objects.filter(
+            test_id=test.pk, status__in=[TestRun.Status.CLAIMED, TestRun.Status.RUNNING]
+        ).count()
+        if in_flight:
+            raise InvalidTransition(
+                f"No run is pending: {in_flight} run{'s are' if in_flight > 1 else ' is'} still "
+                "claimed or running, and the test completes when they end (a run whose worker "
+                "is lost comes back to pending, so call next again later).",
+                code="test_completed",
+            )
         raise InvalidTransition(
-            "The test is completed for claiming: no run is pending, every run is already "
-            "claimed or finished.",
-            code="test_completed",
+            "The test is completed for claiming: every run has finished.", code="test_completed"
         )
     return outcome

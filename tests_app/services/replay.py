@@ -27,7 +27,7 @@ from functools import cache, partial
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
@@ -40,6 +40,7 @@ from tests_app.models import (
     TestInvocation,
     TestRun,
 )
+from tests_app.outages import INFRASTRUCTURE_ERRORS, until_it_works
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
 from tests_app.targets import Message, Target, TargetError, TargetReply, message_text, target_for
@@ -367,38 +368,16 @@ def _record_step(
         created_at=now,
         updated_at=now,
     )
-    seqs: list[int | None] = [None, None]
-    if connection.vendor == "postgresql":
-        sql, fields = _step_statement()
-        parameters = {
-            **{
-                f"value_{index}": field.get_db_prep_save(getattr(step, field.attname), connection)
-                for index, field in enumerate(fields)
-            },
-            "events": 2 if finishes else 1,
-            "test_id": invocation.test_id,
-            "invocation_id": invocation.pk,
-            "running": TestInvocation.Status.RUNNING.value,
-            "replayed": TestInvocation.Status.REPLAYED.value,
-            "turn": turn.turn,
-            "now": now,
-            "finishes": finishes,
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(sql, parameters)
-            row = cursor.fetchone()
-        if row is None:
-            return False
-        seqs = [int(row[0]) - 1, int(row[0])] if finishes else [int(row[0]), None]
-    else:
-        finished = {"status": TestInvocation.Status.REPLAYED} if finishes else {}
-        with transaction.atomic():
-            moved = TestInvocation.objects.filter(
-                pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
-            ).update(steps_count=turn.turn, heartbeat_at=now, updated_at=now, **finished)
-            if moved != 1:
-                return False
-            step.save(force_insert=True)
+    try:
+        seqs = _write_step(step, invocation=invocation, finishes=finishes)
+    except IntegrityError:
+        # An earlier attempt committed but its answer was lost with the connection: the step
+        # is there, and so is the update that came with it.
+        if not ReplayStep.objects.filter(invocation_id=invocation.pk, turn=turn.turn).exists():
+            raise
+        seqs = (None, None)
+    if seqs is None:
+        return False
     event = partial(
         publish_on_commit,
         test_id=invocation.test_id,
@@ -406,10 +385,54 @@ def _record_step(
         run_id=invocation.run_id,
         total_turns=total_turns,
     )
-    event(event_type="run.step", seq=seqs[0], turn=turn.turn, output=step.output)
+    event(event_type="run.step", seq=seqs[0], turn=step.turn, output=step.output)
     if finishes:
         event(event_type="run.completed", seq=seqs[1], status=TestInvocation.Status.REPLAYED)
     return True
+
+
+def _write_step(
+    step: ReplayStep, *, invocation: TestInvocation, finishes: bool
+) -> tuple[int | None, int | None] | None:
+    """The writes of :func:`_record_step`; None when the invocation was no longer running, else
+    the seqs its events took with the data (PostgreSQL; else they take theirs on commit)."""
+    if connection.vendor != "postgresql":
+        finished = {"status": TestInvocation.Status.REPLAYED} if finishes else {}
+        with transaction.atomic():
+            moved = TestInvocation.objects.filter(
+                pk=invocation.pk, status=TestInvocation.Status.RUNNING, stop_requested=False
+            ).update(
+                steps_count=step.turn,
+                heartbeat_at=step.created_at,
+                updated_at=step.created_at,
+                **finished,
+            )
+            if moved != 1:
+                return None
+            step.save(force_insert=True)
+        return None, None
+    sql, fields = _step_statement()
+    parameters = {
+        **{
+            f"value_{index}": field.get_db_prep_save(getattr(step, field.attname), connection)
+            for index, field in enumerate(fields)
+        },
+        "events": 2 if finishes else 1,
+        "test_id": invocation.test_id,
+        "invocation_id": invocation.pk,
+        "running": TestInvocation.Status.RUNNING.value,
+        "replayed": TestInvocation.Status.REPLAYED.value,
+        "turn": step.turn,
+        "now": step.created_at,
+        "finishes": finishes,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, parameters)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    last = int(row[0])
+    return (last - 1, last) if finishes else (last, None)
 
 
 def _finish_without_turns(invocation: TestInvocation) -> None:
@@ -486,9 +509,12 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
 
     Stops before the next turn once the invocation is no longer running or a stop was requested
     (the stop service already moved the statuses and published the events): each step's
-    conditional UPDATE is that check.
+    conditional UPDATE is that check. A database or Redis error is retried where it happens
+    (tests_app.outages), so a passing fault neither fails the run nor calls the model again for a
+    turn it answered; one that lasts past the heartbeat's timeout propagates, and the sweep gives
+    the run back.
     """
-    claimed = _claim(invocation_id)
+    claimed = until_it_works(lambda: _claim(invocation_id), what="The claim of a replay")
     if claimed is None:
         logger.info("Invocation %s is missing or not created; nothing to replay", invocation_id)
         return
@@ -502,20 +528,35 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
                 history = history_for(claimed.messages, turn, own_answers, claimed.replay_mode)
                 reply = _call(target, history, turn, beat)
                 remember_answer(own_answers, turn, reply.content)
-                if not _record_step(
-                    invocation=invocation, turn=turn, total_turns=len(turns), reply=reply
-                ):
+                recorded = until_it_works(
+                    partial(
+                        _record_step,
+                        invocation=invocation,
+                        turn=turn,
+                        total_turns=len(turns),
+                        reply=reply,
+                    ),
+                    what=f"Turn {turn.turn} of invocation {invocation.pk}",
+                )
+                if not recorded:
                     logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
                     return
         if not turns:
-            _finish_without_turns(invocation)
+            until_it_works(partial(_finish_without_turns, invocation), what="A finish")
     except TargetError as error:
-        fail_invocation(invocation_id=invocation.pk, error=str(error))
+        _fail(invocation.pk, str(error))
     except ValidationFailed as error:
         # A benchmark whose target JSON is malformed cannot be replayed; say why on the invocation.
-        fail_invocation(invocation_id=invocation.pk, error=error.detail)
+        _fail(invocation.pk, error.detail)
+    except INFRASTRUCTURE_ERRORS:
+        raise  # an outage longer than the retries: the task is retried, the sweep reaps
     except Exception as error:
         logger.exception("Replay of invocation %s crashed", invocation.pk)
-        fail_invocation(
-            invocation_id=invocation.pk, error=f"The replay failed unexpectedly: {error!r}"
-        )
+        _fail(invocation.pk, f"The replay failed unexpectedly: {error!r}")
+
+
+def _fail(invocation_id: uuid.UUID, error: str) -> None:
+    until_it_works(
+        partial(fail_invocation, invocation_id=invocation_id, error=error),
+        what=f"The failure of invocation {invocation_id}",
+    )

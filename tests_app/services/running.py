@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db.models import Exists, OuterRef
+from django.utils import timezone
 
 from tests_app import tasks
 from tests_app.actors import Actor
@@ -75,7 +76,7 @@ def request_replay(
         status=TestInvocation.Status.CREATED,
         task_id="",
     )
-    if usual.update(task_id=task_id) == 1:
+    if usual.update(task_id=task_id, enqueued_at=timezone.now()) == 1:
         marked = TestInvocation(id=invocation_id, test_id=test_id, run_id=run_id, task_id=task_id)
         enqueue_on_commit(tasks.replay_invocation, marked.pk)
         return marked
@@ -112,7 +113,7 @@ def request_replay(
     # statement needs no transaction of its own: once it has committed, the task is sent.
     updated = TestInvocation.objects.filter(
         pk=invocation.pk, status=TestInvocation.Status.CREATED, task_id=""
-    ).update(task_id=task_id)
+    ).update(task_id=task_id, enqueued_at=timezone.now())
     if updated != 1:
         current = (
             TestInvocation.objects.filter(pk=invocation.pk).values_list("status", flat=True).get()

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from tests_app.outages import until_it_works
 from tests_app.targets.base import TargetError
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ def target_slot(key: str, *, wait_s: float, limit: int | None = None) -> Iterato
     """Hold one of ``limit`` slots of ``key`` (TARGET_MAX_CONCURRENCY) for the block; yields the
     lease to renew (None without Redis, or without a cap).
 
-    Waits at most ``wait_s`` for a slot, then raises TargetError (the replay fails with it). A
-    Redis error while taking the slot propagates (the replay retries it); giving a slot back
-    never fails the work: a lease left behind expires on its own.
+    Waits at most ``wait_s`` for a slot, then raises TargetError (the replay fails with it).
+    Taking the slot outlasts a passing Redis outage (tests_app.outages); giving it back never
+    fails the work: a lease left behind expires on its own.
     """
     limit = settings.TARGET_MAX_CONCURRENCY if limit is None else limit
     if limit <= 0:
@@ -112,7 +113,10 @@ def target_slot(key: str, *, wait_s: float, limit: int | None = None) -> Iterato
     lease = Lease(redis_key=f"replaybench:target-slots:{key}", token=uuid.uuid4().hex)
     lease_s = settings.REPLAY_HEARTBEAT_TIMEOUT
     deadline = time.monotonic() + wait_s
-    while not scripts.acquire(keys=[lease.redis_key], args=[lease.token, limit, lease_s]):
+    while not until_it_works(
+        lambda: scripts.acquire(keys=[lease.redis_key], args=[lease.token, limit, lease_s]),
+        what=f"A slot of {key}",
+    ):
         if time.monotonic() >= deadline:
             raise _no_slot(wait_s, limit)
         time.sleep(POLL_S)

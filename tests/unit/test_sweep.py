@@ -1,4 +1,5 @@
-"""The reaper fails invocations whose worker died and gives their runs back (or fails them)."""
+"""The sweep: it fails invocations whose worker died and gives their runs back (or fails them),
+and enqueues again the replays that were requested but never started."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from tests import factories
 from tests_app.models import Test, TestInvocation, TestRun
-from tests_app.services.reaper import reap_stale_invocations
+from tests_app.services.sweep import enqueue_unstarted_invocations, reap_stale_invocations
 
 
 def running_invocation(*, heartbeat_age_s: float, attempts: int = 1) -> TestInvocation:
@@ -113,14 +114,77 @@ def test_reaping_twice_counts_once(settings: Any) -> None:
     assert TestRun.objects.get(pk=stale.run_id).status == TestRun.Status.PENDING
 
 
+def requested_invocation(*, requested_age_s: float, task_id: str = "lost-task") -> TestInvocation:
+    """What run leaves behind: a created invocation whose replay was handed to the workers."""
+    invocation = running_invocation(heartbeat_age_s=0)
+    TestRun.objects.filter(pk=invocation.run_id).update(status=TestRun.Status.CLAIMED)
+    TestInvocation.objects.filter(pk=invocation.pk).update(
+        status=TestInvocation.Status.CREATED,
+        started_at=None,
+        heartbeat_at=None,
+        steps_count=0,
+        task_id=task_id,
+        enqueued_at=timezone.now() - timedelta(seconds=requested_age_s),
+    )
+    invocation.refresh_from_db()
+    return invocation
+
+
 @pytest.mark.django_db
-def test_the_task_runs_the_reaper(settings: Any) -> None:
+def test_a_replay_that_never_started_is_enqueued_again_and_replayed(
+    settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.REPLAY_START_TIMEOUT = 60
+    lost = requested_invocation(requested_age_s=61)
+    waiting = requested_invocation(requested_age_s=10)
+    never_run = requested_invocation(requested_age_s=600, task_id="")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert enqueue_unstarted_invocations() == 1
+
+    # The sync background of the unit tests replayed it at once; the others are left alone.
+    lost.refresh_from_db()
+    assert lost.status == TestInvocation.Status.REPLAYED
+    assert lost.steps_count == 3
+    assert TestRun.objects.get(pk=lost.run_id).status == TestRun.Status.RUNNING
+    for untouched in (waiting, never_run):
+        untouched.refresh_from_db()
+        assert untouched.status == TestInvocation.Status.CREATED
+
+
+@pytest.mark.django_db
+def test_enqueuing_again_twice_counts_once(settings: Any) -> None:
+    settings.REPLAY_START_TIMEOUT = 60
+    lost = requested_invocation(requested_age_s=120)
+
+    with pytest.MonkeyPatch.context() as patch:
+        sent: list[Any] = []
+        patch.setattr("tests_app.services.sweep.enqueue_on_commit", lambda *args: sent.append(args))
+        assert enqueue_unstarted_invocations() == 1
+        assert enqueue_unstarted_invocations() == 0
+
+    assert len(sent) == 1
+    lost.refresh_from_db()
+    assert lost.status == TestInvocation.Status.CREATED
+    assert lost.enqueued_at is not None
+    assert timezone.now() - lost.enqueued_at < timedelta(seconds=30)
+
+
+@pytest.mark.django_db
+def test_the_task_runs_both_parts_of_the_sweep(
+    settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     from tests_app import tasks
 
     settings.REPLAY_HEARTBEAT_TIMEOUT = 60
+    settings.REPLAY_START_TIMEOUT = 60
     stale = running_invocation(heartbeat_age_s=120)
+    lost = requested_invocation(requested_age_s=120)
 
-    tasks.reap_stale_invocations.apply(throw=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.sweep_stranded_work.apply(throw=True)
 
     stale.refresh_from_db()
     assert stale.status == TestInvocation.Status.FAILED
+    lost.refresh_from_db()
+    assert lost.status == TestInvocation.Status.REPLAYED

@@ -1,9 +1,18 @@
-"""Fail invocations whose worker died (DESIGN §6).
+"""The sweep: work that a dead worker or a lost task left behind goes back to work (DESIGN §6).
 
-A replay refreshes ``heartbeat_at`` after every turn and during every model call; an invocation
-still ``running`` with a heartbeat older than REPLAY_HEARTBEAT_TIMEOUT lost its worker. It fails
-with that reason; its run goes back to ``pending`` to be claimed again (its ``attempts`` kept)
-while attempts < REPLAY_MAX_ATTEMPTS, else the run fails and the test may complete.
+Run by the beat every REAPER_INTERVAL_S; each part is a conditional update, so two sweeps at
+once (two beats, or a manual run) do the work once.
+
+* A replay refreshes ``heartbeat_at`` after every turn and, from its process's heartbeat
+  thread, during every model call; an invocation still ``running`` with a heartbeat older than
+  REPLAY_HEARTBEAT_TIMEOUT lost its worker. It fails with that reason; its run goes back to
+  ``pending`` to be claimed again (its ``attempts`` kept) while attempts < REPLAY_MAX_ATTEMPTS,
+  else the run fails and the test may complete. (A replay that only lost its connections does
+  not go stale: it retries them, see tests_app.services.replay.)
+* An invocation whose replay was requested (``run``) more than REPLAY_START_TIMEOUT ago and has
+  not started lost its task: to a worker killed before it claimed it, to Redis restarted empty,
+  or to a publish that failed after ``run`` committed. Its replay is enqueued again; a second
+  delivery of the first task, should it still come, finds nothing to claim.
 """
 
 from __future__ import annotations
@@ -16,13 +25,15 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from tests_app import tasks
+from tests_app.background import enqueue_on_commit
 from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
 
 logger = logging.getLogger(__name__)
 
-# Per call; the beat runs the reaper every REAPER_INTERVAL_S, so a backlog drains in a few rounds.
+# Per call and part; the beat sweeps every REAPER_INTERVAL_S, so a backlog drains in a few rounds.
 REAP_BATCH = 200
 
 
@@ -79,3 +90,28 @@ def reap_stale_invocations() -> int:
                 test_state.maybe_complete_test(test=test)
         logger.warning("Reaped invocation %s (%s); requeued: %s", invocation_id, error, requeued)
     return reaped
+
+
+def enqueue_unstarted_invocations() -> int:
+    """Enqueue again the replays requested more than REPLAY_START_TIMEOUT ago that have not
+    started; returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.REPLAY_START_TIMEOUT)
+    unstarted = TestInvocation.objects.filter(
+        status=TestInvocation.Status.CREATED, enqueued_at__lt=cutoff
+    ).exclude(task_id="")
+    enqueued = 0
+    for invocation_id in unstarted.order_by("enqueued_at").values_list("pk", flat=True)[
+        :REAP_BATCH
+    ]:
+        # Another sweep, or the replay starting, may have come first: only an update wins.
+        if unstarted.filter(pk=invocation_id).update(enqueued_at=timezone.now()) != 1:
+            continue
+        enqueue_on_commit(tasks.replay_invocation, invocation_id)
+        enqueued += 1
+        logger.warning("Invocation %s waited for its replay; enqueued again", invocation_id)
+    return enqueued
+
+
+def sweep() -> tuple[int, int]:
+    """Both parts: (invocations reaped, replays enqueued again)."""
+    return reap_stale_invocations(), enqueue_unstarted_invocations()
