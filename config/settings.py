@@ -283,6 +283,8 @@ JUDGE_TEMPERATURE = 0.0
 JUDGE_SEED = 7
 JUDGE_TIMEOUT_S = 60
 JUDGE_MAX_ATTEMPTS = 3
+# A grade still pending this long after its judge last started is given to another worker.
+GRADE_TIMEOUT = 600
 
 # --- auth, REST, OpenAPI ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -18,11 +18,13 @@ from tests_app.outages import INFRASTRUCTURE_ERRORS
 from tests_app.services import grading, refresh, replay, sweep
 
 # Replays and grades: safe to deliver twice (their services claim the work with a conditional
-# update), so they are acknowledged late and retried only when the database or Redis blinked.
+# update) and retried only when the database or Redis blinked. They are acknowledged as they
+# start, not when they end: work a dead worker took is given back by the sweep
+# (tests_app.services.sweep), and an acknowledgement left waiting while the broker connection
+# drops leaves kombu's Redis consumer unable to resume.
 LONG_TASK_OPTIONS: dict[str, Any] = {
     "ignore_result": True,
-    "acks_late": True,
-    "reject_on_worker_lost": True,
+    "acks_late": False,
     "soft_time_limit": settings.REPLAY_SOFT_TIME_LIMIT,
     "time_limit": settings.REPLAY_TIME_LIMIT,
     "autoretry_for": INFRASTRUCTURE_ERRORS,

@@ -188,3 +188,28 @@ def test_the_task_runs_both_parts_of_the_sweep(
     assert stale.status == TestInvocation.Status.FAILED
     lost.refresh_from_db()
     assert lost.status == TestInvocation.Status.REPLAYED
+
+
+@pytest.mark.django_db
+def test_a_grade_left_pending_is_enqueued_again_and_graded(
+    settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from tests_app.models import Grade
+    from tests_app.services.sweep import enqueue_stranded_grades
+
+    settings.GRADE_TIMEOUT = 600
+    settings.JUDGE_MODEL = ""  # the offline reference grader
+    ended = running_invocation(heartbeat_age_s=0)
+    TestInvocation.objects.filter(pk=ended.pk).update(status=TestInvocation.Status.ENDED)
+    factories.ReplayStepFactory(invocation=ended, turn=1, output="Answer 1.", reference="Answer 1.")
+    stranded = Grade.objects.create(invocation=ended, source="reference")
+    Grade.objects.filter(pk=stranded.pk).update(updated_at=timezone.now() - timedelta(seconds=601))
+    recent = Grade.objects.create(invocation=ended, source="reference")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert enqueue_stranded_grades() == 1
+
+    stranded.refresh_from_db()
+    assert (stranded.status, stranded.score) == (Grade.Status.DONE, 1.0)
+    recent.refresh_from_db()
+    assert recent.status == Grade.Status.PENDING

@@ -99,8 +99,13 @@ def grade(*, grade_id: uuid.UUID | str) -> None:
     if row is None:
         logger.warning("Grade %s does not exist; nothing to grade", grade_id)
         return
-    if row.status != Grade.Status.PENDING:
-        logger.info("Grade %s is %s; nothing to grade", grade_id, row.status)
+    # Started now: the sweep gives a pending grade to another worker only once it has waited
+    # GRADE_TIMEOUT since its judge last started.
+    started = Grade.objects.filter(pk=row.pk, status=Grade.Status.PENDING).update(
+        updated_at=timezone.now()
+    )
+    if started != 1:
+        logger.info("Grade %s is no longer pending; nothing to grade", grade_id)
         return
     try:
         verdict = judge_for_settings().grade(transcript_for(row))

@@ -13,6 +13,9 @@ once (two beats, or a manual run) do the work once.
   not started lost its task: to a worker killed before it claimed it, to Redis restarted empty,
   or to a publish that failed after ``run`` committed. Its replay is enqueued again; a second
   delivery of the first task, should it still come, finds nothing to claim.
+* A grade still pending GRADE_TIMEOUT after it was created or its judge last started lost its
+  task the same ways, or its worker died while the judge answered: it is enqueued again. Should
+  the first judge still answer, the grade keeps whichever result is stored first.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from django.utils import timezone
 
 from tests_app import tasks
 from tests_app.background import enqueue_on_commit
-from tests_app.models import Test, TestInvocation, TestRun
+from tests_app.models import Grade, Test, TestInvocation, TestRun
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
 
@@ -112,6 +115,20 @@ def enqueue_unstarted_invocations() -> int:
     return enqueued
 
 
-def sweep() -> tuple[int, int]:
-    """Both parts: (invocations reaped, replays enqueued again)."""
-    return reap_stale_invocations(), enqueue_unstarted_invocations()
+def enqueue_stranded_grades() -> int:
+    """Enqueue again the grades left pending GRADE_TIMEOUT; returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.GRADE_TIMEOUT)
+    stranded = Grade.objects.filter(status=Grade.Status.PENDING, updated_at__lt=cutoff)
+    enqueued = 0
+    for grade_id in stranded.order_by("updated_at").values_list("pk", flat=True)[:REAP_BATCH]:
+        if stranded.filter(pk=grade_id).update(updated_at=timezone.now()) != 1:
+            continue
+        enqueue_on_commit(tasks.grade_invocation, grade_id)
+        enqueued += 1
+        logger.warning("Grade %s waited for its judge; enqueued again", grade_id)
+    return enqueued
+
+
+def sweep() -> tuple[int, int, int]:
+    """Every part: (invocations reaped, replays enqueued again, grades enqueued again)."""
+    return reap_stale_invocations(), enqueue_unstarted_invocations(), enqueue_stranded_grades()
