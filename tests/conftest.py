@@ -7,13 +7,14 @@ The world: department Research (operator, viewer) and Support (outsider is its o
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
 from tests import factories
+from tests.fake_model import FakeModel
 from tests_app.models import Membership
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -41,6 +42,14 @@ def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
             "default": {"BACKEND": "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer"}
         }
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+@pytest.fixture
+def fake_model() -> Iterator[FakeModel]:
+    """An OpenAI-compatible model server on loopback that the test scripts (tests/fake_model.py)."""
+    server = FakeModel().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

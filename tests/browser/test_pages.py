@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from django.utils import timezone
 
 from tests import factories
 from tests.browser.server import FAKE_KEY_ENV
-from tests.fake_openai import FakeOpenAI, serve
+from tests.fake_model import FakeModel
 from tests.integration.daphne import DaphneServer
 from tests_app.actors import Actor
 from tests_app.models import Grade, Test, TestInvocation, TestRun
@@ -31,11 +30,6 @@ from tests_app.services.starting import start_test
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct-horse-battery"  # the factories' password
-
-
-@pytest.fixture
-def fake_model() -> Iterator[FakeOpenAI]:
-    yield from serve()
 
 
 def log_in(page: Any, server: DaphneServer, username: str, then: str = "/tests/") -> None:
@@ -98,7 +92,7 @@ def test_run_a_test_live_grade_regrade_and_export(
     browser_server: DaphneServer,
     staff: Any,
     research: Any,
-    fake_model: FakeOpenAI,
+    fake_model: FakeModel,
     artifacts: Path,
 ) -> None:
     # A slow model, so the turns arrive one by one while the page is open.

@@ -21,7 +21,6 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import require_service
-from tests.fake_openai import FakeOpenAI, serve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_READY_TIMEOUT_S = 45
@@ -163,8 +162,3 @@ def celery_worker_factory(
 @pytest.fixture
 def celery_worker(celery_worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
     return celery_worker_factory()
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    yield from serve()

@@ -1,7 +1,7 @@
 """A real Celery worker process on Redis and PostgreSQL runs replays and AI grades end to end.
 
 The agent's side goes through the API (start, next, run, get, end, stop) in this process; the
-worker is a separate process that talks to tests/fake_openai.py over loopback.
+worker is a separate process that talks to tests/fake_model.py over loopback.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests import factories
-from tests.fake_openai import FakeOpenAI, Messages, echo
+from tests.fake_model import FakeModel, Messages, echo
 from tests.integration.conftest import WorkerProcess, wait_for
 from tests_app.models import ReplayStep, Test, TestInvocation, TestRun
 from tests_app.services.sweep import reap_stale_invocations
@@ -44,7 +44,7 @@ def model_or_judge(messages: Messages) -> str:
     return echo(messages)
 
 
-def make_benchmark(research: Any, server: FakeOpenAI, *, turns: int, timeout_s: float = 10) -> Any:
+def make_benchmark(research: Any, server: FakeModel, *, turns: int, timeout_s: float = 10) -> Any:
     return factories.make_benchmark(
         department=research,
         entries=1,
@@ -83,17 +83,17 @@ def invocation_in_get(client: Any, test_id: str, invocation_id: str) -> dict[str
 
 def test_a_worker_replays_and_the_ai_judge_grades(
     celery_worker_factory: Callable[..., WorkerProcess],
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     operator: Any,
     research: Any,
     client_for: Any,
     settings: Any,
 ) -> None:
     settings.JUDGE_MODEL = "judge-model"  # so end creates an "ai" grade, as the worker will
-    fake_openai.answer = model_or_judge
-    celery_worker_factory(JUDGE_MODEL="judge-model", JUDGE_BASE_URL=fake_openai.base_url)
+    fake_model.answer = model_or_judge
+    celery_worker_factory(JUDGE_MODEL="judge-model", JUDGE_BASE_URL=fake_model.base_url)
     client = client_for(operator)
-    benchmark = make_benchmark(research, fake_openai, turns=3)
+    benchmark = make_benchmark(research, fake_model, turns=3)
 
     test_id, invocation_id, run_id = start_and_run(client, benchmark)
 
@@ -107,7 +107,7 @@ def test_a_worker_replays_and_the_ai_judge_grades(
     )
     assert replayed["steps_count"] == 3
     assert replayed["error"] in ("", None)
-    assert set(fake_openai.user_agents[:3]) == {"replaybench"}
+    assert set(fake_model.user_agents[:3]) == {"replaybench"}
     steps = list(
         ReplayStep.objects.filter(invocation_id=invocation_id)
         .order_by("turn")
@@ -119,7 +119,7 @@ def test_a_worker_replays_and_the_ai_judge_grades(
         (3, "Echo: Question 3?", "Answer 3."),
     ]
     # Auto-regressive: the worker sent the model's own earlier answers.
-    last_turn = fake_openai.chat_requests()[2]["messages"]
+    last_turn = fake_model.chat_requests()[2]["messages"]
     assert [m["content"] for m in last_turn if m["role"] == "assistant"] == [
         "Echo: Question 1?",
         "Echo: Question 2?",
@@ -148,7 +148,7 @@ def test_a_worker_replays_and_the_ai_judge_grades(
     assert graded["score"] == pytest.approx(0.8)
     assert graded["passed"] is True
     assert graded["feedback"] == "Accurate but flat."
-    judge_request = fake_openai.chat_requests()[3]
+    judge_request = fake_model.chat_requests()[3]
     assert judge_request["model"] == "judge-model"
     assert "Reference: Answer 2." in judge_request["messages"][1]["content"]
     test = Test.objects.get(pk=test_id)
@@ -159,14 +159,14 @@ def test_a_worker_replays_and_the_ai_judge_grades(
 
 def test_stop_during_a_slow_replay_halts_at_the_next_turn(
     celery_worker: WorkerProcess,
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     operator: Any,
     research: Any,
     client_for: Any,
 ) -> None:
-    fake_openai.delay_s = 0.5
+    fake_model.delay_s = 0.5
     client = client_for(operator)
-    benchmark = make_benchmark(research, fake_openai, turns=8)
+    benchmark = make_benchmark(research, fake_model, turns=8)
 
     test_id, invocation_id, run_id = start_and_run(client, benchmark)
     wait_for(
@@ -190,7 +190,7 @@ def test_stop_during_a_slow_replay_halts_at_the_next_turn(
     assert len(steps) == invocation.steps_count
     # No step was written after the stop, and at most the in-flight turn was still sent.
     assert all(step.created_at <= invocation.ended_at for step in steps)
-    assert len(fake_openai.chat_requests()) <= len(steps) + 1
+    assert len(fake_model.chat_requests()) <= len(steps) + 1
     assert TestRun.objects.get(pk=run_id).status == TestRun.Status.STOPPED
     assert Test.objects.get(pk=test_id).status == Test.Status.STOPPED
     assert post(client, "next", {"test_id": test_id}, status=409)["detail"]
@@ -198,17 +198,17 @@ def test_stop_during_a_slow_replay_halts_at_the_next_turn(
 
 def test_a_killed_worker_leaves_a_run_the_reaper_gives_back(
     celery_worker_factory: Callable[..., WorkerProcess],
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     operator: Any,
     research: Any,
     client_for: Any,
     settings: Any,
 ) -> None:
     settings.REPLAY_HEARTBEAT_TIMEOUT = 2
-    fake_openai.delay_s = 1.0
+    fake_model.delay_s = 1.0
     worker = celery_worker_factory(REPLAY_HEARTBEAT_TIMEOUT="2")
     client = client_for(operator)
-    benchmark = make_benchmark(research, fake_openai, turns=6)
+    benchmark = make_benchmark(research, fake_model, turns=6)
 
     test_id, invocation_id, run_id = start_and_run(client, benchmark)
     wait_for(
@@ -236,7 +236,7 @@ def test_a_killed_worker_leaves_a_run_the_reaper_gives_back(
     assert again["run_id"] == run_id
     assert again["invocation_id"] != invocation_id
     assert TestRun.objects.get(pk=run_id).attempts == 2
-    fake_openai.delay_s = 0
+    fake_model.delay_s = 0
     celery_worker_factory()
     post(
         client,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
 from tests import factories
-from tests.fake_openai import FakeOpenAI, Reply, serve
+from tests.fake_model import FakeModel, Reply
 from tests_app.judges import JudgeError, Transcript, TranscriptTurn
 from tests_app.judges.llm import LlmJudge
 from tests_app.judges.reference import ReferenceGrader, similarity
@@ -22,11 +21,6 @@ CRITERIA = [
     {"name": "accuracy", "description": "Facts are right.", "weight": 3},
     {"name": "tone", "description": "Polite and clear.", "weight": 1},
 ]
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    yield from serve()
 
 
 def transcript(turns: list[tuple[str, str | None]], threshold: float = 0.7) -> Transcript:
@@ -57,7 +51,7 @@ def judge_answer(accuracy: Any, tone: Any, feedback: str = "Mostly right.") -> s
     )
 
 
-def llm_judge(server: FakeOpenAI, **overrides: Any) -> LlmJudge:
+def llm_judge(server: FakeModel, **overrides: Any) -> LlmJudge:
     options: dict[str, Any] = {
         "model": "judge-model",
         "base_url": server.base_url,
@@ -120,16 +114,16 @@ def test_reference_grader_without_references_refuses() -> None:
 
 
 def test_llm_judge_retries_a_malformed_answer_then_weighs_the_scores(
-    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_JUDGE_KEY", "judge-secret")
-    fake_openai.script(
+    fake_model.script(
         Reply(content="Sure! Here is my grade: great"),
         Reply(content="```json\n" + judge_answer(1.0, 0.2) + "\n```"),
     )
     judged = transcript([("Echo 1", "Answer 1."), ("Echo 2", "Answer 2.")])
 
-    verdict = llm_judge(fake_openai).grade(judged)
+    verdict = llm_judge(fake_model).grade(judged)
 
     # (3 * 1.0 + 1 * 0.2) / 4
     assert verdict.score == 0.8
@@ -140,8 +134,8 @@ def test_llm_judge_retries_a_malformed_answer_then_weighs_the_scores(
         {"name": "accuracy", "weight": 3.0, "score": 1.0, "feedback": "Facts ok."},
         {"name": "tone", "weight": 1.0, "score": 0.2, "feedback": "Curt."},
     ]
-    first, second = fake_openai.chat_requests()
-    assert fake_openai.authorizations == ["Bearer judge-secret"] * 2
+    first, second = fake_model.chat_requests()
+    assert fake_model.authorizations == ["Bearer judge-secret"] * 2
     assert (first["model"], first["temperature"], first["seed"]) == ("judge-model", 0.0, 7)
     prompt = first["messages"][1]["content"]
     for expected in (
@@ -172,9 +166,9 @@ def test_llm_judge_retries_a_malformed_answer_then_weighs_the_scores(
     assert provenance["prompt_sha256"] == expected_hash
 
 
-def test_llm_judge_below_threshold_does_not_pass(fake_openai: FakeOpenAI) -> None:
-    fake_openai.script(Reply(content=judge_answer(0.5, 1.0)))
-    verdict = llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+def test_llm_judge_below_threshold_does_not_pass(fake_model: FakeModel) -> None:
+    fake_model.script(Reply(content=judge_answer(0.5, 1.0)))
+    verdict = llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
     assert verdict.score == 0.625
     assert verdict.passed is False
 
@@ -189,21 +183,21 @@ def test_llm_judge_below_threshold_does_not_pass(fake_openai: FakeOpenAI) -> Non
     ],
 )
 def test_llm_judge_gives_up_after_the_attempts(
-    fake_openai: FakeOpenAI, answer: str, reason: str
+    fake_model: FakeModel, answer: str, reason: str
 ) -> None:
-    fake_openai.answer = lambda messages: answer
+    fake_model.answer = lambda messages: answer
 
     with pytest.raises(JudgeError, match="no usable answer in 3 attempts") as raised:
-        llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+        llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
 
     assert reason in str(raised.value)
-    assert len(fake_openai.chat_requests()) == 3
+    assert len(fake_model.chat_requests()) == 3
 
 
-def test_llm_judge_unreachable_is_a_judge_error(fake_openai: FakeOpenAI) -> None:
-    fake_openai.script(*[Reply(status=503)] * 3)
+def test_llm_judge_unreachable_is_a_judge_error(fake_model: FakeModel) -> None:
+    fake_model.script(*[Reply(status=503)] * 3)
     with pytest.raises(JudgeError, match="could not be reached"):
-        llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+        llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
 
 
 # --- the grading service --------------------------------------------------------------------------
@@ -265,11 +259,11 @@ def test_grading_without_a_judge_uses_the_reference_grader(
 
 @pytest.mark.django_db
 def test_grading_with_a_judge_stores_the_ai_grade(
-    settings: Any, fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    settings: Any, fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
     settings.JUDGE_MODEL = "judge-model"
-    settings.JUDGE_BASE_URL = fake_openai.base_url
-    fake_openai.script(Reply(content="{not json"), Reply(content=judge_answer(0.4, 0.4, "Weak.")))
+    settings.JUDGE_BASE_URL = fake_model.base_url
+    fake_model.script(Reply(content="{not json"), Reply(content=judge_answer(0.4, 0.4, "Weak.")))
     invocation = replayed_invocation(["Echo 1"])
     pending = factories.GradeFactory(
         invocation=invocation, source="ai", status="pending", score=None, passed=None
@@ -295,14 +289,14 @@ def test_grading_with_a_judge_stores_the_ai_grade(
 @pytest.mark.django_db
 def test_a_failed_judge_fails_the_grade(
     settings: Any,
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     events: list[dict[str, Any]],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     settings.JUDGE_MODEL = "judge-model"
-    settings.JUDGE_BASE_URL = fake_openai.base_url
+    settings.JUDGE_BASE_URL = fake_model.base_url
     settings.JUDGE_MAX_ATTEMPTS = 2
-    fake_openai.answer = lambda messages: "no"
+    fake_model.answer = lambda messages: "no"
     invocation = replayed_invocation(["Echo 1"])
     pending = factories.GradeFactory(
         invocation=invocation, source="ai", status="pending", score=None, passed=None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests import factories
-from tests.fake_openai import FakeOpenAI, Messages, Reply, serve
+from tests.fake_model import FakeModel, Messages, Reply
 from tests_app.models import Benchmark, ReplayStep, Test, TestInvocation, TestRun
 from tests_app.services.replay import plan_turns, replay_invocation
 
@@ -29,11 +29,6 @@ THIRD_TURN_AUTOREGRESSIVE = [
     {"role": "assistant", "content": "Echo: Question 2?"},
     {"role": "user", "content": "Question 3?"},
 ]
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    yield from serve()
 
 
 def claimed_invocation(
@@ -66,7 +61,7 @@ def claimed_invocation(
     return invocation
 
 
-def openai_target(server: FakeOpenAI, **overrides: Any) -> dict[str, Any]:
+def openai_target(server: FakeModel, **overrides: Any) -> dict[str, Any]:
     return {
         "kind": "openai",
         "model": "fake-model",
@@ -94,9 +89,9 @@ def steps_of(invocation: TestInvocation) -> list[tuple[int, str, str, str | None
 
 @pytest.mark.django_db
 def test_autoregressive_replay_sends_the_models_own_answers(
-    fake_openai: FakeOpenAI, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
 ) -> None:
-    invocation = claimed_invocation(target=openai_target(fake_openai))
+    invocation = claimed_invocation(target=openai_target(fake_model))
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
@@ -110,7 +105,7 @@ def test_autoregressive_replay_sends_the_models_own_answers(
         (2, "Question 2?", "Echo: Question 2?", "Answer 2."),
         (3, "Question 3?", "Echo: Question 3?", "Answer 3."),
     ]
-    sent = [request["messages"] for request in fake_openai.chat_requests()]
+    sent = [request["messages"] for request in fake_model.chat_requests()]
     assert sent[2] == THIRD_TURN_AUTOREGRESSIVE
     assert sent[0] == [SYSTEM, {"role": "user", "content": "Question 1?"}]
     step = ReplayStep.objects.get(invocation=invocation, turn=3)
@@ -135,16 +130,16 @@ def test_autoregressive_replay_sends_the_models_own_answers(
 
 @pytest.mark.django_db
 def test_teacher_forced_replay_sends_the_recorded_answers(
-    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
     invocation = claimed_invocation(
-        target=openai_target(fake_openai), replay_mode=Benchmark.ReplayMode.TEACHER_FORCED
+        target=openai_target(fake_model), replay_mode=Benchmark.ReplayMode.TEACHER_FORCED
     )
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
     assert invocation.status == TestInvocation.Status.REPLAYED
-    last = fake_openai.chat_requests()[2]["messages"]
+    last = fake_model.chat_requests()[2]["messages"]
     assert [m["content"] for m in last if m["role"] == "assistant"] == ["Answer 1.", "Answer 2."]
     assert [output for _, _, output, _ in steps_of(invocation)] == [
         "Echo: Question 1?",
@@ -155,7 +150,7 @@ def test_teacher_forced_replay_sends_the_recorded_answers(
 
 @pytest.mark.django_db
 def test_tool_messages_stay_as_context(
-    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
     tool_call = {
         "id": "call_1",
@@ -175,12 +170,12 @@ def test_tool_messages_stay_as_context(
         (1, "Rainy, 4 degrees."),
         (2, "Yes."),
     ]
-    invocation = claimed_invocation(target=openai_target(fake_openai), messages=messages)
+    invocation = claimed_invocation(target=openai_target(fake_model), messages=messages)
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
     assert invocation.status == TestInvocation.Status.REPLAYED
-    assert fake_openai.chat_requests()[1]["messages"] == [
+    assert fake_model.chat_requests()[1]["messages"] == [
         SYSTEM,
         {"role": "user", "content": "Weather in Oslo?"},
         {"role": "assistant", "content": None, "tool_calls": [tool_call]},
@@ -192,10 +187,10 @@ def test_tool_messages_stay_as_context(
 
 @pytest.mark.django_db
 def test_a_turn_without_recorded_answer_still_keeps_the_models_answer(
-    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
     messages = [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Still there?"}]
-    invocation = claimed_invocation(target=openai_target(fake_openai), messages=messages)
+    invocation = claimed_invocation(target=openai_target(fake_model), messages=messages)
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
@@ -203,7 +198,7 @@ def test_a_turn_without_recorded_answer_still_keeps_the_models_answer(
         (1, "Hi", "Echo: Hi", None),
         (2, "Still there?", "Echo: Still there?", None),
     ]
-    assert fake_openai.chat_requests()[1]["messages"] == [
+    assert fake_model.chat_requests()[1]["messages"] == [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Echo: Hi"},
         {"role": "user", "content": "Still there?"},
@@ -225,16 +220,16 @@ def test_reference_target_reproduces_the_recording(
 
 @pytest.mark.django_db
 def test_a_429_then_success_is_retried(
-    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
-    fake_openai.script(Reply(status=429))
-    invocation = claimed_invocation(target=openai_target(fake_openai), turns=2)
+    fake_model.script(Reply(status=429))
+    invocation = claimed_invocation(target=openai_target(fake_model), turns=2)
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
     assert invocation.status == TestInvocation.Status.REPLAYED
     assert invocation.error == ""
-    assert len(fake_openai.chat_requests()) == 3
+    assert len(fake_model.chat_requests()) == 3
     assert [output for _, _, output, _ in steps_of(invocation)] == [
         "Echo: Question 1?",
         "Echo: Question 2?",
@@ -244,11 +239,11 @@ def test_a_429_then_success_is_retried(
 @pytest.mark.django_db
 @pytest.mark.timeout(60)
 def test_a_server_that_never_answers_fails_the_invocation(
-    fake_openai: FakeOpenAI, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
 ) -> None:
-    fake_openai.script(Reply(), Reply(hang=True), Reply(hang=True))
+    fake_model.script(Reply(), Reply(hang=True), Reply(hang=True))
     invocation = claimed_invocation(
-        target=openai_target(fake_openai, timeout_s=0.5, max_retries=1), turns=3
+        target=openai_target(fake_model, timeout_s=0.5, max_retries=1), turns=3
     )
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
@@ -275,16 +270,16 @@ def test_a_server_that_never_answers_fails_the_invocation(
 
 @pytest.mark.django_db
 def test_a_500_forever_fails_after_the_retries(
-    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
-    fake_openai.script(*[Reply(status=500)] * 10)
-    invocation = claimed_invocation(target=openai_target(fake_openai, max_retries=2))
+    fake_model.script(*[Reply(status=500)] * 10)
+    invocation = claimed_invocation(target=openai_target(fake_model, max_retries=2))
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
     assert invocation.status == TestInvocation.Status.FAILED
     assert "HTTP 500" in invocation.error
-    assert len(fake_openai.chat_requests()) == 3
+    assert len(fake_model.chat_requests()) == 3
     assert steps_of(invocation) == []
     assert TestRun.objects.get(pk=invocation.run_id).status == TestRun.Status.FAILED
 
@@ -304,15 +299,15 @@ def test_a_bad_target_fails_the_invocation_with_the_reason(
 
 @pytest.mark.django_db
 def test_a_second_delivery_does_nothing(
-    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
-    invocation = claimed_invocation(target=openai_target(fake_openai), turns=2)
+    invocation = claimed_invocation(target=openai_target(fake_model), turns=2)
     replay(invocation, django_capture_on_commit_callbacks)
 
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
     assert invocation.status == TestInvocation.Status.REPLAYED
-    assert len(fake_openai.chat_requests()) == 2
+    assert len(fake_model.chat_requests()) == 2
     assert ReplayStep.objects.filter(invocation=invocation).count() == 2
 
 
@@ -325,9 +320,9 @@ def test_a_missing_invocation_is_ignored(django_capture_on_commit_callbacks: Any
 
 @pytest.mark.django_db
 def test_stop_requested_before_the_replay_claims_nothing(
-    fake_openai: FakeOpenAI, django_capture_on_commit_callbacks: Any
+    fake_model: FakeModel, django_capture_on_commit_callbacks: Any
 ) -> None:
-    invocation = claimed_invocation(target=openai_target(fake_openai))
+    invocation = claimed_invocation(target=openai_target(fake_model))
     TestInvocation.objects.filter(pk=invocation.pk).update(
         status=TestInvocation.Status.STOPPED, stop_requested=True
     )
@@ -335,7 +330,7 @@ def test_stop_requested_before_the_replay_claims_nothing(
     invocation = replay(invocation, django_capture_on_commit_callbacks)
 
     assert invocation.status == TestInvocation.Status.STOPPED
-    assert fake_openai.chat_requests() == []
+    assert fake_model.chat_requests() == []
 
 
 def stop_invocation_when(invocation_id: Any, question: str) -> Callable[[Messages], str]:
@@ -356,10 +351,10 @@ def stop_invocation_when(invocation_id: Any, question: str) -> Callable[[Message
 
 @pytest.mark.django_db(transaction=True)
 def test_a_stop_during_a_turn_writes_no_step_for_it(
-    fake_openai: FakeOpenAI, events: list[dict[str, Any]]
+    fake_model: FakeModel, events: list[dict[str, Any]]
 ) -> None:
-    invocation = claimed_invocation(target=openai_target(fake_openai), turns=3)
-    fake_openai.answer = stop_invocation_when(invocation.pk, "Question 2?")
+    invocation = claimed_invocation(target=openai_target(fake_model), turns=3)
+    fake_model.answer = stop_invocation_when(invocation.pk, "Question 2?")
 
     replay_invocation(invocation_id=invocation.pk)
 
@@ -368,13 +363,13 @@ def test_a_stop_during_a_turn_writes_no_step_for_it(
     assert invocation.steps_count == 1
     assert [turn for turn, *_ in steps_of(invocation)] == [1]
     # Turn 3 was never sent: the replay halted at the boundary.
-    assert len(fake_openai.chat_requests()) == 2
+    assert len(fake_model.chat_requests()) == 2
     assert [event["event_type"] for event in events] == ["run.started", "run.step"]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_stop_between_turns_halts_before_the_next_call(fake_openai: FakeOpenAI) -> None:
-    invocation = claimed_invocation(target=openai_target(fake_openai), turns=3)
+def test_a_stop_between_turns_halts_before_the_next_call(fake_model: FakeModel) -> None:
+    invocation = claimed_invocation(target=openai_target(fake_model), turns=3)
 
     def answer(messages: Messages) -> str:
         text = str(messages[-1]["content"])
@@ -384,22 +379,22 @@ def test_a_stop_between_turns_halts_before_the_next_call(fake_openai: FakeOpenAI
             connection.close()
         return f"Echo: {text}"
 
-    fake_openai.answer = answer
+    fake_model.answer = answer
     replay_invocation(invocation_id=invocation.pk)
 
     invocation.refresh_from_db()
-    assert len(fake_openai.chat_requests()) == 1
+    assert len(fake_model.chat_requests()) == 1
     assert invocation.steps_count == 0
     assert invocation.status == TestInvocation.Status.RUNNING
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_heartbeat_stays_fresh_during_a_long_model_call(
-    fake_openai: FakeOpenAI, settings: Any
+    fake_model: FakeModel, settings: Any
 ) -> None:
     # A model call may outlast the reaper's timeout; the heartbeat must not wait for the turn.
     settings.REPLAY_HEARTBEAT_TIMEOUT = 0.8
-    invocation = claimed_invocation(target=openai_target(fake_openai), turns=1)
+    invocation = claimed_invocation(target=openai_target(fake_model), turns=1)
     seen: list[Any] = []
 
     def answer(messages: Messages) -> str:
@@ -408,8 +403,8 @@ def test_the_heartbeat_stays_fresh_during_a_long_model_call(
         connection.close()
         return "late answer"
 
-    fake_openai.answer = answer
-    fake_openai.delay_s = 1.5  # the delay comes before the answer is computed
+    fake_model.answer = answer
+    fake_model.delay_s = 1.5  # the delay comes before the answer is computed
 
     replay_invocation(invocation_id=invocation.pk)
 
@@ -491,11 +486,11 @@ def test_each_turn_costs_the_same_few_statements_and_numbers_its_events_in_a_row
 
 @pytest.mark.django_db(transaction=True)
 def test_a_step_after_a_stop_writes_nothing(
-    fake_openai: FakeOpenAI, events: list[dict[str, Any]]
+    fake_model: FakeModel, events: list[dict[str, Any]]
 ) -> None:
     # A stop during the first turn: no step row, no count, no event.
-    invocation = claimed_invocation(target=openai_target(fake_openai), turns=2)
-    fake_openai.answer = stop_invocation_when(invocation.pk, "Question 1?")
+    invocation = claimed_invocation(target=openai_target(fake_model), turns=2)
+    fake_model.answer = stop_invocation_when(invocation.pk, "Question 1?")
 
     replay_invocation(invocation_id=invocation.pk)
 

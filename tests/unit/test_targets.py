@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Reply, serve
+from tests.fake_model import FakeModel, Reply
 from tests_app.errors import ValidationFailed
 from tests_app.targets import TargetError, target_for
 from tests_app.targets import openai as openai_module
@@ -25,16 +24,11 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    yield from serve()
-
-
 def complete(target: OpenAITarget) -> TargetReply:
     return target.complete(messages=MESSAGES, reference=None)
 
 
-def openai_target(server: FakeOpenAI, **overrides: Any) -> OpenAITarget:
+def openai_target(server: FakeModel, **overrides: Any) -> OpenAITarget:
     config = {"kind": "openai", "model": "fake-model", "base_url": server.base_url, **overrides}
     target = target_for(config)
     assert isinstance(target, OpenAITarget)
@@ -76,14 +70,14 @@ def test_a_bad_target_is_a_validation_error_naming_the_field(
 
 
 def test_openai_target_sends_the_configured_request(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_TARGET_KEY", "key-from-env")
     monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
-    fake_openai.answer = lambda messages: "4"
+    fake_model.answer = lambda messages: "4"
     target = openai_target(
-        fake_openai, api_key_env="FAKE_TARGET_KEY", temperature=0.3, max_tokens=50
+        fake_model, api_key_env="FAKE_TARGET_KEY", temperature=0.3, max_tokens=50
     )
 
     reply = complete(target)
@@ -91,79 +85,79 @@ def test_openai_target_sends_the_configured_request(
     assert reply.content == "4"
     assert reply.completion_tokens == 1
     assert reply.prompt_tokens == 7
-    [request] = fake_openai.chat_requests()
+    [request] = fake_model.chat_requests()
     assert request["model"] == "fake-model"
     assert request["messages"] == MESSAGES
     assert request["temperature"] == 0.3
     assert request["max_tokens"] == 50
     # The key comes from the environment at call time; the target's JSON only names it.
-    assert fake_openai.authorizations == ["Bearer key-from-env"]
-    assert "openai-organization" not in fake_openai.headers[0]
+    assert fake_model.authorizations == ["Bearer key-from-env"]
+    assert "openai-organization" not in fake_model.headers[0]
 
 
 def test_the_account_variables_are_sent_as_openais_own_client_sends_them(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPENAI_ORG_ID", "org-123")
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-456")
-    complete(openai_target(fake_openai))
-    [headers] = fake_openai.headers
+    complete(openai_target(fake_model))
+    [headers] = fake_model.headers
     assert headers["openai-organization"] == "org-123"
     assert headers["openai-project"] == "proj-456"
 
 
 def test_a_local_server_needs_no_key(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
-    complete(openai_target(fake_openai))
-    assert fake_openai.authorizations == [f"Bearer {PLACEHOLDER_API_KEY}"]
+    complete(openai_target(fake_model))
+    assert fake_model.authorizations == [f"Bearer {PLACEHOLDER_API_KEY}"]
 
 
 def test_a_429_then_success_is_retried(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
-    fake_openai.script(Reply(status=429))
+    fake_model.script(Reply(status=429))
 
-    reply = complete(openai_target(fake_openai, max_retries=2))
+    reply = complete(openai_target(fake_model, max_retries=2))
 
     assert reply.content == "Echo: What is 2 + 2?"
-    assert len(fake_openai.chat_requests()) == 2
+    assert len(fake_model.chat_requests()) == 2
 
 
 def test_a_500_forever_fails_after_the_retries(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
-    fake_openai.script(*[Reply(status=500)] * 5)
+    fake_model.script(*[Reply(status=500)] * 5)
 
     with pytest.raises(TargetError, match=r"HTTP 500 \(3 attempts at most\): scripted"):
-        complete(openai_target(fake_openai, max_retries=2))
+        complete(openai_target(fake_model, max_retries=2))
 
-    assert len(fake_openai.chat_requests()) == 3
+    assert len(fake_model.chat_requests()) == 3
 
 
 def test_a_400_is_not_retried(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
-    fake_openai.script(Reply(status=400))
+    fake_model.script(Reply(status=400))
 
     with pytest.raises(TargetError, match="HTTP 400"):
-        complete(openai_target(fake_openai, max_retries=2))
+        complete(openai_target(fake_model, max_retries=2))
 
-    assert len(fake_openai.chat_requests()) == 1
+    assert len(fake_model.chat_requests()) == 1
 
 
 @pytest.mark.timeout(30)
 def test_a_server_that_never_answers_times_out(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
-    fake_openai.script(Reply(hang=True), Reply(hang=True))
-    target = openai_target(fake_openai, timeout_s=0.5, max_retries=1)
+    fake_model.script(Reply(hang=True), Reply(hang=True))
+    target = openai_target(fake_model, timeout_s=0.5, max_retries=1)
 
     with pytest.raises(TargetError, match=r"did not answer within 0.5 s \(2 attempts\)"):
         complete(target)
 
-    assert len(fake_openai.chat_requests()) == 2
+    assert len(fake_model.chat_requests()) == 2
     assert target.max_call_seconds == pytest.approx(0.5 * 2 + 120)
 
 
@@ -177,14 +171,14 @@ def test_an_unreachable_server_is_a_target_error() -> None:
 
 
 def test_the_proxy_variables_apply(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A host that does not resolve, reached through a proxy that does: the request arrives at
     # the proxy (the fake server, which answers a proxied request line with a 404). The proxy
     # variables are read when a process makes its client.
     monkeypatch.setattr(openai_module, "_pools", {})
-    proxy = fake_openai.base_url.removesuffix("/v1")
+    proxy = fake_model.base_url.removesuffix("/v1")
     monkeypatch.setenv("HTTP_PROXY", proxy)
     monkeypatch.setenv("http_proxy", proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -199,7 +193,7 @@ def test_the_proxy_variables_apply(
 
 
 def test_no_proxy_sends_its_hosts_directly(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A proxy that refuses every connection, and NO_PROXY naming the model's host: the call
@@ -209,50 +203,50 @@ def test_no_proxy_sends_its_hosts_directly(
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
-    target = openai_target(fake_openai)
+    target = openai_target(fake_model)
 
     reply = complete(target)
 
     assert reply.content
-    assert len(fake_openai.chat_requests()) == 1
+    assert len(fake_model.chat_requests()) == 1
 
 
 @pytest.mark.timeout(30)
 def test_a_retry_after_is_waited_for_and_a_long_one_is_not_retried(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
     # 1.5 s is longer than any first backoff of the policy's own (0.5 s + at most 0.5 s jitter).
-    fake_openai.script(Reply(status=429, headers=(("Retry-After", "1.5"),)))
-    assert complete(openai_target(fake_openai)).content.startswith("Echo")
-    first, second = fake_openai.arrivals
+    fake_model.script(Reply(status=429, headers=(("Retry-After", "1.5"),)))
+    assert complete(openai_target(fake_model)).content.startswith("Echo")
+    first, second = fake_model.arrivals
     assert second - first >= 1.5
 
-    fake_openai.script(Reply(status=429, headers=(("Retry-After", "600"),)))
+    fake_model.script(Reply(status=429, headers=(("Retry-After", "600"),)))
     with pytest.raises(TargetError, match="HTTP 429"):
-        complete(openai_target(fake_openai))
-    assert len(fake_openai.chat_requests()) == 3
+        complete(openai_target(fake_model))
+    assert len(fake_model.chat_requests()) == 3
 
 
 def test_the_server_may_say_whether_to_retry(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
-    fake_openai.script(Reply(status=503, headers=(("x-should-retry", "false"),)))
+    fake_model.script(Reply(status=503, headers=(("x-should-retry", "false"),)))
     with pytest.raises(TargetError, match="HTTP 503"):
-        complete(openai_target(fake_openai))
-    assert len(fake_openai.chat_requests()) == 1
+        complete(openai_target(fake_model))
+    assert len(fake_model.chat_requests()) == 1
 
-    fake_openai.script(Reply(status=400, headers=(("x-should-retry", "true"),)))
-    assert complete(openai_target(fake_openai)).content.startswith("Echo")
-    assert len(fake_openai.chat_requests()) == 3
+    fake_model.script(Reply(status=400, headers=(("x-should-retry", "true"),)))
+    assert complete(openai_target(fake_model)).content.startswith("Echo")
+    assert len(fake_model.chat_requests()) == 3
 
 
 def test_a_refused_key_names_the_variable(
-    fake_openai: FakeOpenAI,
+    fake_model: FakeModel,
 ) -> None:
-    fake_openai.script(Reply(status=401))
+    fake_model.script(Reply(status=401))
     with pytest.raises(TargetError, match=r"refused the API key .* MODEL_KEY set for the worker"):
-        complete(openai_target(fake_openai, api_key_env="MODEL_KEY"))
-    assert len(fake_openai.chat_requests()) == 1
+        complete(openai_target(fake_model, api_key_env="MODEL_KEY"))
+    assert len(fake_model.chat_requests()) == 1
 
 
 @pytest.mark.parametrize(
@@ -264,11 +258,11 @@ def test_a_refused_key_names_the_variable(
     ],
 )
 def test_an_answer_that_is_not_a_completion_is_a_target_error(
-    fake_openai: FakeOpenAI, content: str, error: str
+    fake_model: FakeModel, content: str, error: str
 ) -> None:
-    fake_openai.script(Reply(raw_body=content.encode()))
+    fake_model.script(Reply(raw_body=content.encode()))
     with pytest.raises(TargetError, match=error):
-        complete(openai_target(fake_openai, max_retries=0))
+        complete(openai_target(fake_model, max_retries=0))
 
 
 @pytest.mark.parametrize(
@@ -353,10 +347,10 @@ def test_no_free_slot_in_time_is_a_target_error(settings: Any) -> None:
 
 
 def test_targets_share_one_client_across_threads_and_read_the_key_at_each_call(
-    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_TARGET_KEY", "first-key")
-    targets = [openai_target(fake_openai, api_key_env="FAKE_TARGET_KEY") for _ in range(8)]
+    targets = [openai_target(fake_model, api_key_env="FAKE_TARGET_KEY") for _ in range(8)]
     replies: list[str] = []
     lock = threading.Lock()
 
@@ -377,14 +371,14 @@ def test_targets_share_one_client_across_threads_and_read_the_key_at_each_call(
     # A rotated variable is read by the next call; nothing is kept of the old key.
     monkeypatch.setenv("FAKE_TARGET_KEY", "second-key")
     complete(targets[0])
-    assert fake_openai.authorizations[-1] == "Bearer second-key"
-    assert fake_openai.authorizations.count("Bearer first-key") == 8
-    assert fake_openai.user_agents[-1] == "replaybench"
+    assert fake_model.authorizations[-1] == "Bearer second-key"
+    assert fake_model.authorizations.count("Bearer first-key") == 8
+    assert fake_model.user_agents[-1] == "replaybench"
 
 
-def test_a_seed_is_sent_when_the_target_has_one(fake_openai: FakeOpenAI) -> None:
-    complete(openai_target(fake_openai, seed=42))
-    complete(openai_target(fake_openai))
-    first, second = fake_openai.chat_requests()
+def test_a_seed_is_sent_when_the_target_has_one(fake_model: FakeModel) -> None:
+    complete(openai_target(fake_model, seed=42))
+    complete(openai_target(fake_model))
+    first, second = fake_model.chat_requests()
     assert first["seed"] == 42
     assert "seed" not in second
