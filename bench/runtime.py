@@ -4,7 +4,7 @@
 * a dedicated Redis database, flushed (broker, channel layer and cache of the processes below);
 * granian serving HTTP through ``config.wsgi`` (or daphne, ``--http-server daphne``), a daphne
   for the websockets, a Celery worker (``--pool=threads``, concurrency 32) and the loopback
-  OpenAI-compatible server of :mod:`bench.fake_openai`, all on 127.0.0.1.
+  OpenAI-compatible server of :mod:`tests.fake_model` (the tests' own), all on 127.0.0.1.
 
 The web and worker processes run with ``REPLAYBENCH_MODE=production`` (DEBUG off, pooled
 connections), minus the HTTPS redirect that a proxy would terminate, and with the per-caller
@@ -140,7 +140,7 @@ class Runtime:
     def start_openai(self, *, delay_ms: float, name: str = "openai") -> int:
         """A loopback model server answering every call after ``delay_ms``; its port."""
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.fake_openai", "--port", "0", "--delay-ms", str(delay_ms)],
+            [sys.executable, "-m", "tests.fake_model", "--port", "0", "--delay-ms", str(delay_ms)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
         )
@@ -148,7 +148,7 @@ class Runtime:
         assert process.stdout is not None
         line = process.stdout.readline().decode().split()
         if len(line) != 2 or line[0] != "listening":
-            raise SystemExit(f"the fake OpenAI server did not start: {line}")
+            raise SystemExit(f"the fake model server did not start: {line}")
         if name == "openai":
             self.openai_port = int(line[1])
         return int(line[1])

@@ -175,6 +175,9 @@ def replay_all(context: Context, *, port: int, entries: int, delay_s: float, lab
     expected_calls = len(claims) * turns
     if stats["calls"] != expected_calls:
         context.note(f"{label}: the model server saw {stats['calls']} calls, not {expected_calls}")
+    if stats["duplicates"]:
+        # Each conversation's first user message names it, so a repeat is a turn asked twice.
+        context.note(f"{label}: {stats['duplicates']} model calls repeated an earlier turn")
     note = (
         f"{entries}x{turns} turns, {stats['calls']} calls, max {stats['max_in_flight']} in flight,"
         f" at most {peak_connections} PostgreSQL connections; run calls took"
