@@ -67,37 +67,41 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def research(db: Any) -> Any:
-    return factories.DepartmentFactory(name="Research", slug="research")
+    return factories.DepartmentFactory.create(name="Research", slug="research")
 
 
 @pytest.fixture
 def support(db: Any) -> Any:
-    return factories.DepartmentFactory(name="Support", slug="support")
+    return factories.DepartmentFactory.create(name="Support", slug="support")
 
 
 @pytest.fixture
 def staff(db: Any) -> Any:
-    return factories.UserFactory(username="staff", is_staff=True, is_superuser=True)
+    return factories.UserFactory.create(username="staff", is_staff=True, is_superuser=True)
 
 
 @pytest.fixture
 def operator(research: Any) -> Any:
-    user = factories.UserFactory(username="operator", first_name="Olive", last_name="Operator")
-    factories.MembershipFactory(user=user, department=research, role=Membership.Role.OPERATOR)
+    user = factories.UserFactory.create(
+        username="operator", first_name="Olive", last_name="Operator"
+    )
+    factories.MembershipFactory.create(
+        user=user, department=research, role=Membership.Role.OPERATOR
+    )
     return user
 
 
 @pytest.fixture
 def viewer(research: Any) -> Any:
-    user = factories.UserFactory(username="viewer")
-    factories.MembershipFactory(user=user, department=research, role=Membership.Role.VIEWER)
+    user = factories.UserFactory.create(username="viewer")
+    factories.MembershipFactory.create(user=user, department=research, role=Membership.Role.VIEWER)
     return user
 
 
 @pytest.fixture
 def outsider(support: Any) -> Any:
-    user = factories.UserFactory(username="outsider")
-    factories.MembershipFactory(user=user, department=support, role=Membership.Role.OPERATOR)
+    user = factories.UserFactory.create(username="outsider")
+    factories.MembershipFactory.create(user=user, department=support, role=Membership.Role.OPERATOR)
     return user
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import factory
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from tests_app import models
-
-User = get_user_model()
 
 
 def conversation(
@@ -25,7 +23,7 @@ def conversation(
     return messages
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = User
         django_get_or_create = ("username",)
@@ -35,7 +33,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("correct-horse-battery")
 
 
-class DepartmentFactory(factory.django.DjangoModelFactory):
+class DepartmentFactory(factory.django.DjangoModelFactory[models.Department]):
     class Meta:
         model = models.Department
 
@@ -43,7 +41,7 @@ class DepartmentFactory(factory.django.DjangoModelFactory):
     slug = factory.Sequence(lambda n: f"department-{n}")
 
 
-class MembershipFactory(factory.django.DjangoModelFactory):
+class MembershipFactory(factory.django.DjangoModelFactory[models.Membership]):
     class Meta:
         model = models.Membership
 
@@ -52,7 +50,7 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     role = models.Membership.Role.VIEWER
 
 
-class RubricFactory(factory.django.DjangoModelFactory):
+class RubricFactory(factory.django.DjangoModelFactory[models.Rubric]):
     class Meta:
         model = models.Rubric
 
@@ -68,7 +66,7 @@ class RubricFactory(factory.django.DjangoModelFactory):
     judge_instructions = "Be strict about facts."
 
 
-class EvalFactory(factory.django.DjangoModelFactory):
+class EvalFactory(factory.django.DjangoModelFactory[models.Eval]):
     class Meta:
         model = models.Eval
 
@@ -78,7 +76,7 @@ class EvalFactory(factory.django.DjangoModelFactory):
     rubric = factory.SubFactory(RubricFactory)
 
 
-class BenchmarkFactory(factory.django.DjangoModelFactory):
+class BenchmarkFactory(factory.django.DjangoModelFactory[models.Benchmark]):
     class Meta:
         model = models.Benchmark
 
@@ -88,7 +86,7 @@ class BenchmarkFactory(factory.django.DjangoModelFactory):
     runs_per_entry = 1
 
 
-class BenchmarkEntryFactory(factory.django.DjangoModelFactory):
+class BenchmarkEntryFactory(factory.django.DjangoModelFactory[models.BenchmarkEntry]):
     class Meta:
         model = models.BenchmarkEntry
 
@@ -98,7 +96,7 @@ class BenchmarkEntryFactory(factory.django.DjangoModelFactory):
     messages = factory.LazyFunction(conversation)
 
 
-class TestFactory(factory.django.DjangoModelFactory):
+class TestFactory(factory.django.DjangoModelFactory[models.Test]):
     __test__ = False
 
     class Meta:
@@ -109,7 +107,7 @@ class TestFactory(factory.django.DjangoModelFactory):
     department = factory.LazyAttribute(lambda o: o.benchmark.eval.department)
 
 
-class TestRunFactory(factory.django.DjangoModelFactory):
+class TestRunFactory(factory.django.DjangoModelFactory[models.TestRun]):
     __test__ = False
 
     class Meta:
@@ -123,7 +121,7 @@ class TestRunFactory(factory.django.DjangoModelFactory):
     ordinal = factory.Sequence(lambda n: n + 1)
 
 
-class TestInvocationFactory(factory.django.DjangoModelFactory):
+class TestInvocationFactory(factory.django.DjangoModelFactory[models.TestInvocation]):
     __test__ = False
 
     class Meta:
@@ -133,7 +131,7 @@ class TestInvocationFactory(factory.django.DjangoModelFactory):
     test = factory.SelfAttribute("run.test")
 
 
-class ReplayStepFactory(factory.django.DjangoModelFactory):
+class ReplayStepFactory(factory.django.DjangoModelFactory[models.ReplayStep]):
     class Meta:
         model = models.ReplayStep
 
@@ -145,7 +143,7 @@ class ReplayStepFactory(factory.django.DjangoModelFactory):
     latency_ms = 5
 
 
-class GradeFactory(factory.django.DjangoModelFactory):
+class GradeFactory(factory.django.DjangoModelFactory[models.Grade]):
     class Meta:
         model = models.Grade
 
@@ -157,7 +155,7 @@ class GradeFactory(factory.django.DjangoModelFactory):
     feedback = "Good."
 
 
-class UploadFactory(factory.django.DjangoModelFactory):
+class UploadFactory(factory.django.DjangoModelFactory[models.Upload]):
     class Meta:
         model = models.Upload
 
@@ -175,9 +173,11 @@ def make_api_key(user: Any, name: str = "test key") -> tuple[models.ApiKey, str]
 def make_benchmark(
     *, department: models.Department, entries: int = 2, turns: int = 3, **kwargs: Any
 ) -> models.Benchmark:
-    benchmark = BenchmarkFactory(eval__department=department, **kwargs)
+    benchmark = BenchmarkFactory.create(eval__department=department, **kwargs)
     for position in range(1, entries + 1):
-        BenchmarkEntryFactory(benchmark=benchmark, position=position, messages=conversation(turns))
+        BenchmarkEntryFactory.create(
+            benchmark=benchmark, position=position, messages=conversation(turns)
+        )
     return benchmark
 
 

@@ -21,9 +21,9 @@ def search(client: Any, body: dict[str, Any] | None = None) -> Any:
 
 @pytest.fixture
 def world(research: Any, support: Any) -> dict[str, Any]:
-    rubric = factories.RubricFactory(name="Helpfulness rubric")
-    chat = factories.EvalFactory(name="Chat quality", department=research, rubric=rubric)
-    tools = factories.EvalFactory(name="Tool use", department=research)
+    rubric = factories.RubricFactory.create(name="Helpfulness rubric")
+    chat = factories.EvalFactory.create(name="Chat quality", department=research, rubric=rubric)
+    tools = factories.EvalFactory.create(name="Tool use", department=research)
     alpha = factories.make_benchmark(department=research, entries=3, name="Alpha", eval=chat)
     beta = factories.make_benchmark(
         department=research,

@@ -116,7 +116,7 @@ def test_page_metadata_points_at_the_schema_and_its_viewer(client_for: Any, view
 def test_entity_id_specializes_to_the_test(
     client_for: Any, viewer: Any, operator: Any, research: Any
 ) -> None:
-    rubric = factories.RubricFactory(
+    rubric = factories.RubricFactory.create(
         name="Support quality",
         description="How support answers are judged.",
         pass_threshold=0.75,
@@ -125,14 +125,14 @@ def test_entity_id_specializes_to_the_test(
             {"name": "empathy", "description": "Acknowledges the problem.", "weight": 1},
         ],
     )
-    eval = factories.EvalFactory(
+    eval = factories.EvalFactory.create(
         name="Refund questions",
         description="Refund policy conversations.",
         rubric=rubric,
         department=research,
     )
     benchmark = factories.make_benchmark(department=research, entries=2, turns=2, eval=eval)
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
 
     body = docs(client_for(viewer), entity_id=str(test.pk))
 
@@ -163,10 +163,10 @@ def test_entity_id_specializes_to_the_test(
 def test_an_operator_elsewhere_may_not_operate_this_test(
     client_for: Any, research: Any, support: Any
 ) -> None:
-    user = factories.UserFactory(username="mixed")
-    factories.MembershipFactory(user=user, department=research, role="viewer")
-    factories.MembershipFactory(user=user, department=support, role="operator")
-    test = factories.TestFactory(benchmark=factories.make_benchmark(department=research))
+    user = factories.UserFactory.create(username="mixed")
+    factories.MembershipFactory.create(user=user, department=research, role="viewer")
+    factories.MembershipFactory.create(user=user, department=support, role="operator")
+    test = factories.TestFactory.create(benchmark=factories.make_benchmark(department=research))
 
     assert allowed(docs(client_for(user))["permissions"]) == OPERATIONS - {"refresh"}
     assert allowed(docs(client_for(user), entity_id=str(test.pk))["permissions"]) == READ
@@ -175,7 +175,7 @@ def test_an_operator_elsewhere_may_not_operate_this_test(
 def test_outsider_and_unknown_entity_are_404(
     client_for: Any, outsider: Any, benchmark: Any
 ) -> None:
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     for entity in (str(test.pk), str(uuid.uuid4())):
         response = client_for(outsider).post(DOCS, {"entity_id": entity}, format="json")
         assert response.status_code == 404

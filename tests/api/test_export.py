@@ -56,23 +56,23 @@ def read_zip(content: bytes) -> tuple[dict[str, Any], list[dict[str, str]], list
 
 def build_test(benchmark: Any, operator: Any) -> dict[str, Any]:
     """A test with three runs: graded after a retry, replayed without grade, and never claimed."""
-    test = factories.TestFactory(benchmark=benchmark, status="running", created_by=operator)
+    test = factories.TestFactory.create(benchmark=benchmark, status="running", created_by=operator)
     entries = list(benchmark.entries.order_by("position"))
     entries[0].title = TRICKY
     entries[0].save()
     base = datetime(2026, 3, 1, 12, tzinfo=UTC)
-    first = factories.TestRunFactory(
+    first = factories.TestRunFactory.create(
         test=test, entry=entries[0], ordinal=1, status=TestRun.Status.COMPLETED, attempts=2
     )
-    second = factories.TestRunFactory(
+    second = factories.TestRunFactory.create(
         test=test, entry=entries[1], ordinal=2, status=TestRun.Status.RUNNING
     )
-    third = factories.TestRunFactory(test=test, entry=entries[0], ordinal=3, cycle=1)
-    failed = factories.TestInvocationFactory(
+    third = factories.TestRunFactory.create(test=test, entry=entries[0], ordinal=3, cycle=1)
+    failed = factories.TestInvocationFactory.create(
         run=first, status=TestInvocation.Status.FAILED, error="timeout", created_at=base
     )
-    factories.GradeFactory(invocation=failed, score=0.1, passed=False, created_at=base)
-    latest = factories.TestInvocationFactory(
+    factories.GradeFactory.create(invocation=failed, score=0.1, passed=False, created_at=base)
+    latest = factories.TestInvocationFactory.create(
         run=first,
         status=TestInvocation.Status.ENDED,
         actor=operator,
@@ -80,7 +80,7 @@ def build_test(benchmark: Any, operator: Any) -> dict[str, Any]:
         created_at=base + timedelta(minutes=5),
         started_at=base + timedelta(minutes=5),
     )
-    done = factories.GradeFactory(
+    done = factories.GradeFactory.create(
         invocation=latest,
         source=Grade.Source.AGENT,
         score=0.9,
@@ -89,7 +89,7 @@ def build_test(benchmark: Any, operator: Any) -> dict[str, Any]:
         created_at=base + timedelta(minutes=6),
     )
     # A newer grade still pending does not replace the current (done) one.
-    factories.GradeFactory(
+    factories.GradeFactory.create(
         invocation=latest,
         status=Grade.Status.PENDING,
         score=None,
@@ -98,18 +98,20 @@ def build_test(benchmark: Any, operator: Any) -> dict[str, Any]:
     )
     first.latest_invocation = latest
     first.save()
-    running = factories.TestInvocationFactory(
+    running = factories.TestInvocationFactory.create(
         run=second, status=TestInvocation.Status.REPLAYED, created_at=base + timedelta(minutes=8)
     )
     second.latest_invocation = running
     second.save()
     # Steps written out of order: the export orders by run, invocation, then turn.
     for turn in (3, 1, 2):
-        factories.ReplayStepFactory(
+        factories.ReplayStepFactory.create(
             invocation=latest, turn=turn, input=f"Q{turn} {TRICKY}", output=f"A{turn}"
         )
-    factories.ReplayStepFactory(invocation=failed, turn=1, input="Q1 first try", output="")
-    factories.ReplayStepFactory(invocation=running, turn=1, input="Q1 second run", reference=None)
+    factories.ReplayStepFactory.create(invocation=failed, turn=1, input="Q1 first try", output="")
+    factories.ReplayStepFactory.create(
+        invocation=running, turn=1, input="Q1 second run", reference=None
+    )
     return {
         "test": test,
         "runs": [first, second, third],
@@ -184,7 +186,7 @@ def test_round_trip(client_for: Any, viewer: Any, operator: Any, benchmark: Any)
 
 
 def test_an_empty_test_exports_headers_only(client_for: Any, viewer: Any, benchmark: Any) -> None:
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     client = client_for(viewer)
     body = exported(client, test.pk)
     assert body["row_count"] == 0
@@ -200,7 +202,7 @@ def test_an_empty_test_exports_headers_only(client_for: Any, viewer: Any, benchm
 def test_many_runs_stream_in_chunks(client_for: Any, viewer: Any, benchmark: Any) -> None:
     from tests_app.services import exporting
 
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     entry = benchmark.entries.first()
     runs = TestRun.objects.bulk_create(
         [
@@ -232,7 +234,7 @@ def test_many_runs_stream_in_chunks(client_for: Any, viewer: Any, benchmark: Any
 def test_outsider_gets_404_for_export_and_download(
     client_for: Any, viewer: Any, outsider: Any, benchmark: Any
 ) -> None:
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     body = exported(client_for(viewer), test.pk)
     client = client_for(outsider)
 
@@ -268,7 +270,7 @@ def test_validation_and_auth(client_for: Any, viewer: Any) -> None:
 
 
 def test_download_ignores_the_accept_header(client_for: Any, viewer: Any, benchmark: Any) -> None:
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     client = client_for(viewer)
     body = exported(client, test.pk)
     response = client.get(download_url(body["upload_id"]), HTTP_ACCEPT="application/zip")
@@ -277,7 +279,7 @@ def test_download_ignores_the_accept_header(client_for: Any, viewer: Any, benchm
 
 
 def test_download_under_asgi_streams_with_an_async_iterator(viewer: Any, benchmark: Any) -> None:
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     _, key = factories.make_api_key(viewer)
     client = APIClient()
     client.credentials(HTTP_X_API_KEY=key)
@@ -300,7 +302,7 @@ def test_download_under_asgi_streams_with_an_async_iterator(viewer: Any, benchma
 
 
 def test_export_lists_in_get_resources(client_for: Any, viewer: Any, benchmark: Any) -> None:
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     client = client_for(viewer)
     body = exported(client, test.pk)
     response = client.post("/api/v5/artifacts/test/get", {"test_id": str(test.pk)}, format="json")
@@ -327,12 +329,12 @@ def test_copy_writes_the_same_bytes_as_the_portable_path(operator: Any, benchmar
     # Cells each formatter treats specially: an empty title, a whole-number score, no actor
     # name parts, a timestamp with and without a fraction, an empty output.
     entry = world["runs"][2].entry
-    extra_entry = factories.BenchmarkEntryFactory(benchmark=benchmark, position=99, title="")
-    extra = factories.TestRunFactory(test=test, entry=extra_entry, ordinal=4)
-    nameless = factories.UserFactory(
+    extra_entry = factories.BenchmarkEntryFactory.create(benchmark=benchmark, position=99, title="")
+    extra = factories.TestRunFactory.create(test=test, entry=extra_entry, ordinal=4)
+    nameless = factories.UserFactory.create(
         username="nameless", first_name=" ", last_name="", password="!"
     )
-    invocation = factories.TestInvocationFactory(
+    invocation = factories.TestInvocationFactory.create(
         run=extra,
         status=TestInvocation.Status.ENDED,
         actor=nameless,
@@ -342,8 +344,8 @@ def test_copy_writes_the_same_bytes_as_the_portable_path(operator: Any, benchmar
     )
     extra.latest_invocation = invocation
     extra.save()
-    factories.GradeFactory(invocation=invocation, score=1.0, passed=True, feedback="")
-    factories.ReplayStepFactory(
+    factories.GradeFactory.create(invocation=invocation, score=1.0, passed=True, feedback="")
+    factories.ReplayStepFactory.create(
         invocation=invocation, turn=1, input="only", output="", reference="", prompt_tokens=None
     )
     assert entry.title == TRICKY

@@ -135,15 +135,17 @@ def test_runs_invocations_grades_and_summary(client_for: Any, operator: Any, res
     )
     TestRun.objects.filter(pk=running.run_id).update(status=TestRun.Status.RUNNING)
     TestRun.objects.filter(pk=graded.run_id).update(score=0.9, passed=True)
-    old = factories.GradeFactory(invocation=graded, score=0.2, passed=False)
+    old = factories.GradeFactory.create(invocation=graded, score=0.2, passed=False)
     Grade.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))
-    current = factories.GradeFactory(invocation=graded, score=0.9, passed=True, feedback="Yes")
+    current = factories.GradeFactory.create(
+        invocation=graded, score=0.9, passed=True, feedback="Yes"
+    )
     # A newer pending regrade does not hide the current done grade.
-    factories.GradeFactory(invocation=graded, status=Grade.Status.PENDING, score=None)
-    pending = factories.GradeFactory(
+    factories.GradeFactory.create(invocation=graded, status=Grade.Status.PENDING, score=None)
+    pending = factories.GradeFactory.create(
         invocation=pending_grade, source="reference", status=Grade.Status.PENDING, score=None
     )
-    factories.ReplayStepFactory(invocation=graded, turn=1)
+    factories.ReplayStepFactory.create(invocation=graded, turn=1)
     TestInvocation.objects.filter(pk=graded.pk).update(steps_count=1)
 
     body = get(client_for(operator), test).json()
@@ -235,7 +237,7 @@ def test_infinite_mode_summarizes_the_current_cycle(
 
 
 def test_exports_have_download_urls(client_for: Any, operator: Any, started: Test) -> None:
-    upload = factories.UploadFactory(test=started, file_name="test-export.zip", row_count=7)
+    upload = factories.UploadFactory.create(test=started, file_name="test-export.zip", row_count=7)
 
     body = get(client_for(operator), started).json()
 
@@ -282,13 +284,13 @@ def test_the_query_count_does_not_grow_with_the_test(
     client_for: Any, operator: Any, research: Any, django_assert_max_num_queries: Any
 ) -> None:
     small = started_test(operator, factories.make_benchmark(department=research, entries=1))
-    factories.GradeFactory(invocation=claimed_invocation(operator, small))
+    factories.GradeFactory.create(invocation=claimed_invocation(operator, small))
     big_benchmark = factories.make_benchmark(department=research, entries=30, runs_per_entry=10)
     big = started_test(operator, big_benchmark)
     for _ in range(120):
         invocation = claimed_invocation(operator, big)
-        factories.GradeFactory(invocation=invocation)
-    factories.UploadFactory(test=big)
+        factories.GradeFactory.create(invocation=invocation)
+    factories.UploadFactory.create(test=big)
     client = client_for(operator)
     get(client, small)  # warm up: the key's last_used_at is written on first use
 
@@ -371,8 +373,8 @@ def test_the_answer_is_what_the_documented_serializer_renders(
     TestRun.objects.filter(pk=graded.run_id).update(
         status=TestRun.Status.COMPLETED, score=0.5, passed=False
     )
-    factories.GradeFactory(invocation=graded, score=0.5, passed=False, feedback="Half.")
-    factories.UploadFactory(test=test, file_name="export.zip", row_count=3)
+    factories.GradeFactory.create(invocation=graded, score=0.5, passed=False, feedback="Half.")
+    factories.UploadFactory.create(test=test, file_name="export.zip", row_count=3)
 
     body = get(client_for(operator), test).json()
 
@@ -434,7 +436,7 @@ def test_entries_are_capped_and_counted_without_another_query(
     benchmark = factories.make_benchmark(department=research, entries=5)
     test = started_test(operator, benchmark)
     claimed_invocation(operator, test)
-    factories.UploadFactory(test=test)
+    factories.UploadFactory.create(test=test)
     client = client_for(operator)
     get(client, test)  # warm up: the key's last_used_at is written on first use
 

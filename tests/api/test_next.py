@@ -245,7 +245,7 @@ def test_the_run_count_is_that_of_the_claimed_runs_cycle(
     client = client_for(operator)
     first = post(client, "next", {"test_id": str(test.pk)}).json()
     post(client, "next", {"test_id": str(test.pk)})
-    factories.BenchmarkEntryFactory(benchmark=benchmark, position=3)
+    factories.BenchmarkEntryFactory.create(benchmark=benchmark, position=3)
     third = post(client, "next", {"test_id": str(test.pk)}).json()  # opens cycle 2 of 3 runs
     TestRun.objects.filter(pk=first["run_id"]).update(status=TestRun.Status.PENDING)
 

@@ -73,14 +73,14 @@ def test_unknown_field_is_400(client_for: Any, staff: Any) -> None:
 def test_staff_refreshes_the_views_with_current_data(
     client_for: Any, staff: Any, research: Any
 ) -> None:
-    eval = factories.EvalFactory(department=research)
-    benchmark = factories.BenchmarkFactory(eval=eval)
+    eval = factories.EvalFactory.create(department=research)
+    benchmark = factories.BenchmarkFactory.create(eval=eval)
     for day, runs, graded, passed, score_sum, archived in [
         (1, 4, 2, 1, 1.5, False),
         (1, 2, 2, 2, 1.8, True),
         (3, 3, 0, 0, 0.0, False),
     ]:
-        factories.TestFactory(
+        factories.TestFactory.create(
             benchmark=benchmark,
             created_at=datetime(2026, 3, day, 23, 30, tzinfo=UTC),
             total_runs=runs,
@@ -102,11 +102,11 @@ def test_staff_refreshes_the_views_with_current_data(
 
 
 def test_the_beat_task_refreshes_the_views(research: Any) -> None:
-    eval = factories.EvalFactory(department=research)
+    eval = factories.EvalFactory.create(department=research)
     tasks.refresh_analytics.apply(throw=True)
     assert eval_daily(eval.pk) == []
-    factories.TestFactory(
-        benchmark=factories.BenchmarkFactory(eval=eval),
+    factories.TestFactory.create(
+        benchmark=factories.BenchmarkFactory.create(eval=eval),
         created_at=datetime(2026, 3, 5, 8, tzinfo=UTC),
         total_runs=2,
     )

@@ -206,7 +206,7 @@ def test_an_operator_elsewhere_who_only_views_this_department_cannot_run(
 ) -> None:
     # The viewer operates another department: the one-statement path filters on the departments
     # the caller operates, which must not include this one.
-    factories.MembershipFactory(user=viewer, department=support, role="operator")
+    factories.MembershipFactory.create(user=viewer, department=support, role="operator")
 
     assert_error(post(client_for(viewer), "run", run_body(claimed)), 403, "permission_denied")
 

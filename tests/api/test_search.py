@@ -39,8 +39,8 @@ def search(client: APIClient, **body: Any) -> Any:
 
 
 def make_test(*, eval: Any, created_at: datetime, **kwargs: Any) -> Any:
-    benchmark = factories.BenchmarkFactory(eval=eval)
-    return factories.TestFactory(benchmark=benchmark, created_at=created_at, **kwargs)
+    benchmark = factories.BenchmarkFactory.create(eval=eval)
+    return factories.TestFactory.create(benchmark=benchmark, created_at=created_at, **kwargs)
 
 
 def at(day: int, hour: int = 12, minute: int = 0, second: int = 0) -> datetime:
@@ -52,10 +52,12 @@ def options_by_id(section: dict[str, Any]) -> dict[str, tuple[int, bool]]:
 
 
 def test_it_works(client_for: Any, viewer: Any, research: Any, support: Any) -> None:
-    rubric = factories.RubricFactory(name="Helpfulness rubric")
-    alpha = factories.EvalFactory(name="Alpha", department=research, rubric=rubric)
-    beta = factories.EvalFactory(name="Beta", department=research)
-    creator = factories.UserFactory(username="creator", first_name="Ada", last_name="Lovelace")
+    rubric = factories.RubricFactory.create(name="Helpfulness rubric")
+    alpha = factories.EvalFactory.create(name="Alpha", department=research, rubric=rubric)
+    beta = factories.EvalFactory.create(name="Beta", department=research)
+    creator = factories.UserFactory.create(
+        username="creator", first_name="Ada", last_name="Lovelace"
+    )
     older = make_test(eval=alpha, created_at=at(1), created_by=creator)
     newer = make_test(
         eval=beta,
@@ -67,7 +69,7 @@ def test_it_works(client_for: Any, viewer: Any, research: Any, support: Any) -> 
         score_sum=1.5,
         infinite_mode=True,
     )
-    make_test(eval=factories.EvalFactory(department=support), created_at=at(3))
+    make_test(eval=factories.EvalFactory.create(department=support), created_at=at(3))
 
     response = search(client_for(viewer))
 
@@ -118,10 +120,10 @@ def test_actor_name_is_the_display_name(client_for: Any, operator: Any) -> None:
 
 
 def test_facets_leave_out_their_own_filter(client_for: Any, staff: Any, research: Any) -> None:
-    other = factories.DepartmentFactory(name="Other")
-    alpha = factories.EvalFactory(name="Alpha", department=research)
-    beta = factories.EvalFactory(name="Beta", department=research)
-    gamma = factories.EvalFactory(name="Gamma", department=other)
+    other = factories.DepartmentFactory.create(name="Other")
+    alpha = factories.EvalFactory.create(name="Alpha", department=research)
+    beta = factories.EvalFactory.create(name="Beta", department=research)
+    gamma = factories.EvalFactory.create(name="Gamma", department=other)
     for index, eval in enumerate([alpha, alpha, beta, gamma]):
         make_test(eval=eval, created_at=at(1 + index))
 
@@ -152,7 +154,7 @@ def test_facets_leave_out_their_own_filter(client_for: Any, staff: Any, research
 
 
 def test_date_bounds_are_inclusive(client_for: Any, staff: Any, research: Any) -> None:
-    eval = factories.EvalFactory(department=research)
+    eval = factories.EvalFactory.create(department=research)
     before = make_test(eval=eval, created_at=datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC))
     first = make_test(eval=eval, created_at=datetime(2026, 3, 1, 0, 0, 0, tzinfo=UTC))
     last = make_test(eval=eval, created_at=datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=UTC))
@@ -197,7 +199,7 @@ def test_start_after_end_is_400(client_for: Any, staff: Any) -> None:
 
 
 def test_archived_filter_null_true_false(client_for: Any, staff: Any, research: Any) -> None:
-    eval = factories.EvalFactory(department=research)
+    eval = factories.EvalFactory.create(department=research)
     live = make_test(eval=eval, created_at=at(1))
     archived = make_test(eval=eval, created_at=at(2), is_archived=True)
     client = client_for(staff)
@@ -214,9 +216,9 @@ def test_archived_filter_null_true_false(client_for: Any, staff: Any, research: 
 def test_name_searches_are_case_insensitive_substrings(
     client_for: Any, staff: Any, research: Any
 ) -> None:
-    lab = factories.DepartmentFactory(name="Applied Lab")
-    summarise = factories.EvalFactory(name="Summarisation 100%", department=research)
-    chat = factories.EvalFactory(name="Chat_Helpfulness", department=lab)
+    lab = factories.DepartmentFactory.create(name="Applied Lab")
+    summarise = factories.EvalFactory.create(name="Summarisation 100%", department=research)
+    chat = factories.EvalFactory.create(name="Chat_Helpfulness", department=lab)
     first = make_test(eval=summarise, created_at=at(1))
     second = make_test(eval=chat, created_at=at(2))
     client = client_for(staff)
@@ -235,7 +237,7 @@ def test_name_searches_are_case_insensitive_substrings(
 
 
 def test_paging(client_for: Any, staff: Any, research: Any) -> None:
-    eval = factories.EvalFactory(department=research)
+    eval = factories.EvalFactory.create(department=research)
     tests = [make_test(eval=eval, created_at=at(day)) for day in range(1, 8)]
     newest_first = [str(test.pk) for test in reversed(tests)]
     client = client_for(staff)
@@ -251,7 +253,7 @@ def test_paging(client_for: Any, staff: Any, research: Any) -> None:
 
 
 def test_default_page_size_is_20(client_for: Any, staff: Any, research: Any) -> None:
-    eval = factories.EvalFactory(department=research)
+    eval = factories.EvalFactory.create(department=research)
     for minute in range(21):
         make_test(eval=eval, created_at=at(1, minute=minute))
     body = search(client_for(staff)).json()
@@ -262,7 +264,7 @@ def test_default_page_size_is_20(client_for: Any, staff: Any, research: Any) -> 
 def test_outsider_sees_nothing_and_facets_leak_nothing(
     client_for: Any, outsider: Any, research: Any
 ) -> None:
-    secret = factories.EvalFactory(name="Secret eval", department=research)
+    secret = factories.EvalFactory.create(name="Secret eval", department=research)
     make_test(eval=secret, created_at=at(1))
     client = client_for(outsider)
 
@@ -331,12 +333,12 @@ def test_query_count_does_not_grow_with_the_data(
         assert response.status_code == 200
         return len(captured.captured_queries)
 
-    evals = [factories.EvalFactory(name=f"Eval {n}", department=research) for n in range(3)]
+    evals = [factories.EvalFactory.create(name=f"Eval {n}", department=research) for n in range(3)]
     make_test(eval=evals[0], created_at=at(1))
     queries_for_one_search()  # warms the facet catalogue cache
     small = queries_for_one_search()
     # Unhashed passwords: the creators never log in, and hashing is slow.
-    creators = [factories.UserFactory(password="!") for _ in range(3)]
+    creators = [factories.UserFactory.create(password="!") for _ in range(3)]
     for index in range(30):
         make_test(
             eval=evals[index % 3], created_at=at(2 + index % 20), created_by=creators[index % 3]
@@ -417,16 +419,18 @@ def test_facets_and_total_match_brute_force(world: dict[str, Any], query: dict[s
     first_day = date(2026, 4, 1)
     with transaction.atomic():
         departments = [
-            factories.DepartmentFactory(name=f"{name} {index}")
+            factories.DepartmentFactory.create(name=f"{name} {index}")
             for index, name in enumerate(world["departments"])
         ]
         evals = [
-            factories.EvalFactory(name=spec["name"], department=departments[spec["department"]])
+            factories.EvalFactory.create(
+                name=spec["name"], department=departments[spec["department"]]
+            )
             for spec in world["evals"]
         ]
-        user = factories.UserFactory(is_staff=world["staff"], password="!")
+        user = factories.UserFactory.create(is_staff=world["staff"], password="!")
         for index in world["member_of"]:
-            factories.MembershipFactory(
+            factories.MembershipFactory.create(
                 user=user, department=departments[index], role=Membership.Role.VIEWER
             )
         tests = [
@@ -576,16 +580,16 @@ def _day_counts() -> Counter[tuple[str, str, bool, date]]:
 def test_day_counts_follow_every_write(operator: Any, research: Any) -> None:
     """Inserts (one by one and in bulk), archive through the service, direct updates of each
     counted column, and deletes all move the counts in the same transaction."""
-    alpha = factories.EvalFactory(department=research)
-    beta = factories.EvalFactory(department=research)
-    other = factories.DepartmentFactory(name="Other")
+    alpha = factories.EvalFactory.create(department=research)
+    beta = factories.EvalFactory.create(department=research)
+    other = factories.DepartmentFactory.create(name="Other")
     first = make_test(eval=alpha, created_at=at(1, 23, 59, 59))
     second = make_test(eval=alpha, created_at=at(2, 0, 0, 0))
     third = make_test(eval=beta, created_at=at(2, 12))
     assert _day_counts() == _day_counts_from_tests()
     assert sum(_day_counts().values()) == 3
 
-    benchmark = factories.BenchmarkFactory(eval=beta)
+    benchmark = factories.BenchmarkFactory.create(eval=beta)
     Test.objects.bulk_create(
         [
             Test(benchmark=benchmark, eval=beta, department=research, created_at=at(day))
@@ -662,9 +666,9 @@ def test_total_and_facets_with_date_times_match_brute_force(
     and last day from the tests themselves; together they must count every test exactly once."""
     first_moment = datetime(2026, 4, 1, tzinfo=UTC)
     with transaction.atomic():
-        department = factories.DepartmentFactory(name="Bounds")
-        evals = [factories.EvalFactory(department=department) for _ in range(2)]
-        user = factories.UserFactory(is_staff=True, password="!")
+        department = factories.DepartmentFactory.create(name="Bounds")
+        evals = [factories.EvalFactory.create(department=department) for _ in range(2)]
+        user = factories.UserFactory.create(is_staff=True, password="!")
         tests = [
             make_test(
                 eval=evals[index % 2],
@@ -706,9 +710,11 @@ def test_total_and_facets_with_date_times_match_brute_force(
 
 
 def test_the_page_reads_only_what_it_shows(client_for: Any, staff: Any, research: Any) -> None:
-    creator = factories.UserFactory(username="creator", first_name="Ada", last_name="Lovelace")
+    creator = factories.UserFactory.create(
+        username="creator", first_name="Ada", last_name="Lovelace"
+    )
     test = make_test(
-        eval=factories.EvalFactory(department=research), created_at=at(1), created_by=creator
+        eval=factories.EvalFactory.create(department=research), created_at=at(1), created_by=creator
     )
     client = client_for(staff)
     search(client)  # warms the facet catalogue cache
@@ -731,8 +737,10 @@ def test_the_page_reads_only_what_it_shows(client_for: Any, staff: Any, research
 def test_items_and_options_render_as_their_declared_fields(staff: Any, research: Any) -> None:
     """The item and option serializers build their dicts directly for speed; DRF's own
     field-by-field rendering of the declared fields must give the same JSON."""
-    creator = factories.UserFactory(username="creator", first_name="Ada", last_name="Lovelace")
-    eval = factories.EvalFactory(department=research)
+    creator = factories.UserFactory.create(
+        username="creator", first_name="Ada", last_name="Lovelace"
+    )
+    eval = factories.EvalFactory.create(department=research)
     make_test(eval=eval, created_at=at(1), created_by=creator)
     make_test(
         eval=eval,

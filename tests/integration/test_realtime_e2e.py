@@ -94,7 +94,7 @@ def watch(server: DaphneServer, test_id: Any, key: str) -> ClientConnection:
 def test_a_key_holder_watches_events_published_by_another_process(
     daphne_server: DaphneServer, benchmark: Any, viewer: Any
 ) -> None:
-    test = factories.TestFactory(benchmark=benchmark, status="running")
+    test = factories.TestFactory.create(benchmark=benchmark, status="running")
     _, key = factories.make_api_key(viewer)
 
     with watch(daphne_server, test.pk, key) as websocket:
@@ -114,7 +114,7 @@ def test_a_key_holder_watches_events_published_by_another_process(
 def test_refusals_are_visible_to_a_websockets_client(
     daphne_server: DaphneServer, benchmark: Any, outsider: Any
 ) -> None:
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     _, key = factories.make_api_key(outsider)
     url = daphne_server.ws_url(f"ws/tests/{test.pk}/")
 

@@ -34,13 +34,13 @@ def world(research: Any, operator: Any, settings: Any, tmp_path: Any) -> dict[st
     """One row of every model, linked the way a finished, graded test links them."""
     settings.MEDIA_ROOT = tmp_path
     benchmark = factories.make_benchmark(department=research, entries=2, turns=3)
-    test = factories.TestFactory(benchmark=benchmark, created_by=operator, total_runs=2)
+    test = factories.TestFactory.create(benchmark=benchmark, created_by=operator, total_runs=2)
     entry = benchmark.entries.first()
-    run = factories.TestRunFactory(test=test, entry=entry, ordinal=1, cycle=1)
-    invocation = factories.TestInvocationFactory(run=run, test=test, actor=operator)
-    step = factories.ReplayStepFactory(invocation=invocation, turn=1, output="Answer one.")
-    grade = factories.GradeFactory(invocation=invocation, feedback="Matches the reference.")
-    upload = factories.UploadFactory(test=test, file_name="export-1.zip")
+    run = factories.TestRunFactory.create(test=test, entry=entry, ordinal=1, cycle=1)
+    invocation = factories.TestInvocationFactory.create(run=run, test=test, actor=operator)
+    step = factories.ReplayStepFactory.create(invocation=invocation, turn=1, output="Answer one.")
+    grade = factories.GradeFactory.create(invocation=invocation, feedback="Matches the reference.")
+    upload = factories.UploadFactory.create(test=test, file_name="export-1.zip")
     api_key, _ = factories.make_api_key(operator, name="laptop")
     return {
         "department": research,
@@ -96,7 +96,7 @@ def test_test_page_shows_its_runs_invocations_and_link_to_all(
     assert f"{admin_url(TestRun, 'changelist')}?test={test.pk}" in page
 
     # The link's filter works: only this test's runs are listed.
-    other_run = factories.TestRunFactory(ordinal=1)
+    other_run = factories.TestRunFactory.create(ordinal=1)
     listing = admin_client.get(admin_url(TestRun, "changelist"), {"test": test.pk}).content.decode()
     assert admin_url(run, "change", run.pk) in listing
     assert admin_url(other_run, "change", other_run.pk) not in listing
@@ -113,10 +113,10 @@ def test_invocation_page_shows_steps_and_grades(
 
 def test_run_inline_is_bounded_to_the_newest(admin_client: Client, research: Any) -> None:
     benchmark = factories.make_benchmark(department=research, entries=1)
-    test = factories.TestFactory(benchmark=benchmark)
+    test = factories.TestFactory.create(benchmark=benchmark)
     entry = benchmark.entries.get()
     runs = [
-        factories.TestRunFactory(test=test, entry=entry, cycle=1, ordinal=ordinal)
+        factories.TestRunFactory.create(test=test, entry=entry, cycle=1, ordinal=ordinal)
         for ordinal in range(1, 26)
     ]
     page = admin_client.get(admin_url(test, "change", test.pk)).content.decode()
@@ -145,7 +145,7 @@ def test_test_changelist_query_count_is_bounded(
     creators = User.objects.bulk_create([User(username=f"creator{index}") for index in range(60)])
     for creator in creators:
         benchmark = factories.make_benchmark(department=research, entries=1)
-        factories.TestFactory(benchmark=benchmark, created_by=creator)
+        factories.TestFactory.create(benchmark=benchmark, created_by=creator)
     with django_assert_max_num_queries(12):
         response = admin_client.get(admin_url(Test, "changelist"))
     assert response.status_code == 200
@@ -157,7 +157,7 @@ def test_large_changelists_query_count_is_bounded(
     admin_client: Client, research: Any, django_assert_max_num_queries: Any, model_name: str
 ) -> None:
     for _ in range(30):
-        factories.GradeFactory(invocation=factories.ReplayStepFactory().invocation)
+        factories.GradeFactory.create(invocation=factories.ReplayStepFactory.create().invocation)
     with django_assert_max_num_queries(12):
         response = admin_client.get(reverse(f"admin:tests_app_{model_name}_changelist"))
     assert response.status_code == 200
@@ -272,7 +272,7 @@ def test_department_add_page_prepopulates_slug(admin_client: Client) -> None:
 
 def test_search_by_pasted_test_id(admin_client: Client, world: dict[str, Any]) -> None:
     test = world["test"]
-    other = factories.TestFactory(benchmark=world["benchmark"])
+    other = factories.TestFactory.create(benchmark=world["benchmark"])
     page = admin_client.get(admin_url(Test, "changelist"), {"q": str(test.pk)}).content.decode()
     assert admin_url(test, "change", test.pk) in page
     assert admin_url(other, "change", other.pk) not in page
@@ -286,7 +286,7 @@ def test_archive_and_unarchive_actions_go_through_the_service(
         reason="services/archiving.py (the lifecycle work) is not in the tree yet",
     )
     test = world["test"]
-    other = factories.TestFactory(benchmark=world["benchmark"])
+    other = factories.TestFactory.create(benchmark=world["benchmark"])
     changelist = admin_url(Test, "changelist")
 
     response = admin_client.post(
@@ -386,7 +386,7 @@ def test_add_pages_of_editable_models_load(admin_client: Client) -> None:
 
 
 def test_operator_flow_add_benchmark_with_entries(admin_client: Client, research: Any) -> None:
-    eval_ = factories.EvalFactory(department=research)
+    eval_ = factories.EvalFactory.create(department=research)
     conversation = factories.conversation(3)
     response = admin_client.post(
         admin_url(Benchmark, "add"),

@@ -125,7 +125,7 @@ def test_a_new_role_and_a_removed_membership_apply_at_once(
     membership.save()
     assert call(key).data["operable"] == [str(research.pk)]
 
-    factories.MembershipFactory(user=viewer, department=support, role=Membership.Role.VIEWER)
+    factories.MembershipFactory.create(user=viewer, department=support, role=Membership.Role.VIEWER)
     assert call(key).data["visible"] == sorted([str(research.pk), str(support.pk)])
 
     membership.delete()

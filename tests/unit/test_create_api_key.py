@@ -55,7 +55,7 @@ def test_unknown_user_is_an_error(db: Any) -> None:
 
 
 def test_inactive_user_is_an_error(db: Any) -> None:
-    factories.UserFactory(username="gone", is_active=False)
+    factories.UserFactory.create(username="gone", is_active=False)
     with pytest.raises(CommandError, match="inactive"):
         call_command("create_api_key", "--user", "gone", "--name", "x", stdout=StringIO())
     assert ApiKey.objects.count() == 0

@@ -36,7 +36,7 @@ def write_jsonl(path: Path, lines: list[Any]) -> Path:
 
 @pytest.fixture
 def support_eval(support: Any) -> Any:
-    return factories.EvalFactory(name="Refund handling", department=support)
+    return factories.EvalFactory.create(name="Refund handling", department=support)
 
 
 def test_good_file_creates_benchmark_with_positions_and_turn_counts(

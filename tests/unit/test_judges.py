@@ -204,20 +204,20 @@ def test_llm_judge_unreachable_is_a_judge_error(fake_model: FakeModel) -> None:
 
 
 def replayed_invocation(outputs: list[str]) -> TestInvocation:
-    department = factories.DepartmentFactory()
+    department = factories.DepartmentFactory.create()
     benchmark = factories.make_benchmark(department=department, entries=1, turns=len(outputs))
-    test = factories.TestFactory(
+    test = factories.TestFactory.create(
         benchmark=benchmark, status=Test.Status.RUNNING, started_at=timezone.now(), total_runs=1
     )
-    run = factories.TestRunFactory(
+    run = factories.TestRunFactory.create(
         test=test, entry=benchmark.entries.get(), ordinal=1, status=TestRun.Status.COMPLETED
     )
-    invocation = factories.TestInvocationFactory(
+    invocation = factories.TestInvocationFactory.create(
         run=run, test=test, status=TestInvocation.Status.ENDED, steps_count=len(outputs)
     )
     TestRun.objects.filter(pk=run.pk).update(latest_invocation=invocation)
     for turn, output in enumerate(outputs, start=1):
-        factories.ReplayStepFactory(
+        factories.ReplayStepFactory.create(
             invocation=invocation,
             turn=turn,
             input=f"Question {turn}?",
@@ -233,7 +233,7 @@ def test_grading_without_a_judge_uses_the_reference_grader(
 ) -> None:
     settings.JUDGE_MODEL = ""
     invocation = replayed_invocation(["Answer 1.", "Answer 2."])
-    pending = factories.GradeFactory(
+    pending = factories.GradeFactory.create(
         invocation=invocation, source="reference", status="pending", score=None, passed=None
     )
 
@@ -265,7 +265,7 @@ def test_grading_with_a_judge_stores_the_ai_grade(
     settings.JUDGE_BASE_URL = fake_model.base_url
     fake_model.script(Reply(content="{not json"), Reply(content=judge_answer(0.4, 0.4, "Weak.")))
     invocation = replayed_invocation(["Echo 1"])
-    pending = factories.GradeFactory(
+    pending = factories.GradeFactory.create(
         invocation=invocation, source="ai", status="pending", score=None, passed=None
     )
 
@@ -298,7 +298,7 @@ def test_a_failed_judge_fails_the_grade(
     settings.JUDGE_MAX_ATTEMPTS = 2
     fake_model.answer = lambda messages: "no"
     invocation = replayed_invocation(["Echo 1"])
-    pending = factories.GradeFactory(
+    pending = factories.GradeFactory.create(
         invocation=invocation, source="ai", status="pending", score=None, passed=None
     )
 
@@ -320,7 +320,9 @@ def test_a_settled_or_missing_grade_is_left_alone(
 ) -> None:
     settings.JUDGE_MODEL = ""
     invocation = replayed_invocation(["Nothing like it"])
-    done = factories.GradeFactory(invocation=invocation, score=0.9, passed=True, feedback="Kept.")
+    done = factories.GradeFactory.create(
+        invocation=invocation, score=0.9, passed=True, feedback="Kept."
+    )
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         grade(grade_id=done.pk)

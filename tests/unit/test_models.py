@@ -35,19 +35,21 @@ def violates(write: Callable[[], Any]) -> None:
 @pytest.mark.usefixtures("postgres")
 class TestConstraints:
     def test_entry_position_is_unique_per_benchmark(self, benchmark: Benchmark) -> None:
-        violates(lambda: factories.BenchmarkEntryFactory(benchmark=benchmark, position=1))
-        other = factories.BenchmarkFactory()
-        factories.BenchmarkEntryFactory(benchmark=other, position=1)  # fine elsewhere
+        violates(lambda: factories.BenchmarkEntryFactory.create(benchmark=benchmark, position=1))
+        other = factories.BenchmarkFactory.create()
+        factories.BenchmarkEntryFactory.create(benchmark=other, position=1)  # fine elsewhere
         assert benchmark.entries.filter(position=1).count() == 1
 
     def test_run_ordinal_is_unique_per_test_and_cycle(self) -> None:
-        run = factories.TestRunFactory(cycle=1, ordinal=1)
+        run = factories.TestRunFactory.create(cycle=1, ordinal=1)
         violates(
-            lambda: factories.TestRunFactory(test=run.test, entry=run.entry, cycle=1, ordinal=1)
+            lambda: factories.TestRunFactory.create(
+                test=run.test, entry=run.entry, cycle=1, ordinal=1
+            )
         )
         # The same ordinal in the next cycle, or in another test, is allowed.
-        factories.TestRunFactory(test=run.test, entry=run.entry, cycle=2, ordinal=1)
-        factories.TestRunFactory(cycle=1, ordinal=1)
+        factories.TestRunFactory.create(test=run.test, entry=run.entry, cycle=2, ordinal=1)
+        factories.TestRunFactory.create(cycle=1, ordinal=1)
         assert TestRun.objects.filter(test=run.test, ordinal=1).count() == 2
 
     def test_membership_is_unique_per_user_and_department(
@@ -61,26 +63,26 @@ class TestConstraints:
         assert Membership.objects.get(user=operator, department=research).role == "operator"
 
     def test_membership_role_is_viewer_or_operator(self, research: Any) -> None:
-        user = factories.UserFactory()
+        user = factories.UserFactory.create()
         violates(lambda: Membership.objects.create(user=user, department=research, role="owner"))
 
     @pytest.mark.parametrize("score", [-0.01, 1.01])
     def test_grade_score_is_between_0_and_1(self, score: float) -> None:
-        grade = factories.GradeFactory(score=0.5)
-        violates(lambda: factories.GradeFactory(invocation=grade.invocation, score=score))
+        grade = factories.GradeFactory.create(score=0.5)
+        violates(lambda: factories.GradeFactory.create(invocation=grade.invocation, score=score))
         violates(lambda: Grade.objects.filter(pk=grade.pk).update(score=score))
         grade.refresh_from_db()
         assert grade.score == 0.5
 
     @pytest.mark.parametrize("score", [0.0, 1.0, None])
     def test_grade_score_bounds_and_null_are_allowed(self, score: float | None) -> None:
-        grade = factories.GradeFactory(score=score)
+        grade = factories.GradeFactory.create(score=score)
         grade.refresh_from_db()
         assert grade.score == score
 
     @pytest.mark.parametrize("score", [-0.5, 1.5])
     def test_run_score_is_between_0_and_1(self, score: float) -> None:
-        run = factories.TestRunFactory()
+        run = factories.TestRunFactory.create()
         violates(lambda: TestRun.objects.filter(pk=run.pk).update(score=score))
         TestRun.objects.filter(pk=run.pk).update(score=1.0)
         run.refresh_from_db()
@@ -88,12 +90,12 @@ class TestConstraints:
 
     @pytest.mark.parametrize("threshold", [-0.1, 1.1])
     def test_rubric_threshold_is_between_0_and_1(self, threshold: float) -> None:
-        violates(lambda: factories.RubricFactory(pass_threshold=threshold))
+        violates(lambda: factories.RubricFactory.create(pass_threshold=threshold))
         assert not Rubric.objects.filter(pass_threshold=threshold).exists()
 
     def test_runs_per_entry_is_at_least_one(self, benchmark: Benchmark) -> None:
         violates(lambda: Benchmark.objects.filter(pk=benchmark.pk).update(runs_per_entry=0))
-        violates(lambda: factories.BenchmarkFactory(runs_per_entry=0))
+        violates(lambda: factories.BenchmarkFactory.create(runs_per_entry=0))
         benchmark.refresh_from_db()
         assert benchmark.runs_per_entry == 1
 
@@ -103,10 +105,10 @@ class TestConstraints:
 
 @pytest.fixture
 def two_tests(research: Any, support: Any) -> tuple[Any, Any]:
-    research_test = factories.TestFactory(
+    research_test = factories.TestFactory.create(
         benchmark=factories.make_benchmark(department=research, entries=1)
     )
-    support_test = factories.TestFactory(
+    support_test = factories.TestFactory.create(
         benchmark=factories.make_benchmark(department=support, entries=1)
     )
     return research_test, support_test
@@ -144,7 +146,7 @@ def test_outsider_sees_nothing_of_research(outsider: Any, two_tests: tuple[Any, 
 
 
 def test_user_without_memberships_sees_none(two_tests: tuple[Any, Any]) -> None:
-    nobody = factories.UserFactory(username="nobody")
+    nobody = factories.UserFactory.create(username="nobody")
     assert scope.visible_tests(nobody).count() == 0
     assert scope.visible_benchmarks(nobody).count() == 0
     assert not scope.is_operator_anywhere(nobody)

@@ -68,11 +68,13 @@ async def publish(test: Any, event_type: str, **data: Any) -> None:
 @pytest.fixture
 def research_test(benchmark: Any, operator: Any) -> Any:
     """A running Research test: two runs, the first claimed with an invocation."""
-    test = factories.TestFactory(benchmark=benchmark, status="running", total_runs=2)
+    test = factories.TestFactory.create(benchmark=benchmark, status="running", total_runs=2)
     entries = list(benchmark.entries.all())
-    run_1 = factories.TestRunFactory(test=test, entry=entries[0], ordinal=1, status="claimed")
-    factories.TestRunFactory(test=test, entry=entries[1], ordinal=2)
-    invocation = factories.TestInvocationFactory(run=run_1, actor=operator)
+    run_1 = factories.TestRunFactory.create(
+        test=test, entry=entries[0], ordinal=1, status="claimed"
+    )
+    factories.TestRunFactory.create(test=test, entry=entries[1], ordinal=2)
+    invocation = factories.TestInvocationFactory.create(run=run_1, actor=operator)
     test.current_invocation = invocation
     test.save(update_fields=["current_invocation"])
     return test
@@ -439,11 +441,13 @@ def test_publish_on_commit_waits_for_the_commit(research_test: Any, viewer: Any)
 
 
 def test_snapshot_summarizes_grades_and_the_current_cycle(benchmark: Any) -> None:
-    test = factories.TestFactory(benchmark=benchmark, infinite_mode=True, cycle=2, event_seq=4)
+    test = factories.TestFactory.create(
+        benchmark=benchmark, infinite_mode=True, cycle=2, event_seq=4
+    )
     entry = benchmark.entries.first()
-    factories.TestRunFactory(test=test, entry=entry, cycle=1, ordinal=1, status="completed")
+    factories.TestRunFactory.create(test=test, entry=entry, cycle=1, ordinal=1, status="completed")
     done = [
-        factories.TestRunFactory(
+        factories.TestRunFactory.create(
             test=test, entry=entry, cycle=2, ordinal=ordinal, status="completed", **grade
         )
         for ordinal, grade in (
@@ -451,10 +455,10 @@ def test_snapshot_summarizes_grades_and_the_current_cycle(benchmark: Any) -> Non
             (2, {"score": 0.3, "passed": False}),
         )
     ]
-    factories.TestRunFactory(test=test, entry=entry, cycle=2, ordinal=3, status="failed")
-    factories.TestRunFactory(test=test, entry=entry, cycle=2, ordinal=4, status="running")
-    running = factories.TestInvocationFactory(run=done[0], status="ended")
-    running = factories.TestInvocationFactory(
+    factories.TestRunFactory.create(test=test, entry=entry, cycle=2, ordinal=3, status="failed")
+    factories.TestRunFactory.create(test=test, entry=entry, cycle=2, ordinal=4, status="running")
+    running = factories.TestInvocationFactory.create(run=done[0], status="ended")
+    running = factories.TestInvocationFactory.create(
         run=TestRun.objects.get(test=test, cycle=2, ordinal=4), status="running", steps_count=2
     )
 

@@ -97,7 +97,7 @@ def test_send_event_from_a_replay_thread_wakes_the_embedded_server(settings: Any
     }
     layer = get_channel_layer()
     assert isinstance(layer, ThreadSafeInMemoryChannelLayer)
-    test = factories.TestFactory()
+    test = factories.TestFactory.create()
     loop = asyncio.new_event_loop()
     waiting = threading.Event()
     received: list[dict[str, Any]] = []

@@ -39,23 +39,23 @@ def claimed_invocation(
     messages: list[dict[str, Any]] | None = None,
 ) -> TestInvocation:
     """What `next` leaves behind: a running test, a claimed run, a created invocation."""
-    department = factories.DepartmentFactory()
+    department = factories.DepartmentFactory.create()
     benchmark = factories.make_benchmark(
         department=department,
         entries=0,
         target=target or {"kind": "reference"},
         replay_mode=replay_mode,
     )
-    entry = factories.BenchmarkEntryFactory(
+    entry = factories.BenchmarkEntryFactory.create(
         benchmark=benchmark, position=1, messages=messages or factories.conversation(turns)
     )
-    test = factories.TestFactory(
+    test = factories.TestFactory.create(
         benchmark=benchmark, status=Test.Status.RUNNING, started_at=timezone.now(), total_runs=1
     )
-    run = factories.TestRunFactory(
+    run = factories.TestRunFactory.create(
         test=test, entry=entry, ordinal=1, status=TestRun.Status.CLAIMED, attempts=1
     )
-    invocation = factories.TestInvocationFactory(run=run, test=test)
+    invocation = factories.TestInvocationFactory.create(run=run, test=test)
     TestRun.objects.filter(pk=run.pk).update(latest_invocation=invocation)
     Test.objects.filter(pk=test.pk).update(current_invocation=invocation)
     return invocation

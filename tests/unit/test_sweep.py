@@ -15,12 +15,12 @@ from tests_app.services.sweep import enqueue_unstarted_invocations, reap_stale_i
 
 
 def running_invocation(*, heartbeat_age_s: float, attempts: int = 1) -> TestInvocation:
-    department = factories.DepartmentFactory()
+    department = factories.DepartmentFactory.create()
     benchmark = factories.make_benchmark(department=department, entries=1)
-    test = factories.TestFactory(
+    test = factories.TestFactory.create(
         benchmark=benchmark, status=Test.Status.RUNNING, started_at=timezone.now(), total_runs=1
     )
-    run = factories.TestRunFactory(
+    run = factories.TestRunFactory.create(
         test=test,
         entry=benchmark.entries.get(),
         ordinal=1,
@@ -28,7 +28,7 @@ def running_invocation(*, heartbeat_age_s: float, attempts: int = 1) -> TestInvo
         attempts=attempts,
     )
     heartbeat = timezone.now() - timedelta(seconds=heartbeat_age_s)
-    invocation = factories.TestInvocationFactory(
+    invocation = factories.TestInvocationFactory.create(
         run=run,
         test=test,
         status=TestInvocation.Status.RUNNING,
