@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from django.db import models
@@ -64,7 +64,8 @@ class CopyTable:
         unknown = (set(variables) | set(constants)) - known
         if unknown:
             raise ValueError(f"{model.__name__} has no fields {sorted(unknown)}")
-        self.columns = [f.column for f in fields]
+        # A concrete field always has a column; the stubs type it for any field.
+        self.columns = [cast(str, f.column) for f in fields]
         self.template: list[str] = []
         self.plain: list[str | None] = []
         self.slots: list[int] = []

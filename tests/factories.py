@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import factory
 from django.contrib.auth.models import User
@@ -167,7 +167,8 @@ class UploadFactory(factory.django.DjangoModelFactory[models.Upload]):
 
 
 def make_api_key(user: Any, name: str = "test key") -> tuple[models.ApiKey, str]:
-    return models.ApiKey.objects.create_key(user=user, name=name)
+    api_key, key = models.ApiKey.objects.create_key(user=user, name=name)
+    return cast(models.ApiKey, api_key), key
 
 
 def make_benchmark(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.http import StreamingHttpResponse
 from django.test import AsyncRequestFactory
 from rest_framework.test import APIClient
 
@@ -290,6 +291,7 @@ def test_download_under_asgi_streams_with_an_async_iterator(viewer: Any, benchma
 
     assert response.status_code == 200
     # An async iterator: Django's ASGI handler sends it chunk by chunk instead of buffering it.
+    assert isinstance(response, StreamingHttpResponse)
     assert response.is_async
 
     async def collect() -> bytes:

@@ -46,9 +46,11 @@ def grade_every_run(benchmark: Any, user: Any, *, score: float) -> Test:
     test = start_test(actor=actor, benchmark_id=benchmark.pk)
     for _ in range(test.total_runs):
         claim = claim_next_run(actor=actor, test_id=test.pk)
-        ids = {"test_id": test.pk, "invocation_id": claim.invocation.pk, "run_id": claim.run.pk}
-        request_replay(actor=actor, **ids)
-        end_invocation(actor=actor, score=score, **ids)
+        invocation_id, run_id = claim.invocation.pk, claim.run.pk
+        request_replay(actor=actor, test_id=test.pk, invocation_id=invocation_id, run_id=run_id)
+        end_invocation(
+            actor=actor, test_id=test.pk, invocation_id=invocation_id, run_id=run_id, score=score
+        )
     return test
 
 

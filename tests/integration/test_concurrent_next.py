@@ -172,7 +172,9 @@ def test_a_stop_or_archive_committing_during_a_claim_wins(operator: Any, closing
         claimer.start()
         started.wait(timeout=10)
         wait_for_a_lock_wait()
-        changes = {"status": Test.Status.STOPPED} if closing == "stop" else {"is_archived": True}
+        changes: dict[str, Any] = (
+            {"status": Test.Status.STOPPED} if closing == "stop" else {"is_archived": True}
+        )
         Test.objects.filter(pk=test.pk).update(**changes)
     claimer.join(timeout=30)
 

@@ -178,7 +178,9 @@ def test_an_agent_runs_a_demo_benchmark_to_completion(embedded_server: dict[str,
         else:
             pytest.fail(f"invocation never replayed: {states}")
 
-        grade = {"grade": True} if claimed == 1 else {"score": 0.9, "feedback": "fine"}
+        grade: dict[str, Any] = (
+            {"grade": True} if claimed == 1 else {"score": 0.9, "feedback": "fine"}
+        )
         status, ended = post(embedded_server, "/api/v5/artifacts/test/end", {**ids, **grade})
         assert status == 200, ended
         assert ended["invocation_id"] == claim["invocation_id"]

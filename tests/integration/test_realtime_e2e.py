@@ -20,6 +20,7 @@ import pytest
 from django.utils import timezone
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from tests import factories
 from tests.integration import test_embedded_runtime as embedded
@@ -128,7 +129,7 @@ def test_refusals_are_visible_to_a_websockets_client(
     assert close_code() == 4401
     assert close_code(additional_headers={"X-Api-Key": key}) == 4404
     with pytest.raises(InvalidStatus) as refused:
-        connect(url, origin="http://evil.example", open_timeout=WAIT_S)  # type: ignore[arg-type]
+        connect(url, origin=Origin("http://evil.example"), open_timeout=WAIT_S)
     assert refused.value.response.status_code == 403
 
 

@@ -109,7 +109,7 @@ def test_a_worker_replays_and_the_ai_judge_grades(
     assert replayed["error"] in ("", None)
     assert set(fake_model.user_agents[:3]) == {"replaybench"}
     steps = list(
-        ReplayStep.objects.filter(invocation_id=invocation_id)
+        ReplayStep.objects.filter(invocation__pk=invocation_id)
         .order_by("turn")
         .values_list("turn", "output", "reference")
     )
@@ -185,7 +185,7 @@ def test_stop_during_a_slow_replay_halts_at_the_next_turn(
     invocation = TestInvocation.objects.get(pk=invocation_id)
     assert invocation.status == TestInvocation.Status.STOPPED
     assert invocation.ended_at is not None
-    steps = list(ReplayStep.objects.filter(invocation_id=invocation_id).order_by("turn"))
+    steps = list(ReplayStep.objects.filter(invocation__pk=invocation_id).order_by("turn"))
     assert 1 <= len(steps) < 8
     assert len(steps) == invocation.steps_count
     # No step was written after the stop, and at most the in-flight turn was still sent.

@@ -108,7 +108,6 @@ def test_session_without_csrf_is_refused(operator: Any) -> None:
     factory = APIRequestFactory(enforce_csrf_checks=True)
     request = factory.post("/whoami", {}, format="json")
     request.user = operator
-    request._dont_enforce_csrf_checks = False
     from django.contrib.sessions.backends.db import SessionStore
 
     request.session = SessionStore()

@@ -149,7 +149,7 @@ def test_a_login_does_not_drop_the_entry(viewer: Any) -> None:
 
     _, key = factories.make_api_key(viewer)
     warm(key)
-    update_last_login(None, viewer)
+    update_last_login(type(viewer), viewer)
     count, response = queries_of_call(key)
     assert (count, response.status_code) == (0, 200)
 

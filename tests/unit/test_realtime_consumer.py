@@ -23,7 +23,13 @@ from config.asgi import application
 from tests import factories
 from tests_app.models import Membership, TestInvocation, TestRun
 from tests_app.realtime.consumers import TestEventsConsumer
-from tests_app.realtime.events import group_name, next_seq, publish_on_commit, send_event
+from tests_app.realtime.events import (
+    EventType,
+    group_name,
+    next_seq,
+    publish_on_commit,
+    send_event,
+)
 from tests_app.realtime.snapshot import build_snapshot
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -61,7 +67,7 @@ async def close_code(communicator: WebsocketCommunicator) -> int:
     return int(output["code"])
 
 
-async def publish(test: Any, event_type: str, **data: Any) -> None:
+async def publish(test: Any, event_type: EventType, **data: Any) -> None:
     await sync_to_async(send_event)(test_id=test.pk, event_type=event_type, **data)
 
 

@@ -14,11 +14,11 @@ from typing import Any
 from django.conf import settings
 from rest_framework.fields import DateTimeField, UUIDField
 from rest_framework.renderers import JSONRenderer
-from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 
 
 def render(data: Any) -> Any:
-    renderer = api_settings.DEFAULT_RENDERER_CLASSES[0]()
+    renderer = APIView.renderer_classes[0]()
     return json.loads(renderer.render(data))
 
 

@@ -157,7 +157,7 @@ def test_tool_messages_stay_as_context(
         "type": "function",
         "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
     }
-    messages = [
+    messages: Messages = [
         SYSTEM,
         {"role": "user", "content": "Weather in Oslo?"},
         {"role": "assistant", "content": None, "tool_calls": [tool_call]},
