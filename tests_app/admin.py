@@ -385,7 +385,7 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdm
 
     def get_inlines(
         self, request: HttpRequest, obj: Any
-    ) -> list[type[admin.options.InlineModelAdmin]]:  # type: ignore[override]
+    ) -> list[type[admin.options.InlineModelAdmin]]:
         # A benchmark imported with thousands of entries would make one unusable form.
         if obj is not None and getattr(obj, "entry_total", 0) > ENTRY_INLINE_LIMIT:
             return []
@@ -806,7 +806,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return ["user", "name", "expiry_date"]
         return ["user", "name", "prefix", "created", "last_used_at", "expiry_date", "revoked"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
             return []
         readonly = ["user", "prefix", "created", "last_used_at"]

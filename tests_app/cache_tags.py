@@ -99,7 +99,7 @@ def cached(
     versions = _versions(tag_list, found)
     stored = found.get(value_key)
     if isinstance(stored, tuple) and len(stored) == 2 and stored[0] == versions:
-        return stored[1]  # type: ignore[no-any-return]
+        return stored[1]
     value = builder()
     cache.set(value_key, (versions, value), timeout=timeout)
     return value

@@ -100,7 +100,8 @@ def _status_summary(test: Test) -> dict[str, Any]:
 
 
 def _runs(test: Test, page: RunsPage) -> list[dict[str, Any]]:
-    rows = list(
+    # Renamed in place below, which the TypedDict rows the stubs give values() do not allow.
+    rows: list[Any] = list(
         TestRun.objects.filter(test=test)
         .order_by("-cycle", "-ordinal")
         .annotate(entry_title=F("entry__title"))

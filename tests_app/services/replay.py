@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, partial
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -318,7 +318,8 @@ def _step_statement() -> tuple[str, list[Field[Any, Any]]]:
     fields = [f for f in ReplayStep._meta.concrete_fields if f.attname != "invocation_id"]
     quote = connection.ops.quote_name
     invocation_table = quote(TestInvocation._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in fields)
+    # A concrete field always has a column; the stubs type it for any field.
+    columns = ", ".join(quote(cast(str, field.column)) for field in fields)
     values = ", ".join(f"%(value_{index})s" for index in range(len(fields)))
     sql = f"""
         WITH seq AS (
