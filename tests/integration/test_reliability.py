@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 from tests import factories
 from tests.conftest import require_service
-from tests.fake_openai import FakeOpenAI
+from tests.fake_model import FakeModel
 from tests.integration.conftest import WorkerProcess, wait_for
 from tests.integration.daphne import DaphneServer, daphne_server_fixture  # noqa: F401
 from tests_app.actors import Actor
@@ -160,7 +160,7 @@ def test_a_worker_outlives_a_broker_outage_and_takes_work_again(
     celery_worker_factory: Callable[..., WorkerProcess],
     own_redis: RedisServer,
     publish_to: Callable[[str], Celery],
-    slow_model: FakeOpenAI,
+    slow_model: FakeModel,
     research: Any,
     staff: Any,
 ) -> None:
@@ -192,9 +192,9 @@ def test_a_worker_outlives_a_broker_outage_and_takes_work_again(
 
 
 @pytest.fixture
-def slow_model(fake_openai: FakeOpenAI) -> FakeOpenAI:
-    fake_openai.delay_s = 1.0
-    return fake_openai
+def slow_model(fake_model: FakeModel) -> FakeModel:
+    fake_model.delay_s = 1.0
+    return fake_model
 
 
 def terminate_workers_connections(database: str) -> int:
@@ -210,7 +210,7 @@ def terminate_workers_connections(database: str) -> int:
 
 
 def test_a_replay_whose_connections_are_terminated_finishes_without_calling_twice(
-    celery_worker: WorkerProcess, slow_model: FakeOpenAI, research: Any, staff: Any
+    celery_worker: WorkerProcess, slow_model: FakeModel, research: Any, staff: Any
 ) -> None:
     target = {"kind": "openai", "model": "fake", "base_url": slow_model.base_url, "timeout_s": 10}
     benchmark = factories.make_benchmark(department=research, entries=1, turns=4, target=target)
@@ -229,11 +229,8 @@ def test_a_replay_whose_connections_are_terminated_finishes_without_calling_twic
             timeout=WAIT_S,
             what="a connection of the worker to terminate",
         )
-        wait_for(
-            lambda turn=turn: ReplayStep.objects.filter(invocation=invocation, turn=turn).exists(),
-            timeout=WAIT_S,
-            what=f"turn {turn}, written after the termination",
-        )
+        written = ReplayStep.objects.filter(invocation=invocation, turn=turn)
+        wait_for(written.exists, timeout=WAIT_S, what=f"turn {turn}, after the termination")
 
     wait_for(lambda: replayed(invocation), timeout=WAIT_S, what="the replay to finish")
     invocation.refresh_from_db()

@@ -201,7 +201,9 @@ def test_a_grade_left_pending_is_enqueued_again_and_graded(
     settings.JUDGE_MODEL = ""  # the offline reference grader
     ended = running_invocation(heartbeat_age_s=0)
     TestInvocation.objects.filter(pk=ended.pk).update(status=TestInvocation.Status.ENDED)
-    factories.ReplayStepFactory(invocation=ended, turn=1, output="Answer 1.", reference="Answer 1.")
+    factories.ReplayStepFactory.create(
+        invocation=ended, turn=1, output="Answer 1.", reference="Answer 1."
+    )
     stranded = Grade.objects.create(invocation=ended, source="reference")
     Grade.objects.filter(pk=stranded.pk).update(updated_at=timezone.now() - timedelta(seconds=601))
     recent = Grade.objects.create(invocation=ended, source="reference")
