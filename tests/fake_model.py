@@ -115,6 +115,8 @@ class FakeModel:
         self.max_in_flight = 0
         self.duplicates = 0
         self._seen_messages: set[str] = set()
+        self.repeated_calls = 0
+        self._seen_calls: set[str] = set()
         self._script: deque[Reply] = deque()
         self.connections: set[Connection] = set()
         self._port = 0
@@ -160,6 +162,8 @@ class FakeModel:
             "calls": len(self.received),
             "max_in_flight": self.max_in_flight,
             "duplicates": self.duplicates,
+            # Calls a replay made again for the same invocation and turn (its call header).
+            "repeated_calls": self.repeated_calls,
             "requests": [
                 {"model": received.model, "last_user_message": received.last_user_message}
                 for received in list(self.received)
@@ -170,6 +174,8 @@ class FakeModel:
         self.received = []
         self._seen_messages = set()
         self.duplicates = 0
+        self._seen_calls = set()
+        self.repeated_calls = 0
         self.max_in_flight = self.in_flight
 
     async def listen(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
@@ -234,6 +240,11 @@ class FakeModel:
                 self.duplicates += 1
             else:
                 self._seen_messages.add(key)
+            call_id = headers.get("x-replaybench-call")
+            if call_id is not None and call_id in self._seen_calls:
+                self.repeated_calls += 1
+            elif call_id is not None:
+                self._seen_calls.add(call_id)
             reply = self._script.popleft() if self._script else None
             if reply is not None and reply.hang:
                 return  # never answered: the client's timeout must act

@@ -16,6 +16,7 @@ import pytest
 
 from bench.client import ApiClient
 from tests.fake_model import FakeModel, Messages, Reply
+from tests_app.targets import target_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +69,7 @@ def test_it_echoes_the_last_user_turn_after_the_delay_and_counts_calls(port: int
         "calls": 2,
         "max_in_flight": 1,
         "duplicates": 0,
+        "repeated_calls": 0,
         "requests": [
             {"model": "bench-echo", "last_user_message": "second"},
             {"model": "bench-echo", "last_user_message": "third"},
@@ -76,7 +78,13 @@ def test_it_echoes_the_last_user_turn_after_the_delay_and_counts_calls(port: int
     assert client.post("/stats", {}).status == 404  # stats are read with GET
 
     reset = client.post("/stats/reset", {})
-    assert reset.body == {"calls": 0, "max_in_flight": 0, "duplicates": 0, "requests": []}
+    assert reset.body == {
+        "calls": 0,
+        "max_in_flight": 0,
+        "duplicates": 0,
+        "repeated_calls": 0,
+        "requests": [],
+    }
     client.close()
 
 
@@ -91,6 +99,23 @@ def test_a_turn_asked_twice_is_a_duplicate(port: int) -> None:
     assert stats(port)["calls"] == 4
     # The messages decide, not the rest of the body: the last call repeats the first turn too.
     assert stats(port)["duplicates"] == 2
+
+
+USER = {"role": "user", "content": "Question 1?"}
+
+
+def test_a_call_made_again_for_the_same_invocation_and_turn_is_counted(
+    fake_model: FakeModel,
+) -> None:
+    # What a replay sends: the call's invocation and turn in a header of every attempt.
+    target = {"kind": "openai", "model": "m", "base_url": fake_model.base_url, "max_retries": 0}
+    for call_id in ("invocation-1/1", "invocation-1/2", "invocation-2/1", "invocation-1/2"):
+        target_for(target).complete(messages=[USER], reference=None, call_id=call_id)
+
+    assert fake_model.headers[0]["x-replaybench-call"] == "invocation-1/1"
+    assert fake_model.stats()["repeated_calls"] == 1
+    # The same conversation in another invocation is no repeat: the messages alone say it is.
+    assert fake_model.stats()["duplicates"] == 3
 
 
 def test_requests_sent_together_are_answered_in_their_order(port: int) -> None:

@@ -108,6 +108,10 @@ def test_autoregressive_replay_sends_the_models_own_answers(
     sent = [request["messages"] for request in fake_model.chat_requests()]
     assert sent[2] == THIRD_TURN_AUTOREGRESSIVE
     assert sent[0] == [SYSTEM, {"role": "user", "content": "Question 1?"}]
+    # Each call names its invocation and turn, so the server's logs match the replay's turns.
+    assert [headers["x-replaybench-call"] for headers in fake_model.headers] == [
+        f"{invocation.pk}/{turn}" for turn in (1, 2, 3)
+    ]
     step = ReplayStep.objects.get(invocation=invocation, turn=3)
     # The fake counts words: 5 (system) + 2 + 3 + 2 + 3 + 2.
     assert step.prompt_tokens == 17

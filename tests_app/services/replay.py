@@ -495,12 +495,13 @@ def _release_connection() -> None:
 
 def _call(target: Target, history: list[Message], turn: PlannedTurn, beat: Beat) -> TargetReply:
     """One model call inside a target slot, with no database connection held meanwhile."""
+    call_id = f"{beat.invocation_id}/{turn.turn}"
     _release_connection()
     wait_s = max(60.0, target.max_call_seconds * 2)
     with target_slot(target.key, wait_s=wait_s) as lease:
         beat.lease = lease
         try:
-            return target.complete(messages=history, reference=turn.reference)
+            return target.complete(messages=history, reference=turn.reference, call_id=call_id)
         finally:
             beat.lease = None
 

@@ -27,7 +27,12 @@ class Target(Protocol):
     # The longest one complete() call may take, retries and backoff included.
     max_call_seconds: float
 
-    def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply: ...
+    def complete(
+        self, *, messages: list[Message], reference: str | None, call_id: str | None = None
+    ) -> TargetReply:
+        """One turn's answer. ``call_id`` names the call (``<invocation id>/<turn>``) for the
+        server's logs: every attempt of the same call carries the same one."""
+        ...
 
 
 def message_text(content: Any) -> str:

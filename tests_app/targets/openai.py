@@ -51,6 +51,9 @@ BACKOFF_CEILING_S = 120.0
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 8.0
 USER_AGENT = "replaybench"
+# Names the replay call a request belongs to, so a server's logs can be matched with a replay's
+# turns and a call tried again recognised.
+CALL_HEADER = "X-Replaybench-Call"
 ACCOUNT_HEADERS = (
     ("OPENAI_ORG_ID", "OpenAI-Organization"),
     ("OPENAI_PROJECT_ID", "OpenAI-Project"),
@@ -194,11 +197,12 @@ def _backoff(error: Exception) -> bool | float:
     return error.wait_s if error.wait_s is not None else True
 
 
-def _attempt(endpoint: Endpoint, payload: bytes) -> dict[str, Any]:
+def _attempt(endpoint: Endpoint, payload: bytes, extra_headers: dict[str, str]) -> dict[str, Any]:
     headers = {
         "Authorization": f"Bearer {endpoint.api_key()}",
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
+        **extra_headers,
     }
     for variable, header in ACCOUNT_HEADERS:
         if os.environ.get(variable):
@@ -264,9 +268,13 @@ def _attempt(endpoint: Endpoint, payload: bytes) -> dict[str, Any]:
     raise refused
 
 
-def chat_completion(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+def chat_completion(
+    endpoint: Endpoint, body: dict[str, Any], *, call_id: str | None = None
+) -> dict[str, Any]:
     """POST ``body`` to the endpoint's ``/chat/completions`` under the retry policy; the decoded
-    answer, or :class:`ModelCallError` once the attempts are spent."""
+    answer, or :class:`ModelCallError` once the attempts are spent. ``call_id`` goes out in the
+    CALL_HEADER of every attempt."""
+    extra_headers = {CALL_HEADER: call_id} if call_id else {}
     payload = orjson.dumps(body)
     try:
         for attempt in stamina.retry_context(
@@ -278,7 +286,7 @@ def chat_completion(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
             wait_jitter=BACKOFF_INITIAL_S,
         ):
             with attempt:
-                return _attempt(endpoint, payload)
+                return _attempt(endpoint, payload, extra_headers)
     except _Retryable as final:
         raise final.error from None
     raise AssertionError("unreachable: stamina runs at least one attempt")
@@ -388,7 +396,9 @@ class OpenAITarget:
     def from_config(cls, config: dict[str, Any]) -> OpenAITarget:
         return cls(OpenAIConfig.parse(config))
 
-    def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
+    def complete(
+        self, *, messages: list[Message], reference: str | None, call_id: str | None = None
+    ) -> TargetReply:
         body: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
@@ -399,7 +409,7 @@ class OpenAITarget:
         if self.config.seed is not None:
             body["seed"] = self.config.seed
         started = time.monotonic()
-        content, usage = first_message(chat_completion(self.config.endpoint, body))
+        content, usage = first_message(chat_completion(self.config.endpoint, body, call_id=call_id))
         return TargetReply(
             content=content,
             latency_ms=int((time.monotonic() - started) * 1000),

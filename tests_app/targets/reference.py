@@ -13,6 +13,8 @@ class ReferenceTarget:
     key = "reference"
     max_call_seconds = 1.0
 
-    def complete(self, *, messages: list[Message], reference: str | None) -> TargetReply:
+    def complete(
+        self, *, messages: list[Message], reference: str | None, call_id: str | None = None
+    ) -> TargetReply:
         # A turn with no recorded answer gets an empty one, which is what the recording holds.
         return TargetReply(content=reference or "", latency_ms=0)
