@@ -9,7 +9,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/replaybench
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run serve test lint format pytest bench bench-quick requirements clean
+.PHONY: run serve test lint format pytest bench bench-quick chaos requirements clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(VENV)/.dev-installed
 
 bench-quick: $(VENV)/.dev-installed
 	$(BIN)/python -m bench --quick --database-url "$(or $(BENCH_DATABASE_URL),postgres://postgres@127.0.0.1:5432/replaybench_bench)" --redis-url "$(or $(BENCH_REDIS_URL),redis://127.0.0.1:6379/14)" $(BENCH_ARGS)
+
+## chaos: the production runtime under worker kills, a Redis restart and dropped connections
+chaos: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.chaos --database-url "$(or $(CHAOS_DATABASE_URL),postgres://postgres@127.0.0.1:5432/replaybench_chaos)"
 
 ## requirements: recompile the pinned lists from pyproject.toml
 requirements: $(VENV)/.dev-installed

@@ -114,6 +114,7 @@ def main() -> None:
 
     log_directory = RESULTS / "logs"
     shutil.rmtree(RESULTS / "media", ignore_errors=True)
+    shutil.rmtree(log_directory, ignore_errors=True)  # processes append to their logs
     log_directory.mkdir(parents=True, exist_ok=True)
     print(f"bench ({mode}): preparing the database and Redis", flush=True)
     runtime.recreate_database(arguments.database_url)

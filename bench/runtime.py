@@ -132,7 +132,7 @@ class Runtime:
         return environment
 
     def _spawn(self, name: str, command: list[str], environment: dict[str, str]) -> None:
-        log = (self.log_directory / f"{name}.log").open("wb")
+        log = (self.log_directory / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
@@ -239,36 +239,69 @@ class Runtime:
         with a pool of ``pool_max`` database connections (default: its threads and a few)."""
         threads = concurrency // processes
         names = ["worker" if index == 0 else f"worker{index + 1}" for index in range(processes)]
+        started = {name: self.ready_count(name) for name in names}
         for name in names:
-            # A replay holds a connection only while it writes, not while the model answers.
-            self._spawn(
-                name,
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "--pool=threads",
-                    f"--concurrency={threads}",
-                    "--loglevel=INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "-n",
-                    f"bench-{os.getpid()}-{name}@%h",
-                ],
-                self.production_environment(pool_max=pool_max or threads + 8),
-            )
+            self.start_one_worker(name, threads=threads, pool_max=pool_max or threads + 8)
+        for name in names:
+            self.wait_ready(name, ready_lines=started[name] + 1)
+
+    def start_one_worker(self, name: str, *, threads: int, pool_max: int) -> None:
+        """One Celery worker process; its log is appended to, so a restarted worker keeps its
+        earlier lines. A replay holds a connection only while it writes, not while the model
+        answers, so the pool may be smaller than the threads."""
+        self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=threads",
+                f"--concurrency={threads}",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"bench-{os.getpid()}-{name}@%h",
+            ],
+            self.production_environment(pool_max=pool_max),
+        )
+
+    def ready_count(self, name: str) -> int:
+        """How many times the worker's log says it was ready (once per start)."""
+        log = self.log_directory / f"{name}.log"
+        return log.read_bytes().count(b" ready.") if log.exists() else 0
+
+    def wait_ready(self, name: str, *, ready_lines: int) -> None:
+        """Until the worker's log says ``ready`` ``ready_lines`` times."""
+        log = self.log_directory / f"{name}.log"
         deadline = time.monotonic() + 90
-        for name in names:
-            log = self.log_directory / f"{name}.log"
-            while b" ready." not in log.read_bytes():
-                self._check_alive(name)
-                if time.monotonic() >= deadline:
-                    raise SystemExit(f"the Celery worker was not ready within 90 s; see {log}")
-                time.sleep(0.2)
+        while self.ready_count(name) < ready_lines:
+            self._check_alive(name)
+            if time.monotonic() >= deadline:
+                raise SystemExit(f"the Celery worker was not ready within 90 s; see {log}")
+            time.sleep(0.2)
+
+    def start_beat(self) -> None:
+        """Celery beat: the periodic sweep and analytics refresh, as production runs them."""
+        self._spawn(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--loglevel=INFO",
+                "--schedule",
+                str(self.log_directory / "beat-schedule"),
+            ],
+            self.production_environment(pool_max=2),
+        )
 
     def stop_workers(self) -> None:
         """Stop the Celery workers (warm shutdown: they finish what they hold)."""

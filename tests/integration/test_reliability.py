@@ -13,9 +13,6 @@ restarted).
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +28,7 @@ from tests.conftest import require_service
 from tests.fake_model import FakeModel
 from tests.integration.conftest import WorkerProcess, wait_for
 from tests.integration.daphne import DaphneServer, daphne_server_fixture  # noqa: F401
+from tests.redis_server import RedisServer
 from tests_app.actors import Actor
 from tests_app.models import ReplayStep, Test, TestInvocation, TestRun
 from tests_app.realtime.events import send_event
@@ -44,52 +42,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db
 WAIT_S = 60
 
 
-class RedisServer:
-    """A redis-server on a spare port that keeps nothing on disk: stopping and starting it is
-    Redis restarted empty."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            require_service("redis-server is not installed")
-        self.binary = str(binary)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self.answers, timeout=10, what="the test's own Redis")
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
+    try:
+        server = RedisServer()
+    except FileNotFoundError as error:
+        require_service(str(error))
     server.start()
     try:
         yield server
