@@ -23,6 +23,8 @@ import dj_database_url
 import orjson
 from django.core.exceptions import ImproperlyConfigured
 
+from tests_app import local_model
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -260,6 +262,21 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(ANALYTICS_REFRESH_INTERVAL_S),
     },
 }
+
+# --- the local model (docs/local-model.md) ---------------------------------------------------
+# SmolLM2-135M served by llama.cpp's server on loopback (manage.py serve_local_model, started by
+# make run). Optional: without its packages, or with LOCAL_MODEL=off, nothing uses it.
+LOCAL_MODEL_INSTALLED = local_model.installed()
+LOCAL_MODEL_ENABLED = _env_bool("LOCAL_MODEL", default=True) and LOCAL_MODEL_INSTALLED
+LOCAL_MODEL_NAME = local_model.MODEL_NAME
+LOCAL_MODEL_PORT = _env_int("LOCAL_MODEL_PORT", 8089)
+LOCAL_MODEL_BASE_URL = local_model.base_url(LOCAL_MODEL_PORT)
+# One thread: on a small machine shared with the web and worker processes, more were slower.
+LOCAL_MODEL_THREADS = _env_int("LOCAL_MODEL_THREADS", 1)
+# Requests answered at once, each with the model's whole context: a judge's request does not
+# wait behind the replays' turns for a free slot.
+LOCAL_MODEL_SLOTS = _env_int("LOCAL_MODEL_SLOTS", 4)
+LOCAL_MODEL_CONTEXT_TOKENS = local_model.CONTEXT_TOKENS
 
 # --- the AI judge -----------------------------------------------------------------------------
 # With no JUDGE_MODEL the offline reference grader is used (and says so in every grade).
