@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests_app.judges.llm import LlmJudge
 from tests_app.judges.reference import ReferenceGrader, similarity
 from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.services.grading import grade
+from tests_app.targets.openai import ModelCallError
 
 CRITERIA = [
     {"name": "accuracy", "description": "Facts are right.", "weight": 3},
@@ -200,10 +202,87 @@ def test_llm_judge_gives_up_after_the_attempts(
     assert len(fake_openai.chat_requests()) == 3
 
 
-def test_llm_judge_unreachable_is_a_judge_error(fake_openai: FakeOpenAI) -> None:
+def test_a_server_error_is_reported_as_a_server_error(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(*[Reply(status=503)] * 3)
-    with pytest.raises(JudgeError, match="could not be reached"):
+    with pytest.raises(JudgeError, match=r"failed on the server \(HTTP 503\)") as raised:
         llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+    assert raised.value.kind == "refused"
+    assert "could not be reached" not in str(raised.value)
+
+
+def test_an_unreachable_judge_is_reported_as_unreachable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    judge = LlmJudge(
+        model="judge-model",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key_env="",
+        temperature=0.0,
+        seed=7,
+        timeout_s=2,
+        max_attempts=1,
+    )
+    with pytest.raises(JudgeError, match=r"The AI judge \(judge-model\) could not be reached"):
+        judge.grade(transcript([("Echo", "Answer")]))
+
+
+def test_a_judge_that_does_not_answer_in_time_is_a_timeout(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(*[Reply(hang=True)] * 3)
+    with pytest.raises(JudgeError, match="did not answer in time") as raised:
+        llm_judge(fake_openai, timeout_s=0.2).grade(transcript([("Echo", "Answer")]))
+    assert raised.value.kind == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind", "sentence"),
+    [
+        (
+            400,
+            "request (2084 tokens) exceeds the available context size (2048 tokens), try "
+            "increasing it",
+            "too_long",
+            "refused the request as too long for its context (HTTP 400): request (2084 tokens)",
+        ),
+        (
+            400,
+            "This model's maximum context length is 128000 tokens. However, your messages "
+            "resulted in 130000 tokens.",
+            "too_long",
+            "too long for its context",
+        ),
+        (
+            404,
+            "The model `judge-model` does not exist",
+            "refused",
+            "refused the request (HTTP 404)",
+        ),
+    ],
+)
+def test_a_refusal_is_reported_as_what_it_is(
+    monkeypatch: pytest.MonkeyPatch, status: int, message: str, kind: str, sentence: str
+) -> None:
+    def refuse(endpoint: Any, body: Any) -> Any:
+        raise ModelCallError(
+            f"The server answered HTTP {status}", kind="refused", status=status, message=message
+        )
+
+    monkeypatch.setattr("tests_app.judges.llm.chat_completion", refuse)
+    judge = LlmJudge(
+        model="judge-model",
+        base_url="http://127.0.0.1:9/v1",
+        api_key_env="",
+        temperature=0.0,
+        seed=7,
+        timeout_s=2,
+        max_attempts=3,
+    )
+    with pytest.raises(JudgeError) as raised:
+        judge.grade(transcript([("Echo", "Answer")]))
+
+    assert raised.value.kind == kind
+    assert sentence in str(raised.value)
+    assert "could not be reached" not in str(raised.value)
 
 
 # --- the grading service --------------------------------------------------------------------------
@@ -314,6 +393,7 @@ def test_a_failed_judge_fails_the_grade(
     pending.refresh_from_db()
     assert (pending.status, pending.score) == ("failed", None)
     assert "no usable answer in 2 attempts" in pending.feedback
+    assert pending.provenance == {"error": "malformed"}
     assert TestRun.objects.get(pk=invocation.run_id).score is None
     [event] = events
     assert event["event_type"] == "grade.failed"

@@ -38,8 +38,23 @@ SYSTEM_PROMPT = (
 )
 
 
+# How servers word a request longer than the model's context: llama.cpp ("exceeds the available
+# context size"), OpenAI and vLLM ("maximum context length"), OpenAI's code.
+_TOO_LONG = re.compile(
+    r"context (size|length|window)|maximum context|context_length_exceeded|too many tokens",
+    re.IGNORECASE,
+)
+
+
 class MalformedAnswer(ValueError):
     pass
+
+
+def is_too_long(error: ModelCallError) -> bool:
+    """A refusal because the request does not fit in the model's context."""
+    return error.kind == "refused" and (
+        error.status == 413 or bool(_TOO_LONG.search(error.message or ""))
+    )
 
 
 def criteria_of(transcript: Transcript) -> list[dict[str, Any]]:
@@ -189,7 +204,7 @@ class LlmJudge:
                 payload = chat_completion(self.endpoint, body)
                 content, _ = first_message(payload)
             except ModelCallError as error:
-                raise JudgeError(f"The AI judge could not be reached: {error}") from error
+                raise self.judge_error(error) from error
             try:
                 scored, feedback = parse_answer(content, criteria)
             except MalformedAnswer as problem:
@@ -228,5 +243,34 @@ class LlmJudge:
             )
         raise JudgeError(
             f"The AI judge gave no usable answer in {self.max_attempts} attempts: "
-            + "; ".join(problems)
+            + "; ".join(problems),
+            kind="malformed",
+        )
+
+    def judge_error(self, error: ModelCallError) -> JudgeError:
+        """What went wrong with the judge's server, said as what it is: the client's error
+        kinds, with a request too long for the model's context told apart from other refusals."""
+        judge = f"The AI judge ({self.model})"
+        if error.kind == "timeout":
+            return JudgeError(f"{judge} did not answer in time: {error}", kind="timeout")
+        if error.kind == "unreachable":
+            return JudgeError(f"{judge} could not be reached: {error}", kind="unreachable")
+        if error.kind == "unusable":
+            return JudgeError(
+                f"{judge} answered with no usable completion: {error}", kind="unusable"
+            )
+        if is_too_long(error):
+            return JudgeError(
+                f"{judge} refused the request as too long for its context (HTTP {error.status}): "
+                f"{error.message}",
+                kind="too_long",
+            )
+        if error.status is not None and error.status >= 500:
+            return JudgeError(
+                f"{judge} failed on the server (HTTP {error.status}): {error.message}",
+                kind="refused",
+            )
+        return JudgeError(
+            f"{judge} refused the request (HTTP {error.status}): {error.message or error}",
+            kind="refused",
         )
