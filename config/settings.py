@@ -287,6 +287,14 @@ JUDGE_TEMPERATURE = 0.0
 JUDGE_SEED = 7
 JUDGE_TIMEOUT_S = 60
 JUDGE_MAX_ATTEMPTS = 3
+# The judge model's context in tokens: its request is fitted into it (docs/judges.md). The local
+# model's is known; a larger model's context is larger than this default, which errs short.
+JUDGE_CONTEXT_TOKENS = _env_int(
+    "JUDGE_CONTEXT_TOKENS",
+    LOCAL_MODEL_CONTEXT_TOKENS if JUDGE_MODEL == LOCAL_MODEL_NAME else 32_768,
+)
+# Kept for the judge's answer (its max_tokens): a few sentences per criterion.
+JUDGE_ANSWER_TOKENS = 768
 
 # --- auth, REST, OpenAPI ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

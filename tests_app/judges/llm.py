@@ -5,10 +5,14 @@ with the recorded references, and must answer with JSON only:
 
     {"criteria": [{"name": "<criterion>", "score": 0..1, "feedback": "..."}], "feedback": "..."}
 
-A malformed answer (not JSON, a criterion missing, a score outside 0..1) is sent back with the
-reason and asked again, at most JUDGE_MAX_ATTEMPTS times in all. Transient HTTP errors are retried
-by the model client the targets use. No ``response_format`` is sent: several local servers reject
-it, and the answer is validated anyway.
+The request is fitted into the judge model's context (JUDGE_CONTEXT_TOKENS, see
+:mod:`tests_app.judges.fitting`): long texts are shortened with a marker, and the grade's
+provenance says what was cut. A malformed answer (not JSON, a criterion missing, a score outside
+0..1) is sent back with the reason and asked again, at most JUDGE_MAX_ATTEMPTS times in all.
+Transient HTTP errors are retried by the model client the targets use; the others are reported as
+what they are (a timeout, an unreachable server, a refusal, a request too long for the context).
+No ``response_format`` is sent: several local servers reject it, and the answer is validated
+anyway.
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ from typing import Any
 from django.conf import settings
 
 from tests_app.judges import JudgeError, Transcript, Verdict
+from tests_app.judges.fitting import Budget, FittedPrompt, fit_prompt
 from tests_app.targets.openai import Endpoint, ModelCallError, chat_completion, first_message
 
-# A transcript can be long; the judge gets each text cut to this many characters.
-MAX_TEXT_PER_FIELD = 8_000
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 
 SYSTEM_PROMPT = (
@@ -77,36 +80,6 @@ def criteria_of(transcript: Transcript) -> list[dict[str, Any]]:
     return criteria
 
 
-def _cut(text: str | None) -> str:
-    if text is None:
-        return "(none recorded)"
-    return text if len(text) <= MAX_TEXT_PER_FIELD else text[:MAX_TEXT_PER_FIELD] + " [...]"
-
-
-def build_prompt(transcript: Transcript, criteria: list[dict[str, Any]]) -> str:
-    lines = [
-        f"# Eval: {transcript.eval_name}",
-        transcript.eval_description or "(no description)",
-        "",
-        f"# Rubric: {transcript.rubric_name}",
-        transcript.rubric_description or "",
-        f"Pass threshold (weighted score): {transcript.pass_threshold}",
-        "Criteria (name, weight: description):",
-    ]
-    lines += [f"- {c['name']}, weight {c['weight']:g}: {c['description']}" for c in criteria]
-    if transcript.judge_instructions:
-        lines += ["", "# Instructions for the judge", transcript.judge_instructions]
-    lines += ["", "# Transcript (each turn: the user's message, the model's answer, the reference)"]
-    for turn in transcript.turns:
-        lines += [
-            f"## Turn {turn.turn}",
-            f"User: {_cut(turn.input)}",
-            f"Model: {_cut(turn.output)}" + (f" (error: {turn.error})" if turn.error else ""),
-            f"Reference: {_cut(turn.reference)}",
-        ]
-    return "\n".join(lines)
-
-
 def parse_answer(content: str, criteria: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """Validate the judge's answer; raise MalformedAnswer with a reason the judge can act on."""
     text = _FENCE.sub("", content.strip())
@@ -144,6 +117,19 @@ def parse_answer(content: str, criteria: list[dict[str, Any]]) -> tuple[list[dic
     return scored, feedback
 
 
+def _messages(fitted: FittedPrompt) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": fitted.text},
+    ]
+
+
+def prompt_hash(messages: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(
+        json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
+
+
 def weighted_score(scored: list[dict[str, Any]]) -> float:
     total_weight = sum(item["weight"] for item in scored)
     if total_weight <= 0:
@@ -160,6 +146,9 @@ class LlmJudge:
     seed: int
     timeout_s: float
     max_attempts: int
+    # The judge model's context, and the part of it kept for the answer (its max_tokens).
+    context_tokens: int = 32_768
+    answer_tokens: int = 768
     source = "ai"
 
     @classmethod
@@ -172,6 +161,8 @@ class LlmJudge:
             seed=settings.JUDGE_SEED,
             timeout_s=settings.JUDGE_TIMEOUT_S,
             max_attempts=max(1, settings.JUDGE_MAX_ATTEMPTS),
+            context_tokens=settings.JUDGE_CONTEXT_TOKENS,
+            answer_tokens=settings.JUDGE_ANSWER_TOKENS,
         )
 
     @property
@@ -183,34 +174,66 @@ class LlmJudge:
             max_retries=2,
         )
 
+    def budget(self, *, chars_per_token: float | None = None) -> Budget:
+        budget = Budget(
+            context_tokens=self.context_tokens,
+            answer_tokens=self.answer_tokens,
+            system_prompt=SYSTEM_PROMPT,
+        )
+        if chars_per_token is None:
+            return budget
+        return Budget(
+            context_tokens=budget.context_tokens,
+            answer_tokens=budget.answer_tokens,
+            system_prompt=budget.system_prompt,
+            chars_per_token=chars_per_token,
+        )
+
+    def _ask(self, messages: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_tokens": self.answer_tokens,
+        }
+        payload = chat_completion(self.endpoint, body)
+        content, _ = first_message(payload)
+        return payload, content
+
     def grade(self, transcript: Transcript) -> Verdict:
         criteria = criteria_of(transcript)
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": build_prompt(transcript, criteria)},
-        ]
-        prompt_hash = hashlib.sha256(
-            json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()
-        ).hexdigest()
+        fitted = fit_prompt(transcript, criteria, self.budget())
+        refitted = False
         problems: list[str] = []
+        # A malformed answer goes back once with the reason; earlier ones are not resent, so
+        # the request stays within the room kept for two answers.
+        correction: list[dict[str, Any]] = []
         for attempt in range(1, self.max_attempts + 1):
-            body = {
-                "model": self.model,
-                "messages": messages,
-                "temperature": self.temperature,
-                "seed": self.seed,
-            }
+            messages = [*_messages(fitted), *correction]
             try:
-                payload = chat_completion(self.endpoint, body)
-                content, _ = first_message(payload)
+                payload, content = self._ask(messages)
             except ModelCallError as error:
-                raise self.judge_error(error) from error
+                if not is_too_long(error) or refitted:
+                    raise self.judge_error(error) from error
+                # The text has fewer characters per token than estimated (code, numbers, other
+                # scripts): fit once more at half the estimate.
+                refitted = True
+                fitted = fit_prompt(
+                    transcript,
+                    criteria,
+                    self.budget(chars_per_token=fitted.budget.chars_per_token / 2),
+                )
+                correction = []
+                try:
+                    payload, content = self._ask(_messages(fitted))
+                except ModelCallError as again:
+                    raise self.judge_error(again) from again
             try:
                 scored, feedback = parse_answer(content, criteria)
             except MalformedAnswer as problem:
                 problems.append(str(problem))
-                messages = [
-                    *messages,
+                correction = [
                     {"role": "assistant", "content": content},
                     {
                         "role": "user",
@@ -221,6 +244,7 @@ class LlmJudge:
                 continue
             score = weighted_score(scored)
             passed = score >= transcript.pass_threshold
+            _, usage = first_message(payload)
             return Verdict(
                 source=self.source,
                 score=score,
@@ -234,9 +258,11 @@ class LlmJudge:
                     "response_model": payload.get("model"),
                     "temperature": self.temperature,
                     "seed": self.seed,
-                    "prompt_sha256": prompt_hash,
+                    "prompt_sha256": prompt_hash(_messages(fitted)),
+                    "prompt_tokens": usage.get("prompt_tokens"),
                     "attempts": attempt,
                     "rejected_answers": problems,
+                    "context": {**fitted.provenance(), "refitted": refitted},
                     "pass_threshold": transcript.pass_threshold,
                     "rubric": transcript.rubric_snapshot(),
                 },
