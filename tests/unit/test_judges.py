@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from tests import factories
@@ -187,7 +188,8 @@ def test_llm_judge_below_threshold_does_not_pass(fake_openai: FakeOpenAI) -> Non
         (json.dumps({"criteria": [{"name": "accuracy", "score": 1}]}), "'tone' has no score"),
         (judge_answer(1.5, 0.5), "must be a number from 0 to 1"),
         (judge_answer("high", 0.5), "must be a number from 0 to 1"),
-        (json.dumps([1, 2]), '"criteria" list'),
+        (json.dumps([1, 2]), '"criteria" by name'),
+        (json.dumps({"criteria": {"accuracy": 1, "tone": 1}}), "'accuracy' has no score"),
     ],
 )
 def test_llm_judge_gives_up_after_the_attempts(
@@ -283,6 +285,103 @@ def test_a_refusal_is_reported_as_what_it_is(
     assert raised.value.kind == kind
     assert sentence in str(raised.value)
     assert "could not be reached" not in str(raised.value)
+
+
+# --- structured answers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def forgetful_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_the_judge_asks_for_a_json_schema_of_the_rubric(
+    fake_openai: FakeOpenAI, forgetful_cache: None
+) -> None:
+    keyed = {
+        "criteria": {
+            "accuracy": {"feedback": "Right.", "score": 1},
+            "tone": {"feedback": "Curt.", "score": 0.2},
+        },
+        "feedback": "Right but curt.",
+    }
+    fake_openai.answer = lambda messages: json.dumps(keyed)
+
+    verdict = llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+
+    [request] = fake_openai.chat_requests()
+    response_format = request["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is True
+    schema = response_format["json_schema"]["schema"]
+    by_name = schema["properties"]["criteria"]
+    assert list(by_name["properties"]) == by_name["required"] == ["accuracy", "tone"]
+    assert by_name["additionalProperties"] is False
+    assert by_name["properties"]["tone"]["properties"]["score"] == {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+    }
+    assert verdict.score == 0.8  # (3 * 1 + 1 * 0.2) / 4
+    assert [item["feedback"] for item in verdict.criteria_scores] == ["Right.", "Curt."]
+    assert verdict.provenance["answer_format"] == "json_schema"
+    assert verdict.provenance["response_format_refused"] is False
+
+
+def test_an_answer_is_still_validated(fake_openai: FakeOpenAI, forgetful_cache: None) -> None:
+    only_accuracy = json.dumps(
+        {"criteria": {"accuracy": {"feedback": "a", "score": 1}}, "feedback": "Half."}
+    )
+    fake_openai.script(Reply(content=only_accuracy), Reply(content=judge_answer(0.5, 0.5)))
+
+    verdict = llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+
+    _, second = fake_openai.chat_requests()
+    assert "'tone' has no score" in second["messages"][3]["content"]
+    assert "response_format" in second
+    assert verdict.provenance["rejected_answers"] == ["criterion 'tone' has no score"]
+
+
+def test_a_server_that_refuses_response_format_gets_prompt_only_json_remembered_per_judge(
+    fake_openai: FakeOpenAI, forgetful_cache: None
+) -> None:
+    fake_openai.answer = lambda messages: judge_answer(0.8, 0.8)
+    fake_openai.script(Reply(status=400))
+    judged = transcript([("Echo", "Answer")])
+
+    first = llm_judge(fake_openai).grade(judged)
+    again = llm_judge(fake_openai).grade(judged)
+    other_model = llm_judge(fake_openai, model="other-judge").grade(judged)
+
+    requests = fake_openai.chat_requests()
+    assert ["response_format" in request for request in requests] == [True, False, False, True]
+    assert requests[0]["messages"] == requests[1]["messages"]
+    assert (first.provenance["answer_format"], first.provenance["response_format_refused"]) == (
+        "prompt",
+        True,
+    )
+    assert (again.provenance["answer_format"], again.provenance["response_format_refused"]) == (
+        "prompt",
+        False,
+    )
+    assert other_model.provenance["answer_format"] == "json_schema"
+    assert first.score == again.score == 0.8
+
+
+def test_a_refusal_the_plain_request_meets_too_is_not_remembered(
+    fake_openai: FakeOpenAI, forgetful_cache: None
+) -> None:
+    fake_openai.script(Reply(status=400), Reply(status=400))
+    with pytest.raises(JudgeError, match=r"refused the request \(HTTP 400\)"):
+        llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+
+    fake_openai.answer = lambda messages: judge_answer(1.0, 1.0)
+    llm_judge(fake_openai).grade(transcript([("Echo", "Answer")]))
+
+    requests = fake_openai.chat_requests()
+    assert ["response_format" in request for request in requests] == [True, False, True]
 
 
 # --- the grading service --------------------------------------------------------------------------
