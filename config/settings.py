@@ -279,13 +279,23 @@ LOCAL_MODEL_SLOTS = _env_int("LOCAL_MODEL_SLOTS", 4)
 LOCAL_MODEL_CONTEXT_TOKENS = local_model.CONTEXT_TOKENS
 
 # --- the AI judge -----------------------------------------------------------------------------
-# With no JUDGE_MODEL the offline reference grader is used (and says so in every grade).
-JUDGE_MODEL = _env("JUDGE_MODEL")
-JUDGE_BASE_URL = _env("JUDGE_BASE_URL")
+# With no JUDGE_MODEL the offline reference grader is used (and says so in every grade). The
+# embedded default (no DATABASE_URL, REDIS_URL or production mode) is judged by the local model
+# when it is installed, so that a grade asked for in `make run` comes from a real LLM; JUDGE_MODEL
+# or JUDGE_BASE_URL in the environment win, and LOCAL_MODEL=off keeps the offline grader.
+EMBEDDED_DEFAULT = not PRODUCTION and not DATABASE_URL and not REDIS_URL
+JUDGE_IS_LOCAL_MODEL = (
+    EMBEDDED_DEFAULT
+    and LOCAL_MODEL_ENABLED
+    and not (_env("JUDGE_MODEL") or _env("JUDGE_BASE_URL"))
+)
+JUDGE_MODEL = LOCAL_MODEL_NAME if JUDGE_IS_LOCAL_MODEL else _env("JUDGE_MODEL")
+JUDGE_BASE_URL = LOCAL_MODEL_BASE_URL if JUDGE_IS_LOCAL_MODEL else _env("JUDGE_BASE_URL")
 JUDGE_API_KEY_ENV = _env("JUDGE_API_KEY_ENV", "JUDGE_API_KEY")
 JUDGE_TEMPERATURE = 0.0
 JUDGE_SEED = 7
-JUDGE_TIMEOUT_S = 60
+# The local model reads a long prompt at about a hundred tokens a second on one thread.
+JUDGE_TIMEOUT_S = 300 if JUDGE_MODEL == LOCAL_MODEL_NAME else 60
 JUDGE_MAX_ATTEMPTS = 3
 # The judge model's context in tokens: its request is fitted into it (docs/judges.md). The local
 # model's is known; a larger model's context is larger than this default, which errs short.

