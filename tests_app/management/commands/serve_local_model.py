@@ -36,6 +36,12 @@ class Command(BaseCommand):
             help="requests answered at once; default: LOCAL_MODEL_SLOTS",
         )
         parser.add_argument(
+            "--context",
+            type=int,
+            default=None,
+            help="tokens of context per slot (default: the 8,192 the model was trained for)",
+        )
+        parser.add_argument(
             "--check",
             action="store_true",
             help="wait for the health check of the server on the port instead of serving",
@@ -68,6 +74,7 @@ class Command(BaseCommand):
                 port=port,
                 threads=options["threads"] or settings.LOCAL_MODEL_THREADS,
                 slots=options["slots"] or settings.LOCAL_MODEL_SLOTS,
+                context_tokens=options["context"] or settings.LOCAL_MODEL_CONTEXT_TOKENS,
             )
         except local_model.LocalModelError as error:
             raise CommandError(str(error)) from error
