@@ -36,7 +36,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from tests_app.judges import JudgeError, Transcript, Verdict
-from tests_app.judges.fitting import Budget, FittedPrompt, fit_prompt
+from tests_app.judges.fitting import CHARS_PER_TOKEN, Budget, FittedPrompt, fit_prompt
 from tests_app.targets.openai import Endpoint, ModelCallError, chat_completion, first_message
 
 logger = logging.getLogger(__name__)
@@ -262,18 +262,11 @@ class LlmJudge:
             max_retries=2,
         )
 
-    def budget(self, *, chars_per_token: float | None = None) -> Budget:
-        budget = Budget(
+    def budget(self, *, chars_per_token: float = CHARS_PER_TOKEN) -> Budget:
+        return Budget(
             context_tokens=self.context_tokens,
             answer_tokens=self.answer_tokens,
             system_prompt=SYSTEM_PROMPT,
-        )
-        if chars_per_token is None:
-            return budget
-        return Budget(
-            context_tokens=budget.context_tokens,
-            answer_tokens=budget.answer_tokens,
-            system_prompt=budget.system_prompt,
             chars_per_token=chars_per_token,
         )
 
