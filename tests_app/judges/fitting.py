@@ -31,6 +31,8 @@ MESSAGE_OVERHEAD_TOKENS = 32
 RUBRIC_SHARE = 0.25
 # Below this many characters a text says too little to judge: leave out turns instead.
 MIN_CHARS_PER_TEXT = 200
+# Room for less than this a text is hardly more than its marker: no grade is worth asking for.
+LEAST_CHARS_PER_TEXT = 20
 MAX_ERROR_CHARS = 300
 # Provenance lists at most this many shortened texts (and counts all of them).
 MAX_SHORTENED_LISTED = 50
@@ -228,7 +230,7 @@ def fit_prompt(
             break
         kept, spent = kept + 1, spent + least
     if kept == 0 and turns:
-        if transcript_chars - _turn_overhead(turns[0]) - note_chars < 3 * 20:
+        if transcript_chars - _turn_overhead(turns[0]) - note_chars < 3 * LEAST_CHARS_PER_TEXT:
             raise JudgeError(
                 f"The judge's context ({budget.context_tokens} tokens, JUDGE_CONTEXT_TOKENS) "
                 f"leaves no room for the transcript beside the rubric and the answer "
