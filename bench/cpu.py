@@ -15,7 +15,13 @@ from bench.runtime import Runtime
 PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # Runtime process names (worker2, web3, ...) grouped under one label each.
-_LABELS = {"worker": "worker", "web": "web", "ws": "websockets", "openai": "model server"}
+_LABELS = {
+    "worker": "worker",
+    "web": "web",
+    "ws": "websockets",
+    "openai": "model server",
+    "local-model": "local model",
+}
 
 
 def _processes() -> dict[int, tuple[int, float, str]]:

@@ -153,6 +153,34 @@ class Runtime:
             self.openai_port = int(line[1])
         return int(line[1])
 
+    def start_local_model(self, *, slots: int, context_tokens: int, threads: int = 1) -> int:
+        """``manage.py serve_local_model`` on a free port, health-checked; its port."""
+        from tests_app import local_model
+
+        port = free_port()
+        self._spawn(
+            "local-model",
+            [
+                sys.executable,
+                "manage.py",
+                "serve_local_model",
+                f"--port={port}",
+                f"--threads={threads}",
+                f"--slots={slots}",
+                f"--context={context_tokens}",
+            ],
+            {
+                **base_environment(database_url=self.database_url, redis_url=self.redis_url),
+                "LOCAL_MODEL": "on",
+            },
+        )
+        process = self.processes["local-model"]
+        if not local_model.wait_until_healthy(
+            port, timeout_s=120, still_starting=lambda: process.poll() is None
+        ):
+            raise SystemExit("the local model did not pass its health check; see its log")
+        return port
+
     def start_web(self, *, processes: int, http_server: str) -> None:
         """Serve the app: ``processes`` web processes answer HTTP.
 

@@ -23,6 +23,8 @@ import dj_database_url
 import orjson
 from django.core.exceptions import ImproperlyConfigured
 
+from tests_app import local_model
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -274,17 +276,49 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- the local model (docs/local-model.md) ---------------------------------------------------
+# SmolLM2-135M served by llama.cpp's server on loopback (manage.py serve_local_model, started by
+# make run). Optional: without its packages, or with LOCAL_MODEL=off, nothing uses it.
+LOCAL_MODEL_INSTALLED = local_model.installed()
+LOCAL_MODEL_ENABLED = _env_bool("LOCAL_MODEL", default=True) and LOCAL_MODEL_INSTALLED
+LOCAL_MODEL_NAME = local_model.MODEL_NAME
+LOCAL_MODEL_PORT = _env_int("LOCAL_MODEL_PORT", 8089)
+LOCAL_MODEL_BASE_URL = local_model.base_url(LOCAL_MODEL_PORT)
+# One thread: on a small machine shared with the web and worker processes, more were slower.
+LOCAL_MODEL_THREADS = _env_int("LOCAL_MODEL_THREADS", 1)
+# Requests answered at once, each with the model's whole context: a judge's request does not
+# wait behind the replays' turns for a free slot.
+LOCAL_MODEL_SLOTS = _env_int("LOCAL_MODEL_SLOTS", 4)
+LOCAL_MODEL_CONTEXT_TOKENS = local_model.CONTEXT_TOKENS
+
 # --- the AI judge -----------------------------------------------------------------------------
-# With no JUDGE_MODEL the offline reference grader is used (and says so in every grade).
-JUDGE_MODEL = _env("JUDGE_MODEL")
-JUDGE_BASE_URL = _env("JUDGE_BASE_URL")
+# With no JUDGE_MODEL the offline reference grader is used (and says so in every grade). The
+# embedded default (no DATABASE_URL, REDIS_URL or production mode) is judged by the local model
+# when it is installed, so that a grade asked for in `make run` comes from a real LLM; JUDGE_MODEL
+# or JUDGE_BASE_URL in the environment win, and LOCAL_MODEL=off keeps the offline grader.
+EMBEDDED_DEFAULT = not PRODUCTION and not DATABASE_URL and not REDIS_URL
+JUDGE_IS_LOCAL_MODEL = (
+    EMBEDDED_DEFAULT and LOCAL_MODEL_ENABLED and not (_env("JUDGE_MODEL") or _env("JUDGE_BASE_URL"))
+)
+JUDGE_MODEL = LOCAL_MODEL_NAME if JUDGE_IS_LOCAL_MODEL else _env("JUDGE_MODEL")
+JUDGE_BASE_URL = LOCAL_MODEL_BASE_URL if JUDGE_IS_LOCAL_MODEL else _env("JUDGE_BASE_URL")
 JUDGE_API_KEY_ENV = _env("JUDGE_API_KEY_ENV", "JUDGE_API_KEY")
 JUDGE_TEMPERATURE = 0.0
 JUDGE_SEED = 7
-JUDGE_TIMEOUT_S = 60
+# The local model reads a long prompt at about a hundred tokens a second on one thread.
+JUDGE_TIMEOUT_S = 300 if JUDGE_MODEL == LOCAL_MODEL_NAME else 60
 JUDGE_MAX_ATTEMPTS = 3
-# A grade still pending this long after its judge last started is given to another worker.
-GRADE_TIMEOUT = 600
+# The judge model's context in tokens: its request is fitted into it (docs/judges.md). The local
+# model's is known; a larger model's context is larger than this default, which errs short.
+JUDGE_CONTEXT_TOKENS = _env_int(
+    "JUDGE_CONTEXT_TOKENS",
+    LOCAL_MODEL_CONTEXT_TOKENS if JUDGE_MODEL == LOCAL_MODEL_NAME else 32_768,
+)
+# Kept for the judge's answer (its max_tokens): a few sentences per criterion.
+JUDGE_ANSWER_TOKENS = 768
+# A grade still pending this long after its judge last started is given to another worker: longer
+# than every attempt of a judge that keeps timing out.
+GRADE_TIMEOUT = max(600, JUDGE_TIMEOUT_S * (JUDGE_MAX_ATTEMPTS + 1))
 
 # --- auth, REST, OpenAPI ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

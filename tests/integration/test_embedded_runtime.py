@@ -34,6 +34,8 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
         if key not in {"DATABASE_URL", "REDIS_URL", "BACKGROUND_BACKEND", "REPLAYBENCH_MODE"}
     }
     env["REPLAYBENCH_DATA_DIR"] = str(data_dir)
+    # Graded by the offline grader: the real local model has its own test (test_local_model).
+    env["LOCAL_MODEL"] = "off"
     return env
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from tests import factories
@@ -16,6 +19,7 @@ from tests_app.judges.llm import LlmJudge
 from tests_app.judges.reference import ReferenceGrader, similarity
 from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.services.grading import grade
+from tests_app.targets.openai import ModelCallError
 
 CRITERIA = [
     {"name": "accuracy", "description": "Facts are right.", "weight": 3},
@@ -179,7 +183,8 @@ def test_llm_judge_below_threshold_does_not_pass(fake_model: FakeModel) -> None:
         (json.dumps({"criteria": [{"name": "accuracy", "score": 1}]}), "'tone' has no score"),
         (judge_answer(1.5, 0.5), "must be a number from 0 to 1"),
         (judge_answer("high", 0.5), "must be a number from 0 to 1"),
-        (json.dumps([1, 2]), '"criteria" list'),
+        (json.dumps([1, 2]), '"criteria" by name'),
+        (json.dumps({"criteria": {"accuracy": 1, "tone": 1}}), "'accuracy' has no score"),
     ],
 )
 def test_llm_judge_gives_up_after_the_attempts(
@@ -194,10 +199,184 @@ def test_llm_judge_gives_up_after_the_attempts(
     assert len(fake_model.chat_requests()) == 3
 
 
-def test_llm_judge_unreachable_is_a_judge_error(fake_model: FakeModel) -> None:
+def test_a_server_error_is_reported_as_a_server_error(fake_model: FakeModel) -> None:
     fake_model.script(*[Reply(status=503)] * 3)
-    with pytest.raises(JudgeError, match="could not be reached"):
+    with pytest.raises(JudgeError, match=r"failed on the server \(HTTP 503\)") as raised:
         llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
+    assert raised.value.kind == "refused"
+    assert "could not be reached" not in str(raised.value)
+
+
+def test_an_unreachable_judge_is_reported_as_unreachable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    judge = LlmJudge(
+        model="judge-model",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key_env="",
+        temperature=0.0,
+        seed=7,
+        timeout_s=2,
+        max_attempts=1,
+    )
+    with pytest.raises(JudgeError, match=r"The AI judge \(judge-model\) could not be reached"):
+        judge.grade(transcript([("Echo", "Answer")]))
+
+
+def test_a_judge_that_does_not_answer_in_time_is_a_timeout(fake_model: FakeModel) -> None:
+    fake_model.script(*[Reply(hang=True)] * 3)
+    with pytest.raises(JudgeError, match="did not answer in time") as raised:
+        llm_judge(fake_model, timeout_s=0.2).grade(transcript([("Echo", "Answer")]))
+    assert raised.value.kind == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind", "sentence"),
+    [
+        (
+            400,
+            "request (2084 tokens) exceeds the available context size (2048 tokens), try "
+            "increasing it",
+            "too_long",
+            "refused the request as too long for its context (HTTP 400): request (2084 tokens)",
+        ),
+        (
+            400,
+            "This model's maximum context length is 128000 tokens. However, your messages "
+            "resulted in 130000 tokens.",
+            "too_long",
+            "too long for its context",
+        ),
+        (
+            404,
+            "The model `judge-model` does not exist",
+            "refused",
+            "refused the request (HTTP 404)",
+        ),
+    ],
+)
+def test_a_refusal_is_reported_as_what_it_is(
+    monkeypatch: pytest.MonkeyPatch, status: int, message: str, kind: str, sentence: str
+) -> None:
+    def refuse(endpoint: Any, body: Any) -> Any:
+        raise ModelCallError(
+            f"The server answered HTTP {status}", kind="refused", status=status, message=message
+        )
+
+    monkeypatch.setattr("tests_app.judges.llm.chat_completion", refuse)
+    judge = LlmJudge(
+        model="judge-model",
+        base_url="http://127.0.0.1:9/v1",
+        api_key_env="",
+        temperature=0.0,
+        seed=7,
+        timeout_s=2,
+        max_attempts=3,
+    )
+    with pytest.raises(JudgeError) as raised:
+        judge.grade(transcript([("Echo", "Answer")]))
+
+    assert raised.value.kind == kind
+    assert sentence in str(raised.value)
+    assert "could not be reached" not in str(raised.value)
+
+
+# --- structured answers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def forgetful_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_the_judge_asks_for_a_json_schema_of_the_rubric(
+    fake_model: FakeModel, forgetful_cache: None
+) -> None:
+    keyed = {
+        "criteria": {
+            "accuracy": {"feedback": "Right.", "score": 1},
+            "tone": {"feedback": "Curt.", "score": 0.2},
+        },
+        "feedback": "Right but curt.",
+    }
+    fake_model.answer = lambda messages: json.dumps(keyed)
+
+    verdict = llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
+
+    [request] = fake_model.chat_requests()
+    response_format = request["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is True
+    schema = response_format["json_schema"]["schema"]
+    by_name = schema["properties"]["criteria"]
+    assert list(by_name["properties"]) == by_name["required"] == ["accuracy", "tone"]
+    assert by_name["additionalProperties"] is False
+    assert by_name["properties"]["tone"]["properties"]["score"] == {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+    }
+    assert verdict.score == 0.8  # (3 * 1 + 1 * 0.2) / 4
+    assert [item["feedback"] for item in verdict.criteria_scores] == ["Right.", "Curt."]
+    assert verdict.provenance["answer_format"] == "json_schema"
+    assert verdict.provenance["response_format_refused"] is False
+
+
+def test_an_answer_is_still_validated(fake_model: FakeModel, forgetful_cache: None) -> None:
+    only_accuracy = json.dumps(
+        {"criteria": {"accuracy": {"feedback": "a", "score": 1}}, "feedback": "Half."}
+    )
+    fake_model.script(Reply(content=only_accuracy), Reply(content=judge_answer(0.5, 0.5)))
+
+    verdict = llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
+
+    _, second = fake_model.chat_requests()
+    assert "'tone' has no score" in second["messages"][3]["content"]
+    assert "response_format" in second
+    assert verdict.provenance["rejected_answers"] == ["criterion 'tone' has no score"]
+
+
+def test_a_server_that_refuses_response_format_gets_prompt_only_json_remembered_per_judge(
+    fake_model: FakeModel, forgetful_cache: None
+) -> None:
+    fake_model.answer = lambda messages: judge_answer(0.8, 0.8)
+    fake_model.script(Reply(status=400))
+    judged = transcript([("Echo", "Answer")])
+
+    first = llm_judge(fake_model).grade(judged)
+    again = llm_judge(fake_model).grade(judged)
+    other_model = llm_judge(fake_model, model="other-judge").grade(judged)
+
+    requests = fake_model.chat_requests()
+    assert ["response_format" in request for request in requests] == [True, False, False, True]
+    assert requests[0]["messages"] == requests[1]["messages"]
+    assert (first.provenance["answer_format"], first.provenance["response_format_refused"]) == (
+        "prompt",
+        True,
+    )
+    assert (again.provenance["answer_format"], again.provenance["response_format_refused"]) == (
+        "prompt",
+        False,
+    )
+    assert other_model.provenance["answer_format"] == "json_schema"
+    assert first.score == again.score == 0.8
+
+
+def test_a_refusal_the_plain_request_meets_too_is_not_remembered(
+    fake_model: FakeModel, forgetful_cache: None
+) -> None:
+    fake_model.script(Reply(status=400), Reply(status=400))
+    with pytest.raises(JudgeError, match=r"refused the request \(HTTP 400\)"):
+        llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
+
+    fake_model.answer = lambda messages: judge_answer(1.0, 1.0)
+    llm_judge(fake_model).grade(transcript([("Echo", "Answer")]))
+
+    requests = fake_model.chat_requests()
+    assert ["response_format" in request for request in requests] == [True, False, True]
 
 
 # --- the grading service --------------------------------------------------------------------------
@@ -308,6 +487,7 @@ def test_a_failed_judge_fails_the_grade(
     pending.refresh_from_db()
     assert (pending.status, pending.score) == ("failed", None)
     assert "no usable answer in 2 attempts" in pending.feedback
+    assert pending.provenance == {"error": "malformed"}
     assert TestRun.objects.get(pk=invocation.run_id).score is None
     [event] = events
     assert event["event_type"] == "grade.failed"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from tests_app.api.authentication import user_for_key
+from tests_app.management.commands.seed_demo import LOCAL_BENCHMARK_NAME
 from tests_app.models import (
     ApiKey,
     Benchmark,
@@ -128,7 +130,7 @@ def test_catalog_has_weighted_rubrics_and_multi_turn_reference_entries(
         assert all(criterion["weight"] > 0 for criterion in rubric.criteria)
         assert 0 < rubric.pass_threshold <= 1
     assert set(Eval.objects.values_list("department__name", flat=True)) == {"Research", "Support"}
-    benchmarks = list(Benchmark.objects.all())
+    benchmarks = list(Benchmark.objects.exclude(name=LOCAL_BENCHMARK_NAME))
     assert len(benchmarks) >= 3
     for benchmark in benchmarks:
         assert benchmark.target == {"kind": "reference"}
@@ -157,3 +159,39 @@ def test_printed_output_tells_where_to_log_in_and_gives_a_usable_key(
         in output
     )
     assert output.count(key) == 2  # once on its own line, once in the curl example
+
+
+def test_the_local_model_demo_benchmark_points_at_the_local_server(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.LOCAL_MODEL_ENABLED = True
+    settings.LOCAL_MODEL_BASE_URL = "http://127.0.0.1:8123/v1"
+    seed(monkeypatch)
+    seed(monkeypatch)
+
+    local = Benchmark.objects.get(name=LOCAL_BENCHMARK_NAME)
+    assert local.target == {
+        "kind": "openai",
+        "model": "smollm2-135m-instruct",
+        "base_url": "http://127.0.0.1:8123/v1",
+        "seed": 7,
+        "temperature": 0,
+        "max_tokens": 256,
+    }
+    assert local.eval.department.name == "Research"  # the demo operator's key can start it
+    same_conversations = Benchmark.objects.get(name="Abstract summaries")
+    assert [entry.messages for entry in local.entries.order_by("position")] == [
+        entry.messages for entry in same_conversations.entries.order_by("position")
+    ]
+
+
+def test_without_the_local_model_nothing_about_it_is_seeded(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.LOCAL_MODEL_ENABLED = False
+    settings.JUDGE_MODEL = ""
+    output = seed(monkeypatch)
+
+    assert not Benchmark.objects.filter(name=LOCAL_BENCHMARK_NAME).exists()
+    assert Benchmark.objects.count() == 3
+    assert "AI grades: the offline reference comparison" in output

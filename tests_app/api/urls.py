@@ -5,11 +5,13 @@ from rest_framework.routers import SimpleRouter
 
 from tests_app.api.discovery_views import UploadDownloadView
 from tests_app.api.errors import not_found_view
+from tests_app.api.judge_views import JudgeViewSet
 from tests_app.api.views import BenchmarkViewSet, TestViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("v5/artifacts/test", TestViewSet, basename="test")
 router.register("v5/artifacts/benchmark", BenchmarkViewSet, basename="benchmark")
+router.register("v5/artifacts/judge", JudgeViewSet, basename="judge")
 
 urlpatterns = [
     path("", include(router.urls)),

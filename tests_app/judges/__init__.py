@@ -19,7 +19,15 @@ def default_source() -> str:
 
 
 class JudgeError(Exception):
-    """No grade could be given (the judge failed, or there is nothing to compare)."""
+    """No grade could be given (the judge failed, or there is nothing to compare).
+
+    ``kind`` names what happened, for the failed grade's provenance: ``timeout``,
+    ``unreachable``, ``refused``, ``too_long``, ``unusable``, ``malformed`` or ``nothing_to_grade``.
+    """
+
+    def __init__(self, sentence: str, *, kind: str = "nothing_to_grade") -> None:
+        super().__init__(sentence)
+        self.kind = kind
 
 
 @dataclass(frozen=True)

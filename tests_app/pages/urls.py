@@ -12,4 +12,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("tests/<uuid:test_id>/<slug:action>/", views.test_control, name="test-control"),
     path("benchmarks/", views.benchmark_list, name="benchmarks"),
     path("dashboard/", views.dashboard, name="dashboard"),
+    path("judges/agreement/", views.judge_agreement, name="judge-agreement"),
 ]

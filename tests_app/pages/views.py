@@ -38,7 +38,7 @@ from tests_app.pages.forms import (
     SearchForm,
     StartForm,
 )
-from tests_app.selectors import analytics
+from tests_app.selectors import agreement, analytics
 from tests_app.selectors.benchmarks import search_benchmarks
 from tests_app.selectors.scope import (
     can_operate_department,
@@ -499,6 +499,38 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "pass_chart": charts.line_chart(pass_series, title="Pass rate per eval per day"),
             "score_chart": charts.line_chart(score_series, title="Mean score per eval per day"),
             "materialized": analytics.is_materialized(),
+        },
+    )
+
+
+# --- /judges/agreement/ -----------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def judge_agreement(request: HttpRequest) -> HttpResponse:
+    """How the LLM judge agrees with human regrades, beside the newest disagreements (of the
+    rubric in ?rubric=, else of every rubric the user may see)."""
+    rubric_id = None
+    if request.GET.get("rubric"):
+        try:
+            rubric_id = uuid.UUID(request.GET["rubric"])
+        except ValueError as error:
+            raise Http404("No such rubric.") from error
+    try:
+        report = agreement.judge_agreement(user=request.user, rubric_id=rubric_id)
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    return render(
+        request,
+        "tests_app/judge_agreement.html",
+        {
+            "items": report.items,
+            "disagreements": report.disagreements,
+            "rubric_id": rubric_id,
+            "rubric_name": report.items[0].rubric_name if rubric_id and report.items else "",
+            "min_pairs": agreement.MIN_PAIRS,
+            "score_gap": agreement.DISAGREEMENT_SCORE_GAP,
         },
     )
 

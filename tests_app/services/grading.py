@@ -71,11 +71,13 @@ def _store(grade: Grade, verdict: Verdict) -> None:
         test_state.complete_grade(grade=grade)
 
 
-def _fail(grade: Grade, error: str) -> None:
+def _fail(grade: Grade, error: str, *, kind: str) -> None:
     with transaction.atomic():
         failed = Grade.objects.filter(pk=grade.pk, status=Grade.Status.PENDING).update(
             status=Grade.Status.FAILED,
             feedback=error[:MAX_FEEDBACK_TEXT],
+            # What went wrong, for a machine: timeout, unreachable, refused, too_long, ...
+            provenance={"error": kind},
             updated_at=timezone.now(),
         )
         if failed == 1:
@@ -110,10 +112,10 @@ def grade(*, grade_id: uuid.UUID | str) -> None:
     try:
         verdict = judge_for_settings().grade(transcript_for(row))
     except JudgeError as error:
-        _fail(row, str(error))
+        _fail(row, str(error), kind=error.kind)
         return
     except Exception as error:
         logger.exception("Grading %s crashed", grade_id)
-        _fail(row, f"Grading failed unexpectedly: {error!r}")
+        _fail(row, f"Grading failed unexpectedly: {error!r}", kind="crashed")
         return
     _store(row, verdict)

@@ -348,6 +348,45 @@ BENCHMARKS: tuple[dict[str, Any], ...] = (
 )
 
 
+# The local model's demo (docs/local-model.md): the same conversations as "Abstract summaries",
+# replayed against SmolLM2-135M on the server that `make run` starts. Its target is the
+# benchmark's target JSON for now; as a Target record it is named LOCAL_TARGET_NAME.
+LOCAL_TARGET_NAME = "SmolLM2-135M (local demo)"
+LOCAL_BENCHMARK_NAME = "Abstract summaries on SmolLM2-135M (local demo)"
+LOCAL_BENCHMARK_EVAL = "Paper summarization"
+LOCAL_BENCHMARK_ENTRIES_FROM = "Abstract summaries"
+
+
+def local_model_target() -> dict[str, Any]:
+    """SmolLM2-135M on loopback, greedy and seeded so that a replay can be repeated; its answers
+    are bounded, since a small model may repeat itself until the context is full."""
+    return {
+        "kind": "openai",
+        "model": settings.LOCAL_MODEL_NAME,
+        "base_url": settings.LOCAL_MODEL_BASE_URL,
+        "seed": 7,
+        "temperature": 0,
+        "max_tokens": 256,
+    }
+
+
+def seed_local_model_benchmark() -> Benchmark | None:
+    """The demo benchmark of the local model, where it is installed and not turned off."""
+    if not settings.LOCAL_MODEL_ENABLED:
+        return None
+    [spec] = [spec for spec in BENCHMARKS if spec["name"] == LOCAL_BENCHMARK_ENTRIES_FROM]
+    benchmark, _ = Benchmark.objects.get_or_create(
+        name=LOCAL_BENCHMARK_NAME,
+        eval=Eval.objects.get(name=LOCAL_BENCHMARK_EVAL),
+        defaults={"target": local_model_target()},
+    )
+    for position, (title, messages) in enumerate(spec["entries"], start=1):
+        BenchmarkEntry.objects.get_or_create(
+            benchmark=benchmark, position=position, defaults={"title": title, "messages": messages}
+        )
+    return benchmark
+
+
 class Command(BaseCommand):
     help = "Load the demo data (idempotent) and print the logins and a fresh demo API key."
 
@@ -378,6 +417,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             departments = self._departments()
             self._catalog(departments)
+            seed_local_model_benchmark()
             users = self._users(departments, password)
             _, raw_key, revoked = rotate_key(user=users["operator"], name=DEMO_KEY_NAME)
         self._report(options["base_url"].rstrip("/"), password, raw_key, revoked)
@@ -467,5 +507,12 @@ class Command(BaseCommand):
             + f"): {raw_key}",
             f"  curl -s -X POST {base_url}/api/v5/artifacts/test/search "
             f"-H 'X-Api-Key: {raw_key}' -H 'Content-Type: application/json' -d '{{}}'",
+            "AI grades: "
+            + (
+                f"the LLM judge {settings.JUDGE_MODEL}"
+                + (" (the local model)" if settings.JUDGE_IS_LOCAL_MODEL else "")
+                if settings.JUDGE_MODEL
+                else "the offline reference comparison (no JUDGE_MODEL; not an AI)"
+            ),
         ]
         self.stdout.write("\n".join(lines))
