@@ -294,7 +294,9 @@ REST_FRAMEWORK = {
     # large answers of get and search need no pass that turns them into strings first.
     "DEFAULT_RENDERER_CLASSES": ["drf_orjson_renderer.renderers.ORJSONRenderer"],
     "ORJSON_RENDERER_OPTIONS": (orjson.OPT_UTC_Z, orjson.OPT_NON_STR_KEYS),
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # orjson refuses what a strict JSON API should (NaN, invalid UTF-8, integers beyond 64 bits,
+    # nesting beyond 1024 levels) with a parse error; the json module recurses until it crashes.
+    "DEFAULT_PARSER_CLASSES": ["drf_orjson_renderer.parsers.ORJSONParser"],
     "EXCEPTION_HANDLER": "tests_app.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["tests_app.api.throttling.CallerRateThrottle"],

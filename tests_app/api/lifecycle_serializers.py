@@ -7,12 +7,14 @@ Output serializers render the plain data that services and selectors return; the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
 
 from tests_app.api.base import StrictSerializer
+from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors.benchmarks import MAX_PAGE_SIZE
 from tests_app.services.archiving import MAX_ARCHIVE_IDS
 
@@ -36,7 +38,7 @@ class StrictIntegerField(serializers.IntegerField):
 
 class StrictFloatField(serializers.FloatField):
     def to_internal_value(self, data: Any) -> float:
-        if isinstance(data, bool) or not isinstance(data, int | float):
+        if isinstance(data, bool) or not isinstance(data, int | float) or not math.isfinite(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -202,7 +204,10 @@ class GetTestInputSerializer(StrictSerializer):
         ),
     )
     runs_page_offset = StrictIntegerField(
-        required=False, min_value=0, help_text="How many runs and invocations to skip (default 0)."
+        required=False,
+        min_value=0,
+        max_value=MAX_PAGE_OFFSET,
+        help_text="How many runs and invocations to skip (default 0).",
     )
 
 
@@ -376,7 +381,11 @@ class BenchmarkSearchInputSerializer(StrictSerializer):
         help_text=f"Benchmarks per page, 1..{MAX_PAGE_SIZE} (default 20).",
     )
     page_offset = StrictIntegerField(
-        required=False, default=0, min_value=0, help_text="How many to skip (default 0)."
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=MAX_PAGE_OFFSET,
+        help_text="How many to skip (default 0).",
     )
 
 
