@@ -289,7 +289,7 @@ REST_FRAMEWORK = {
         "tests_app.api.authentication.ApiKeyAuthentication",
         "tests_app.api.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["tests_app.api.permissions.IsAuthenticated"],
     # orjson writes UUIDs and datetimes itself (UTC as "Z", as DRF's fields render them), so the
     # large answers of get and search need no pass that turns them into strings first.
     "DEFAULT_RENDERER_CLASSES": ["drf_orjson_renderer.renderers.ORJSONRenderer"],
@@ -300,7 +300,14 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "tests_app.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["tests_app.api.throttling.CallerRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"caller": _env("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "caller": _env("API_THROTTLE_RATE", "6000/min"),
+        # Calls without valid credentials per client address (tests_app.api.throttling).
+        "failed_authentication": "60/min",
+    },
+    # Client addresses come from REMOTE_ADDR, or from X-Forwarded-For behind this many proxies:
+    # unset, DRF would trust any X-Forwarded-For a client invents, and so any throttle.
+    "NUM_PROXIES": _env_int("NUM_PROXIES", 0),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 import yaml
 from django.contrib.staticfiles import finders
+from django.core.cache import cache
 from django.core.management import call_command
 from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
+from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
 
 from tests.api.lifecycle_support import TEST_OPERATIONS
 
@@ -144,3 +147,22 @@ def test_an_unknown_api_path_answers_in_the_error_body(client: Any, settings: An
     response = client.post("/api/v5/artifacts/test/nope", {}, content_type="application/json")
     assert response.status_code == 404
     assert response.json() == {"detail": "No such endpoint.", "code": "not_found"}
+
+
+def test_the_schemas_errors_are_the_one_json_error_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "caller": "2/min"}
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+    client = APIClient()
+    for path in ("/api/schema/", "/api/docs/", "/api/redoc/"):
+        cache.clear()
+        assert client.get(path).status_code == 200
+        assert client.get(path).status_code == 200
+        refused = client.get(path)
+        assert refused.status_code == 429
+        assert refused["Content-Type"] == "application/json"
+        assert refused.json()["code"] == "throttled"
+        assert set(refused.json()) == {"detail", "code"}
+    cache.clear()
+    unknown = client.get("/api/schema/", HTTP_X_API_KEY="no.such-key")
+    assert unknown.status_code == 401
+    assert unknown.json()["code"] == "not_authenticated"

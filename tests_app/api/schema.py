@@ -1,4 +1,5 @@
-"""drf-spectacular extensions: how our authentication classes appear in the OpenAPI schema.
+"""drf-spectacular extensions (how our authentication classes appear in the OpenAPI schema) and
+the views that serve the schema.
 
 Imported by the discovery views so that they are registered before any schema is generated.
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_orjson_renderer.renderers import ORJSONRenderer
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.response import Response
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -29,3 +33,27 @@ class BrowserSessionScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
         return {"type": "apiKey", "in": "cookie", "name": "sessionid"}
+
+
+class JsonErrorsMixin:
+    """An error of the schema or its viewers (a 429, a 401 for a bad key) in the one JSON error
+    body, not rendered as YAML or HTML like their answers."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)  # type: ignore[misc]
+        renderer = ORJSONRenderer()
+        self.request.accepted_renderer = renderer  # type: ignore[attr-defined]
+        self.request.accepted_media_type = renderer.media_type  # type: ignore[attr-defined]
+        return response
+
+
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    pass
+
+
+class SwaggerView(JsonErrorsMixin, SpectacularSwaggerView):
+    pass
+
+
+class RedocView(JsonErrorsMixin, SpectacularRedocView):
+    pass

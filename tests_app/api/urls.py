@@ -1,10 +1,10 @@
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from tests_app.api.discovery_views import UploadDownloadView
 from tests_app.api.errors import not_found_view
+from tests_app.api.schema import RedocView, SchemaView, SwaggerView
 from tests_app.api.views import BenchmarkViewSet, TestViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -19,9 +19,9 @@ urlpatterns = [
         name="upload-download",
     ),
     # The schema and its two viewers, served offline from drf-spectacular-sidecar's static files.
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("schema/", SchemaView.as_view(), name="schema"),
+    path("docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("redoc/", RedocView.as_view(url_name="schema"), name="redoc"),
     # Anything else under /api/ answers in the one error body, also with DEBUG on (where Django
     # would otherwise render its HTML technical 404 page instead of calling handler404).
     re_path(r"^.*$", csrf_exempt(not_found_view), name="api-not-found"),
