@@ -81,6 +81,12 @@ if PRODUCTION:
         )
     if len(_env("SECRET_KEY")) < 50:
         raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long in production")
+    if _env("SECRET_KEY").startswith("django-insecure-"):
+        # The embedded key is public (it is in this file): sessions signed with it can be forged.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is the embedded demo key or another django-insecure- key; production needs "
+            "a secret of its own, e.g. from secrets.token_urlsafe(50)"
+        )
     if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL in production")
 
@@ -91,8 +97,10 @@ if REDIS_URL:
             f"REDIS_URL must look like redis://host:6379/0, got {REDIS_URL!r}"
         )
 
-# The embedded key is only for a local demo; production refuses to start without its own.
-SECRET_KEY = _env("SECRET_KEY") or "embedded-only-insecure-key-replaybench-0123456789abcdefghijklmn"
+# The embedded key is only for a local demo; production refuses to start with it, and its prefix
+# makes Django's own `check --deploy` flag it (security.W009) wherever it is used.
+EMBEDDED_SECRET_KEY = "django-insecure-replaybench-embedded-demo-key-0123456789abcdefghijklmn"  # noqa: S105
+SECRET_KEY = _env("SECRET_KEY") or EMBEDDED_SECRET_KEY
 DEBUG = _env_bool("DEBUG", default=not PRODUCTION)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"])
 CSRF_TRUSTED_ORIGINS = _env_list(
