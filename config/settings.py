@@ -10,7 +10,8 @@ Two runtimes (DESIGN §7):
   message that names it.
 
 ``DATABASE_URL`` and ``REDIS_URL`` also work on their own outside production mode: the test suite
-uses them to run against real PostgreSQL and Redis while keeping debug-friendly settings.
+uses them to run against real PostgreSQL and Redis. ``DEBUG`` is off in both runtimes unless
+``DEBUG=1`` asks for Django's debug pages.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ if REDIS_URL:
 # makes Django's own `check --deploy` flag it (security.W009) wherever it is used.
 EMBEDDED_SECRET_KEY = "django-insecure-replaybench-embedded-demo-key-0123456789abcdefghijklmn"  # noqa: S105
 SECRET_KEY = _env("SECRET_KEY") or EMBEDDED_SECRET_KEY
-DEBUG = _env_bool("DEBUG", default=not PRODUCTION)
+# Off unless asked for (DEBUG=1): the debug pages list every URL pattern and show tracebacks.
+DEBUG = _env_bool("DEBUG", default=False)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"])
 CSRF_TRUSTED_ORIGINS = _env_list(
     "CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
@@ -117,6 +119,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_api_key",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -125,12 +128,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Above WhiteNoise, so that static files get the same security headers as pages.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -337,7 +343,6 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = (
     [BASE_DIR / "tests_app" / "static_src"]
     if (BASE_DIR / "tests_app" / "static_src").exists()
@@ -345,6 +350,9 @@ STATICFILES_DIRS = (
 )
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
+# WhiteNoise serves static files with or without DEBUG, straight from the apps and packages that
+# ship them, under both servers (daphne and granian): no collectstatic step, so no STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -355,6 +363,24 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the pages' scripts read it to call the API with CSRF
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Everything is served from this origin: no inline script or style, no CDN, no framing. The
+# websocket of a test page is 'self' too. Redoc's search runs in a worker made from a blob: URL
+# and Swagger UI draws some icons as data: images (docs/security.md).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 if PRODUCTION:
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -129,14 +129,22 @@ def test_schema_and_viewers_are_served_offline() -> None:
     assert swagger.status_code == 200
     html = swagger.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
-    assert "/api/schema/" in html
     assert "cdn" not in html.lower()
+    # No inline script: Swagger UI's start-up script is a file of its own (for the CSP).
+    assert "<script>" not in html
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")
+    assert "/api/schema/" in script.content.decode()
     redoc = client.get("/api/redoc/")
     assert redoc.status_code == 200
     assert (
         "/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js"
         in redoc.content.decode()
     )
+    # No web fonts from a CDN (the stock template loads them), no inline script.
+    assert "googleapis" not in redoc.content.decode()
+    assert "<script>" not in redoc.content.decode()
     # The assets ship with the sidecar package, so no network is needed.
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")

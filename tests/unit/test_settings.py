@@ -109,6 +109,14 @@ def test_embedded_default_needs_no_environment() -> None:
     ]
 
 
+def test_debug_is_off_unless_asked_for() -> None:
+    script = "from django.conf import settings as s; print(s.DEBUG)"
+    for env, expected in (({}, "False"), ({"DEBUG": "1"}, "True"), ({"DEBUG": "0"}, "False")):
+        result = run_django(env, "shell", "-c", script)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == expected, env
+
+
 def test_production_pools_connections_and_the_pool_size_is_a_setting() -> None:
     script = (
         "from django.conf import settings as s; d = s.DATABASES['default']; "

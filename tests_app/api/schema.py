@@ -10,7 +10,11 @@ from typing import Any
 
 from drf_orjson_renderer.renderers import ORJSONRenderer
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 from rest_framework.response import Response
 
 
@@ -51,9 +55,11 @@ class SchemaView(JsonErrorsMixin, SpectacularAPIView):
     pass
 
 
-class SwaggerView(JsonErrorsMixin, SpectacularSwaggerView):
-    pass
+class SwaggerView(JsonErrorsMixin, SpectacularSwaggerSplitView):
+    """Swagger UI with its start-up script served as a file (``?script``), not inline."""
+
+    template_name = "api/swagger_ui.html"
 
 
 class RedocView(JsonErrorsMixin, SpectacularRedocView):
-    pass
+    template_name = "api/redoc.html"

@@ -1,3 +1,4 @@
+from csp.decorators import csp_update
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.routers import SimpleRouter
@@ -21,7 +22,13 @@ urlpatterns = [
     # The schema and its two viewers, served offline from drf-spectacular-sidecar's static files.
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc/", RedocView.as_view(url_name="schema"), name="redoc"),
+    # Redoc styles itself with style elements that it writes at run time: its page alone allows
+    # inline styles (never inline scripts); it shows nothing but the schema.
+    path(
+        "redoc/",
+        csp_update({"style-src": ["'unsafe-inline'"]})(RedocView.as_view(url_name="schema")),
+        name="redoc",
+    ),
     # Anything else under /api/ answers in the one error body, also with DEBUG on (where Django
     # would otherwise render its HTML technical 404 page instead of calling handler404).
     re_path(r"^.*$", csrf_exempt(not_found_view), name="api-not-found"),
