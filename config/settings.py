@@ -334,6 +334,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tests_app.api.schema.refuse_unknown_fields",
+    ],
 }
 
 # --- i18n, static, storage --------------------------------------------------------------------

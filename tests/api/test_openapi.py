@@ -174,3 +174,24 @@ def test_the_schemas_errors_are_the_one_json_error_body(monkeypatch: pytest.Monk
     unknown = client.get("/api/schema/", HTTP_X_API_KEY="no.such-key")
     assert unknown.status_code == 401
     assert unknown.json()["code"] == "not_authenticated"
+
+
+def test_each_credential_is_a_requirement_of_its_own(schema: dict[str, Any]) -> None:
+    # Names in one requirement must all be sent together; a key goes in one header or the other.
+    for path, item in schema["paths"].items():
+        for operation in item.values():
+            assert sorted(map(sorted, operation["security"])) == [
+                ["ApiKeyHeader"],
+                ["BearerKey"],
+                ["cookieAuth"],
+            ], path
+
+
+def test_request_bodies_refuse_unknown_fields_as_the_server_does(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    requests = [name for name in components if name.endswith("InputRequest")]
+    assert len(requests) == 11  # the eleven bodies; refresh takes none
+    for name in requests:
+        assert components[name]["additionalProperties"] is False, name
+    # What end refuses across fields, the schema says too.
+    assert "not" in components["EndTestInputRequest"]

@@ -11,7 +11,13 @@ from rest_framework.request import Request
 
 
 class StrictSerializer(serializers.Serializer):
-    """An input serializer that rejects fields it does not know (a typo must not pass silently)."""
+    """An input serializer that rejects fields it does not know (a typo must not pass silently).
+
+    ``schema_constraints``: JSON Schema keywords added to its OpenAPI request schema, for rules
+    across fields that the fields alone do not say (see ``schema.refuse_unknown_fields``).
+    """
+
+    schema_constraints: dict[str, Any] = {}
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -27,7 +26,7 @@ from tests_app.selectors.search import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 MAX_FILTER_IDS = 100
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]})
 class IsoDateOrDateTimeField(serializers.Field):
     """An ISO 8601 date (``2026-05-01``) or date-time (``2026-05-01T12:00:00Z``)."""
 
@@ -38,7 +37,7 @@ class IsoDateOrDateTimeField(serializers.Field):
     def to_internal_value(self, data: Any) -> date | datetime:
         if not isinstance(data, str):
             self.fail("invalid")
-        text = data.strip()
+        text = data.strip().upper()  # RFC 3339 allows a lower-case t and z
         try:
             # fromisoformat accepts both shapes on 3.11, including a trailing Z.
             if len(text) == 10:

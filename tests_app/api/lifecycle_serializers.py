@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tests_app.api.base import StrictSerializer
@@ -43,6 +44,9 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+# DRF's CharField refuses NUL characters (PostgreSQL cannot store or compare them): say so.
+# "+": an empty string is the other branch of the oneOf that drf-spectacular writes for blanks.
+@extend_schema_field({"type": "string", "pattern": "^[^\\u0000]+$"})
 class StrictCharField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -143,9 +147,42 @@ class EndTestInputSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         allow_blank=True,
+        trim_whitespace=False,
         max_length=20000,
-        help_text="Free-text feedback stored with your grade.",
+        help_text="Free-text feedback stored with your grade (empty: none).",
     )
+
+    # What end_invocation refuses, said in the schema: grade=true asks the judge, so it takes
+    # no score, passed or feedback of yours; passed and feedback need a score.
+    schema_constraints = {
+        "not": {
+            "anyOf": [
+                {
+                    "required": ["grade", other],
+                    "properties": {"grade": {"enum": [True]}, other: given},
+                }
+                for other, given in (
+                    ("score", {"type": "number"}),
+                    ("passed", {"type": "boolean"}),
+                    ("feedback", {"type": "string", "minLength": 1}),
+                )
+            ]
+            + [
+                {
+                    "required": [other],
+                    "properties": {other: given},
+                    "not": {"required": ["score"], "properties": {"score": {"type": "number"}}},
+                }
+                for other, given in (
+                    ("passed", {"type": "boolean"}),
+                    ("feedback", {"type": "string", "minLength": 1}),
+                )
+            ]
+        }
+    }
+
+    def validate_feedback(self, value: str | None) -> str | None:
+        return value or None  # "" is no feedback, as null is
 
 
 class EndTestResponseSerializer(serializers.Serializer):

@@ -17,11 +17,17 @@ from drf_spectacular.views import (
 )
 from rest_framework.response import Response
 
+from tests_app.api.base import StrictSerializer
+
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "tests_app.api.authentication.ApiKeyAuthentication"
     # Either header carries the same key.
     name = ["ApiKeyHeader", "BearerKey"]
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        # One requirement each: in OpenAPI, names in one requirement must all be sent at once.
+        return [{name: []} for name in self.name]
 
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
         return [
@@ -63,3 +69,32 @@ class SwaggerView(JsonErrorsMixin, SpectacularSwaggerSplitView):
 
 class RedocView(JsonErrorsMixin, SpectacularRedocView):
     template_name = "api/redoc.html"
+
+
+def _strict_serializers() -> list[type[StrictSerializer]]:
+    found: list[type[StrictSerializer]] = []
+    pending = list(StrictSerializer.__subclasses__())
+    while pending:
+        serializer = pending.pop()
+        found.append(serializer)
+        pending.extend(serializer.__subclasses__())
+    return found
+
+
+def refuse_unknown_fields(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """A drf-spectacular postprocessing hook: the schema of every request body read by a
+    StrictSerializer says what the serializer does, that unknown fields are refused
+    (``additionalProperties: false``), plus the rules across fields it declares in
+    ``schema_constraints``.
+
+    Request components are named after their serializer, without "Serializer", with "Request".
+    """
+    components = result.get("components", {}).get("schemas", {})
+    for serializer in _strict_serializers():
+        component = components.get(serializer.__name__.removesuffix("Serializer") + "Request")
+        if component is not None:
+            component["additionalProperties"] = False
+            component.update(serializer.schema_constraints)
+    return result

@@ -218,12 +218,8 @@ def _interval(*, start_date: date | datetime | None, end_date: date | datetime |
             upper = _aware(end_date) + timedelta(microseconds=1)
         else:
             upper = _day_start(end_date + timedelta(days=1))
-    if lower is not None and upper is not None and lower >= upper:
-        raise ValidationFailed(
-            "start_date is after end_date.",
-            code="invalid_date_range",
-            fields={"start_date": ["Must not be after end_date."]},
-        )
+    # A start after the end is an empty range, which no test matches (not an error: the OpenAPI
+    # schema cannot say that one field must not be after another, and every field is valid).
     return _Interval(lower=lower, upper=upper)
 
 
