@@ -28,7 +28,7 @@ run: $(VENV)/.base-installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
 	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, pages: /tests/, API: /api/v5/artifacts/test/...)"
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) config.asgi:application  # -v 0: the app writes the access log, keys masked
 
 ## test: lint (ruff, mypy) and the whole pytest suite against PostgreSQL and Redis
 test: lint pytest
