@@ -39,7 +39,7 @@ run: $(VENV)/.base-installed $(VENV)/.local-model-installed
 	trap 'kill $$model 2>/dev/null; wait $$model 2>/dev/null' EXIT INT TERM; \
 	{ $(BIN)/python manage.py serve_local_model --check || \
 	  echo "The local model did not start: AI grades fail until it does (docs/local-model.md)."; }; \
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) config.asgi:application
 
 ## test: lint (ruff, mypy) and the whole pytest suite against PostgreSQL and Redis
 test: lint pytest

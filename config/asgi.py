@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
-Static files are served by the app itself (no CDN, no separate static server needed); a proxy in
-front may cache them.
+Static files are served by the app itself (WhiteNoise, a middleware, so they carry the pages'
+security headers; no CDN, no separate static server needed); a proxy in front may cache them.
 """
 
 import os
@@ -12,14 +12,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from config.access_log import AccessLog  # noqa: E402
 from tests_app.realtime.middleware import websocket_stack  # noqa: E402
 from tests_app.realtime.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
-    }
+# The access log is the app's, with credentials masked in query strings (config/access_log.py).
+application = AccessLog(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )

@@ -10,7 +10,8 @@ Two runtimes (DESIGN §7):
   message that names it.
 
 ``DATABASE_URL`` and ``REDIS_URL`` also work on their own outside production mode: the test suite
-uses them to run against real PostgreSQL and Redis while keeping debug-friendly settings.
+uses them to run against real PostgreSQL and Redis. ``DEBUG`` is off in both runtimes unless
+``DEBUG=1`` asks for Django's debug pages.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ if PRODUCTION:
         )
     if len(_env("SECRET_KEY")) < 50:
         raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long in production")
+    if _env("SECRET_KEY").startswith("django-insecure-"):
+        # The embedded key is public (it is in this file): sessions signed with it can be forged.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is the embedded demo key or another django-insecure- key; production needs "
+            "a secret of its own, e.g. from secrets.token_urlsafe(50)"
+        )
     if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL in production")
 
@@ -93,9 +100,12 @@ if REDIS_URL:
             f"REDIS_URL must look like redis://host:6379/0, got {REDIS_URL!r}"
         )
 
-# The embedded key is only for a local demo; production refuses to start without its own.
-SECRET_KEY = _env("SECRET_KEY") or "embedded-only-insecure-key-replaybench-0123456789abcdefghijklmn"
-DEBUG = _env_bool("DEBUG", default=not PRODUCTION)
+# The embedded key is only for a local demo; production refuses to start with it, and its prefix
+# makes Django's own `check --deploy` flag it (security.W009) wherever it is used.
+EMBEDDED_SECRET_KEY = "django-insecure-replaybench-embedded-demo-key-0123456789abcdefghijklmn"  # noqa: S105
+SECRET_KEY = _env("SECRET_KEY") or EMBEDDED_SECRET_KEY
+# Off unless asked for (DEBUG=1): the debug pages list every URL pattern and show tracebacks.
+DEBUG = _env_bool("DEBUG", default=False)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"])
 CSRF_TRUSTED_ORIGINS = _env_list(
     "CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
@@ -111,6 +121,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_api_key",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -120,12 +131,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "tests_app.outages.ServiceUnavailableMiddleware",
+    # Above WhiteNoise, so that static files get the same security headers as pages.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -338,16 +352,25 @@ REST_FRAMEWORK = {
         "tests_app.api.authentication.ApiKeyAuthentication",
         "tests_app.api.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["tests_app.api.permissions.IsAuthenticated"],
     # orjson writes UUIDs and datetimes itself (UTC as "Z", as DRF's fields render them), so the
     # large answers of get and search need no pass that turns them into strings first.
     "DEFAULT_RENDERER_CLASSES": ["drf_orjson_renderer.renderers.ORJSONRenderer"],
     "ORJSON_RENDERER_OPTIONS": (orjson.OPT_UTC_Z, orjson.OPT_NON_STR_KEYS),
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # orjson refuses what a strict JSON API should (NaN, invalid UTF-8, integers beyond 64 bits,
+    # nesting beyond 1024 levels) with a parse error; the json module recurses until it crashes.
+    "DEFAULT_PARSER_CLASSES": ["drf_orjson_renderer.parsers.ORJSONParser"],
     "EXCEPTION_HANDLER": "tests_app.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["tests_app.api.throttling.CallerRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"caller": _env("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "caller": _env("API_THROTTLE_RATE", "6000/min"),
+        # Calls without valid credentials per client address (tests_app.api.throttling).
+        "failed_authentication": "60/min",
+    },
+    # Client addresses come from REMOTE_ADDR, or from X-Forwarded-For behind this many proxies:
+    # unset, DRF would trust any X-Forwarded-For a client invents, and so any throttle.
+    "NUM_PROXIES": _env_int("NUM_PROXIES", 0),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -360,6 +383,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tests_app.api.schema.refuse_unknown_fields",
+    ],
 }
 
 # --- i18n, static, storage --------------------------------------------------------------------
@@ -369,7 +396,6 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = (
     [BASE_DIR / "tests_app" / "static_src"]
     if (BASE_DIR / "tests_app" / "static_src").exists()
@@ -377,6 +403,9 @@ STATICFILES_DIRS = (
 )
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
+# WhiteNoise serves static files with or without DEBUG, straight from the apps and packages that
+# ship them, under both servers (daphne and granian): no collectstatic step, so no STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -387,6 +416,24 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the pages' scripts read it to call the API with CSRF
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Everything is served from this origin: no inline script or style, no CDN, no framing. The
+# websocket of a test page is 'self' too. Redoc's search runs in a worker made from a blob: URL
+# and Swagger UI draws some icons as data: images (docs/security.md).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 if PRODUCTION:
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

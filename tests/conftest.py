@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests import factories
@@ -42,6 +43,8 @@ def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
             "default": {"BACKEND": "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer"}
         }
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+        # Throttle counters live there: a test must not spend the budget of the next one.
+        cache.clear()
 
 
 @pytest.fixture

@@ -102,6 +102,33 @@ def test_a_viewer_cannot_archive(client_for: Any, viewer: Any, started: Test) ->
     assert started.is_archived is False
 
 
+@pytest.mark.parametrize("ids", ["none", "foreign", "unknown"])
+def test_a_viewer_cannot_archive_even_nothing(
+    client_for: Any, viewer: Any, outsider: Any, started: Test, ids: str
+) -> None:
+    # A viewer operates no department: every archive call is refused, not counted as 0 changes.
+    foreign = started_test(
+        outsider, factories.make_benchmark(department=outsider_department(outsider))
+    )
+    test_ids = {"none": [], "foreign": [str(foreign.pk)], "unknown": [str(uuid.uuid4())]}[ids]
+    body = assert_error(post(client_for(viewer), "archive", {"test_ids": test_ids}), 403)
+    assert body["code"] == "permission_denied"
+    assert not Test.objects.filter(is_archived=True).exists()
+
+
+def test_an_operator_archiving_nothing_is_told_nothing_changed(
+    client_for: Any, operator: Any, outsider: Any
+) -> None:
+    foreign = started_test(
+        outsider, factories.make_benchmark(department=outsider_department(outsider))
+    )
+    for test_ids in ([], [str(foreign.pk)]):
+        response = post(client_for(operator), "archive", {"test_ids": test_ids})
+        assert response.json() == {"updated_count": 0}
+    foreign.refresh_from_db()
+    assert foreign.is_archived is False
+
+
 def test_staff_archives_anywhere(
     client_for: Any, staff: Any, outsider: Any, benchmark: Any
 ) -> None:

@@ -274,3 +274,20 @@ def test_it_publishes_the_grade_and_the_completed_test_after_commit(
     assert sent[0]["passed"] is True
     assert sent[0]["invocation_id"] == invocation.pk
     assert sent[1]["status"] == "completed"
+
+
+def test_end_without_a_score_takes_empty_feedback_as_none(
+    client_for: Any, operator: Any, replayed: Any
+) -> None:
+    body = {
+        "test_id": str(replayed.test_id),
+        "test_invocation_id": str(replayed.pk),
+        "run_id": str(replayed.run_id),
+        "feedback": "",
+    }
+    response = client_for(operator).post("/api/v5/artifacts/test/end", body, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["grade_id"] is None
+    replayed.refresh_from_db()
+    assert replayed.status == "ended"
+    assert not replayed.grades.exists()

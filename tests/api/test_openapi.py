@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 import yaml
 from django.contrib.staticfiles import finders
+from django.core.cache import cache
 from django.core.management import call_command
 from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
+from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
 
 from tests.api.lifecycle_support import TEST_OPERATIONS
 
@@ -126,14 +129,22 @@ def test_schema_and_viewers_are_served_offline() -> None:
     assert swagger.status_code == 200
     html = swagger.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
-    assert "/api/schema/" in html
     assert "cdn" not in html.lower()
+    # No inline script: Swagger UI's start-up script is a file of its own (for the CSP).
+    assert "<script>" not in html
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")
+    assert "/api/schema/" in script.content.decode()
     redoc = client.get("/api/redoc/")
     assert redoc.status_code == 200
     assert (
         "/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js"
         in redoc.content.decode()
     )
+    # No web fonts from a CDN (the stock template loads them), no inline script.
+    assert "googleapis" not in redoc.content.decode()
+    assert "<script>" not in redoc.content.decode()
     # The assets ship with the sidecar package, so no network is needed.
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")
@@ -144,3 +155,45 @@ def test_an_unknown_api_path_answers_in_the_error_body(client: Any, settings: An
     response = client.post("/api/v5/artifacts/test/nope", {}, content_type="application/json")
     assert response.status_code == 404
     assert response.json() == {"detail": "No such endpoint.", "code": "not_found"}
+
+
+def test_the_schemas_errors_are_the_one_json_error_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "caller": "2/min"}
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+    client = APIClient()
+    for path in ("/api/schema/", "/api/docs/", "/api/redoc/"):
+        cache.clear()
+        assert client.get(path).status_code == 200
+        assert client.get(path).status_code == 200
+        refused = client.get(path)
+        assert refused.status_code == 429
+        assert refused["Content-Type"] == "application/json"
+        assert refused.json()["code"] == "throttled"
+        assert set(refused.json()) == {"detail", "code"}
+    cache.clear()
+    unknown = client.get("/api/schema/", HTTP_X_API_KEY="no.such-key")
+    assert unknown.status_code == 401
+    assert unknown.json()["code"] == "not_authenticated"
+
+
+def test_each_credential_is_a_requirement_of_its_own(schema: dict[str, Any]) -> None:
+    # Names in one requirement must all be sent together; a key goes in one header or the other.
+    for path, item in schema["paths"].items():
+        for operation in item.values():
+            assert sorted(map(sorted, operation["security"])) == [
+                ["ApiKeyHeader"],
+                ["BearerKey"],
+                ["cookieAuth"],
+            ], path
+
+
+def test_request_bodies_refuse_unknown_fields_as_the_server_does(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    requests = [name for name in components if name.endswith("InputRequest")]
+    # The eleven bodies of the Test API (refresh takes none), benchmark/search, judge/agreement.
+    assert "JudgeAgreementInputRequest" in requests
+    assert len(requests) == 12
+    for name in requests:
+        assert components[name]["additionalProperties"] is False, name
+    # What end refuses across fields, the schema says too.
+    assert "not" in components["EndTestInputRequest"]

@@ -69,16 +69,29 @@ def test_search_and_docs_accept_every_optional_field_as_null(client_for: Any, vi
     assert len(docs.json()["api_operations"]) == 11
 
 
-def test_a_null_body_is_refused_by_the_lifecycle_and_read_as_empty_by_discovery(
-    client_for: Any, operator: Any
-) -> None:
+def test_a_null_body_is_refused_everywhere(client_for: Any, operator: Any) -> None:
+    # A body is a JSON object or nothing: null is neither, on the lifecycle and discovery alike.
     client = client_for(operator)
-
-    def post_null(action: str) -> Any:
-        return client.post(f"{TEST_API}/{action}", "null", content_type="application/json")
-
-    refused = assert_error(post_null("next"), 400, "invalid")
-    assert "non_field_errors" in refused["fields"]
-    docs = post_null("docs")
+    for action in ("next", "docs", "search", "export", "refresh"):
+        response = client.post(f"{TEST_API}/{action}", "null", content_type="application/json")
+        refused = assert_error(response, 400, "invalid")
+        assert refused["fields"] == {"non_field_errors": ["The body must be a JSON object."]}
+    # No body at all is still an empty object where every field is optional.
+    docs = client.post(f"{TEST_API}/docs", content_type="application/json")
     assert docs.status_code == 200, docs.content
     assert len(docs.json()["api_operations"]) == 11
+
+
+def test_loose_ids_are_refused_not_looked_up(client_for: Any, operator: Any) -> None:
+    # JSON booleans and numbers are not UUIDs: a 400 naming the field, not a 404 or a match.
+    client = client_for(operator)
+    for action, body, field in [
+        ("search", {"department_ids": [False]}, "department_ids"),
+        ("search", {"eval_ids": [1]}, "eval_ids"),
+        ("docs", {"entity_id": 1}, "entity_id"),
+        ("docs", {"entity_id": True}, "entity_id"),
+        ("export", {"test_id": 1}, "test_id"),
+        ("export", {"test_id": False}, "test_id"),
+    ]:
+        refused = assert_error(post(client, action, body), 400, "invalid")
+        assert refused["fields"][field], (action, body)

@@ -36,9 +36,38 @@ def browser_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Dap
         wait_for_sessions_to_close()
 
 
+# Reports every Content-Security-Policy violation of every document of the context to the test.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.reportCspViolation(
+    `${event.violatedDirective} blocked ${event.blockedURI || "inline"} on ${location.pathname}`
+  );
+});
+"""
+
+
+# Blocked on purpose: Redoc's sidebar shows Redocly's logo from Redocly's CDN, a third-party
+# request that the policy refuses (Redoc then hides the image). Nothing else may be blocked.
+EXPECTED_BLOCKS = ("https://cdn.redoc.ly/redoc/logo-mini.svg",)
+
+
+class CspViolations(list[str]):
+    """The CSP violations reported while the test ran, but for the expected blocks."""
+
+    def append(self, text: str) -> None:
+        if not any(blocked in text for blocked in EXPECTED_BLOCKS):
+            super().append(text)
+
+
 @pytest.fixture
-def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A fresh chromium profile and one page in it."""
+def csp_violations() -> list[str]:
+    """The CSP violations reported while the test ran; the page fixture fails on any."""
+    return CspViolations()
+
+
+@pytest.fixture
+def page(monkeypatch: pytest.MonkeyPatch, csp_violations: list[str]) -> Iterator[Any]:
+    """A fresh chromium profile and one page in it, on which no CSP violation may happen."""
     if not Path(CHROMIUM).exists():
         require_service(f"chromium is not installed at {CHROMIUM}")
     from playwright.sync_api import sync_playwright
@@ -57,8 +86,24 @@ def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             viewport={"width": 1280, "height": 900},
         )
         context.set_default_timeout(20_000)
+
+        def report(text: str) -> None:
+            csp_violations.append(text)
+
+        context.expose_function("reportCspViolation", report)
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
         try:
-            yield context.pages[0] if context.pages else context.new_page()
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda message: (
+                    csp_violations.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
+            yield page
+            assert csp_violations == [], "the Content-Security-Policy blocked something"
         finally:
             # The test body's ORM calls ran beside Playwright's event loop, on a connection of
             # their own (asgiref locals are per context); close it, or the database cannot be

@@ -212,3 +212,43 @@ def test_benchmarks_and_dashboard_pages(
     page.screenshot(path=str(artifacts / "test-page-narrow.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
+
+
+def test_pages_and_api_viewers_work_under_the_content_security_policy(
+    page: Any,
+    browser_server: DaphneServer,
+    staff: Any,
+    research: Any,
+    csp_violations: list[str],
+    artifacts: Path,
+) -> None:
+    benchmark = factories.make_benchmark(department=research, name="Under CSP")
+    test = start_test(actor=Actor(user=staff), benchmark_id=benchmark.pk)
+    log_in(page, browser_server, "staff")
+    for path in ("/tests/", f"/tests/{test.pk}/", "/benchmarks/", "/dashboard/", "/admin/"):
+        response = page.goto(f"{browser_server.http_url}{path}")
+        assert response is not None
+        assert response.ok, path
+        assert "default-src 'self'" in (response.header_value("content-security-policy") or "")
+        page.wait_for_load_state("networkidle")
+        assert csp_violations == [], path
+    # The live page's script connected its websocket under connect-src 'self'.
+    page.goto(f"{browser_server.http_url}/tests/{test.pk}/")
+    page.locator("#live-indicator").wait_for(state="visible")
+
+    page.goto(f"{browser_server.http_url}/api/docs/")
+    page.locator(".swagger-ui .info .title", has_text="replaybench API").wait_for()
+    page.locator(".opblock").first.wait_for()
+    assert page.locator(".opblock").count() >= 12
+    page.locator(".opblock-summary", has_text="/api/v5/artifacts/test/search").first.click()
+    page.get_by_role("button", name="Try it out").wait_for()
+    assert csp_violations == [], "/api/docs/"
+
+    page.goto(f"{browser_server.http_url}/api/redoc/")
+    page.locator("h1", has_text="replaybench API").wait_for()
+    page.locator("h2", has_text="Search Test").first.wait_for()
+    page.get_by_placeholder("Search...").fill("archive")  # Redoc's search runs in a worker
+    results = page.locator('[data-role="search:results"] [role="menuitem"]')
+    results.filter(has_text="Archive Test Artifacts").first.wait_for()
+    page.screenshot(path=str(artifacts / "redoc-page.png"))
+    assert csp_violations == [], "/api/redoc/"

@@ -446,3 +446,28 @@ def test_charts_escape_their_labels() -> None:
     assert 'aria-label="A &amp; B"' in svg
     bar = charts.status_bar({"pending": 1, "completed": 3})
     assert 'width="480.0"' in bar  # three quarters of 640 for completed
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/benchmarks/?offset=999999999999999999999999999999",
+        "/benchmarks/?offset=-5",
+        "/tests/?offset=999999999999999999999999999999",
+        "/tests/?offset=9223372036854775808&page_size=100",
+        "/dashboard/?days=999999999999999999999999",
+    ],
+)
+def test_huge_offsets_show_a_page_not_a_crash(query: str, benchmark: Any, operator: Any) -> None:
+    response = logged_in(operator).get(query)
+    assert response.status_code == 200
+    assert b"<main" in response.content
+
+
+def test_huge_runs_offset_shows_an_empty_page_of_runs(started: Test, operator: Any) -> None:
+    response = logged_in(operator).get(f"{detail_url(started)}?runs_offset=9999999999999")
+    assert response.status_code == 200
+    assert response.context["runs"] == []
+    assert response.context["runs_offset"] == 1_000_000_000
+    # The link back to the newest runs is still there.
+    assert response.context["runs_previous"] is not None

@@ -42,8 +42,13 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     async_to_sync(scenario)()
 
 
-def socket(test_id: Any, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, f"/ws/tests/{test_id}/", headers=list(headers))
+def socket(
+    test_id: Any, *headers: tuple[bytes, bytes], host: bytes = b"testserver"
+) -> WebsocketCommunicator:
+    # Browsers and websocket clients always send Host, as HTTP/1.1 requires.
+    return WebsocketCommunicator(
+        application, f"/ws/tests/{test_id}/", headers=[(b"host", host), *headers]
+    )
 
 
 def key_header(user: Any) -> tuple[bytes, bytes]:
@@ -146,6 +151,112 @@ def test_foreign_origin_is_refused_at_the_handshake(research_test: Any, viewer: 
         connected, _ = await communicator.connect(timeout=WAIT)
         assert not connected
         await communicator.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://localhost:9999",
+        b"http://127.0.0.1:1",
+        b"https://127.0.0.1",
+        b"https://127.0.0.1:8000",
+        b"http://127.0.0.1",
+        b"http://127.0.0.1:8000.evil.example",
+        b"null",
+        b"ws://127.0.0.1:8000",
+    ],
+)
+def test_an_origin_differing_in_scheme_host_or_port_is_refused(
+    research_test: Any, viewer: Any, origin: bytes
+) -> None:
+    cookie = session_cookie(viewer)
+
+    async def scenario() -> None:
+        communicator = socket(research_test.pk, (b"origin", origin), cookie, host=b"127.0.0.1:8000")
+        connected, _ = await communicator.connect(timeout=WAIT)
+        assert not connected
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+async def snapshot_type(communicator: WebsocketCommunicator) -> str:
+    connected, _ = await communicator.connect(timeout=WAIT)
+    assert connected
+    message = await communicator.receive_json_from(timeout=WAIT)
+    await communicator.disconnect()
+    return str(message["type"])
+
+
+def test_the_pages_own_origin_and_trusted_origins_are_accepted(
+    research_test: Any, viewer: Any, settings: Any
+) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://bench.example.com", "https://*.corp.example"]
+    cookie = session_cookie(viewer)
+
+    async def scenario() -> None:
+        for origin, host in [
+            (b"http://127.0.0.1:8000", b"127.0.0.1:8000"),
+            (b"http://localhost", b"localhost"),
+            (b"https://bench.example.com", b"127.0.0.1:8000"),
+            (b"https://bench.example.com:443", b"127.0.0.1:8000"),
+            (b"https://eu.corp.example", b"127.0.0.1:8000"),
+        ]:
+            communicator = socket(research_test.pk, (b"origin", origin), cookie, host=host)
+            assert await snapshot_type(communicator) == "snapshot", origin
+
+    run(scenario)
+
+
+def test_an_origin_matching_a_host_outside_allowed_hosts_is_refused(
+    research_test: Any, viewer: Any
+) -> None:
+    # DNS rebinding: evil.example resolves to this server; the page and its socket agree, but
+    # evil.example is no host of ours.
+    cookie = session_cookie(viewer)
+
+    async def scenario() -> None:
+        communicator = socket(
+            research_test.pk,
+            (b"origin", b"http://evil.example:8000"),
+            cookie,
+            host=b"evil.example:8000",
+        )
+        connected, _ = await communicator.connect(timeout=WAIT)
+        assert not connected
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_behind_a_tls_proxy_the_https_origin_is_the_sockets_own(
+    research_test: Any, viewer: Any, settings: Any
+) -> None:
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.ALLOWED_HOSTS = ["bench.example.com"]
+    cookie = session_cookie(viewer)
+
+    async def scenario() -> None:
+        https_page = socket(
+            research_test.pk,
+            (b"origin", b"https://bench.example.com"),
+            (b"x-forwarded-proto", b"https"),
+            cookie,
+            host=b"bench.example.com",
+        )
+        assert await snapshot_type(https_page) == "snapshot"
+        http_page = socket(
+            research_test.pk,
+            (b"origin", b"http://bench.example.com"),
+            (b"x-forwarded-proto", b"https"),
+            cookie,
+            host=b"bench.example.com",
+        )
+        connected, _ = await http_page.connect(timeout=WAIT)
+        assert not connected
+        await http_page.disconnect()
 
     run(scenario)
 

@@ -78,6 +78,22 @@ def test_check_deploy_is_clean_in_production() -> None:
     assert "no issues" in result.stdout
 
 
+def test_production_refuses_the_embedded_secret_key() -> None:
+    from config.settings import EMBEDDED_SECRET_KEY
+
+    for key in (EMBEDDED_SECRET_KEY, "django-insecure-" + "x" * 60):
+        result = run_django(production_env(SECRET_KEY=key), "check")
+        assert result.returncode != 0
+        assert "SECRET_KEY is the embedded demo key" in result.stderr
+        assert key not in result.stderr  # the message never repeats a key
+
+
+def test_check_deploy_flags_the_embedded_secret_key() -> None:
+    result = run_django({}, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr + result.stdout
+
+
 def test_embedded_default_needs_no_environment() -> None:
     script = (
         "from django.conf import settings as s; "
@@ -91,6 +107,14 @@ def test_embedded_default_needs_no_environment() -> None:
         "thread",
         "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer",
     ]
+
+
+def test_debug_is_off_unless_asked_for() -> None:
+    script = "from django.conf import settings as s; print(s.DEBUG)"
+    for env, expected in (({}, "False"), ({"DEBUG": "1"}, "True"), ({"DEBUG": "0"}, "False")):
+        result = run_django(env, "shell", "-c", script)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == expected, env
 
 
 def test_production_pools_connections_and_the_pool_size_is_a_setting() -> None:

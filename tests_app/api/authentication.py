@@ -26,6 +26,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from tests_app.actors import Actor, client_kind
+from tests_app.api.throttling import count_failed_authentication
 from tests_app.models import ApiKey, Membership
 from tests_app.selectors.scope import remember_memberships
 
@@ -120,6 +121,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         found = user_for_key(key)
         if found is None:
+            count_failed_authentication(request)
             raise exceptions.AuthenticationFailed("The API key is unknown, revoked or expired.")
         return found
 

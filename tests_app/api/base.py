@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 
 
 class StrictSerializer(serializers.Serializer):
-    """An input serializer that rejects fields it does not know (a typo must not pass silently)."""
+    """An input serializer that rejects fields it does not know (a typo must not pass silently).
+
+    ``schema_constraints``: JSON Schema keywords added to its OpenAPI request schema, for rules
+    across fields that the fields alone do not say (see ``schema.refuse_unknown_fields``).
+    """
+
+    schema_constraints: dict[str, Any] = {}
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -18,6 +25,12 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
 
 
 class ErrorResponseSerializer(serializers.Serializer):
@@ -51,17 +64,29 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     }
 
 
-def parse_body(
-    serializer_class: type[StrictSerializer], request: Request, *, null_as_empty: bool = False
-) -> dict[str, Any]:
+def parse_body(serializer_class: type[StrictSerializer], request: Request) -> dict[str, Any]:
     """The validated body, or a 400 raised with the fields at fault.
 
-    An empty body already parses as ``{}``; ``null_as_empty`` also reads a JSON ``null`` body
-    as no fields, which the discovery endpoints accept and the lifecycle ones refuse.
+    A body is a JSON object, or nothing (read as ``{}``); ``null``, an array or a scalar is a 400,
+    and a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` a 413, before any of it is parsed.
     """
-    data = request.data
-    if data is None and null_as_empty:
-        data = {}
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0  # read as no body, as DRF does
+    # Django checks this limit only when request.body is read, which orjson's parser does not do.
+    if limit is not None and length > limit:
+        raise PayloadTooLarge(
+            f"The request body is larger than {limit} bytes, the most this API reads."
+        )
+    try:
+        data = request.data
+    except exceptions.ParseError as error:
+        # A 400 like every other invalid body: code "invalid" with the reason in fields.
+        raise serializers.ValidationError({"non_field_errors": [str(error.detail)]}) from error
+    if not isinstance(data, dict):
+        raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object."]})
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)

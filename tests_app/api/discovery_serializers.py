@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -19,13 +18,15 @@ from tests_app.api.lifecycle_serializers import (
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
+    StrictUUIDField,
 )
+from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors.search import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 
 MAX_FILTER_IDS = 100
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]})
 class IsoDateOrDateTimeField(serializers.Field):
     """An ISO 8601 date (``2026-05-01``) or date-time (``2026-05-01T12:00:00Z``)."""
 
@@ -36,7 +37,7 @@ class IsoDateOrDateTimeField(serializers.Field):
     def to_internal_value(self, data: Any) -> date | datetime:
         if not isinstance(data, str):
             self.fail("invalid")
-        text = data.strip()
+        text = data.strip().upper()  # RFC 3339 allows a lower-case t and z
         try:
             # fromisoformat accepts both shapes on 3.11, including a trailing Z.
             if len(text) == 10:
@@ -55,14 +56,14 @@ class IsoDateOrDateTimeField(serializers.Field):
 
 class SearchTestInputSerializer(StrictSerializer):
     eval_ids = serializers.ListField(
-        child=serializers.UUIDField(),
+        child=StrictUUIDField(),
         required=False,
         allow_null=True,
         max_length=MAX_FILTER_IDS,
         help_text=f"Only tests of these evals (at most {MAX_FILTER_IDS}); null or [] for all.",
     )
     department_ids = serializers.ListField(
-        child=serializers.UUIDField(),
+        child=StrictUUIDField(),
         required=False,
         allow_null=True,
         max_length=MAX_FILTER_IDS,
@@ -113,7 +114,11 @@ class SearchTestInputSerializer(StrictSerializer):
         help_text=f"Tests per page, 1..{PAGE_SIZE_MAX} (default {PAGE_SIZE_DEFAULT}).",
     )
     page_offset = StrictIntegerField(
-        required=False, default=0, min_value=0, help_text="How many tests to skip (default 0)."
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=MAX_PAGE_OFFSET,
+        help_text="How many tests to skip (default 0).",
     )
 
 
@@ -232,7 +237,7 @@ def _section(section: Any) -> dict[str, Any]:
 
 
 class DocsTestInputSerializer(StrictSerializer):
-    entity_id = serializers.UUIDField(
+    entity_id = StrictUUIDField(
         required=False,
         allow_null=True,
         default=None,
@@ -308,7 +313,7 @@ class RefreshTestResponseSerializer(serializers.Serializer):
 
 
 class ExportTestInputSerializer(StrictSerializer):
-    test_id = serializers.UUIDField(help_text="The test to export.")
+    test_id = StrictUUIDField(help_text="The test to export.")
 
 
 class ExportTestResponseSerializer(serializers.Serializer):

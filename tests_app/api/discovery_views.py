@@ -43,7 +43,7 @@ class DiscoveryActions:
     )
     @action(detail=False, methods=["post"])
     def search(self, request: Request) -> Response:
-        data = parse_body(s.SearchTestInputSerializer, request, null_as_empty=True)
+        data = parse_body(s.SearchTestInputSerializer, request)
         result = search_tests(actor=actor_from_request(request), **data)
         return Response(s.SearchTestResponseSerializer(result).data)
 
@@ -58,7 +58,7 @@ class DiscoveryActions:
     )
     @action(detail=False, methods=["post"])
     def docs(self, request: Request) -> Response:
-        data = parse_body(s.DocsTestInputSerializer, request, null_as_empty=True)
+        data = parse_body(s.DocsTestInputSerializer, request)
         result = get_test_docs(user=request.user, entity_id=data["entity_id"])
         return Response(s.TestDocsResponseSerializer(result).data)
 
@@ -70,7 +70,7 @@ class DiscoveryActions:
     )
     @action(detail=False, methods=["post"])
     def refresh(self, request: Request) -> Response:
-        parse_body(s.RefreshTestInputSerializer, request, null_as_empty=True)
+        parse_body(s.RefreshTestInputSerializer, request)
         result = refresh(actor=actor_from_request(request))
         return Response(
             s.RefreshTestResponseSerializer(
@@ -93,7 +93,7 @@ class DiscoveryActions:
     )
     @action(detail=False, methods=["post"])
     def export(self, request: Request) -> Response:
-        data = parse_body(s.ExportTestInputSerializer, request, null_as_empty=True)
+        data = parse_body(s.ExportTestInputSerializer, request)
         result = export_test(actor=actor_from_request(request), test_id=data["test_id"])
         return Response(s.ExportTestResponseSerializer(result).data)
 

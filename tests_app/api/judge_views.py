@@ -27,6 +27,6 @@ class JudgeViewSet(viewsets.ViewSet):
     )
     @action(detail=False, methods=["post"])
     def agreement(self, request: Request) -> Response:
-        data = parse_body(s.JudgeAgreementInputSerializer, request, null_as_empty=True)
+        data = parse_body(s.JudgeAgreementInputSerializer, request)
         report = judge_agreement(user=request.user, rubric_id=data["rubric_id"])
         return Response(s.JudgeAgreementResponseSerializer(report).data)

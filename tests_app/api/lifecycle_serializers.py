@@ -7,12 +7,15 @@ Output serializers render the plain data that services and selectors return; the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tests_app.api.base import StrictSerializer
+from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors.benchmarks import MAX_PAGE_SIZE
 from tests_app.services.archiving import MAX_ARCHIVE_IDS
 
@@ -36,11 +39,14 @@ class StrictIntegerField(serializers.IntegerField):
 
 class StrictFloatField(serializers.FloatField):
     def to_internal_value(self, data: Any) -> float:
-        if isinstance(data, bool) or not isinstance(data, int | float):
+        if isinstance(data, bool) or not isinstance(data, int | float) or not math.isfinite(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 
 
+# DRF's CharField refuses NUL characters (PostgreSQL cannot store or compare them): say so.
+# "+": an empty string is the other branch of the oneOf that drf-spectacular writes for blanks.
+@extend_schema_field({"type": "string", "pattern": "^[^\\u0000]+$"})
 class StrictCharField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -141,9 +147,42 @@ class EndTestInputSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         allow_blank=True,
+        trim_whitespace=False,
         max_length=20000,
-        help_text="Free-text feedback stored with your grade.",
+        help_text="Free-text feedback stored with your grade (empty: none).",
     )
+
+    # What end_invocation refuses, said in the schema: grade=true asks the judge, so it takes
+    # no score, passed or feedback of yours; passed and feedback need a score.
+    schema_constraints = {
+        "not": {
+            "anyOf": [
+                {
+                    "required": ["grade", other],
+                    "properties": {"grade": {"enum": [True]}, other: given},
+                }
+                for other, given in (
+                    ("score", {"type": "number"}),
+                    ("passed", {"type": "boolean"}),
+                    ("feedback", {"type": "string", "minLength": 1}),
+                )
+            ]
+            + [
+                {
+                    "required": [other],
+                    "properties": {other: given},
+                    "not": {"required": ["score"], "properties": {"score": {"type": "number"}}},
+                }
+                for other, given in (
+                    ("passed", {"type": "boolean"}),
+                    ("feedback", {"type": "string", "minLength": 1}),
+                )
+            ]
+        }
+    }
+
+    def validate_feedback(self, value: str | None) -> str | None:
+        return value or None  # "" is no feedback, as null is
 
 
 class EndTestResponseSerializer(serializers.Serializer):
@@ -202,7 +241,10 @@ class GetTestInputSerializer(StrictSerializer):
         ),
     )
     runs_page_offset = StrictIntegerField(
-        required=False, min_value=0, help_text="How many runs and invocations to skip (default 0)."
+        required=False,
+        min_value=0,
+        max_value=MAX_PAGE_OFFSET,
+        help_text="How many runs and invocations to skip (default 0).",
     )
 
 
@@ -376,7 +418,11 @@ class BenchmarkSearchInputSerializer(StrictSerializer):
         help_text=f"Benchmarks per page, 1..{MAX_PAGE_SIZE} (default 20).",
     )
     page_offset = StrictIntegerField(
-        required=False, default=0, min_value=0, help_text="How many to skip (default 0)."
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=MAX_PAGE_OFFSET,
+        help_text="How many to skip (default 0).",
     )
 
 

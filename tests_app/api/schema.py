@@ -1,4 +1,5 @@
-"""drf-spectacular extensions: how our authentication classes appear in the OpenAPI schema.
+"""drf-spectacular extensions (how our authentication classes appear in the OpenAPI schema) and
+the views that serve the schema.
 
 Imported by the discovery views so that they are registered before any schema is generated.
 """
@@ -7,13 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_orjson_renderer.renderers import ORJSONRenderer
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
+from rest_framework.response import Response
+
+from tests_app.api.base import StrictSerializer
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "tests_app.api.authentication.ApiKeyAuthentication"
     # Either header carries the same key.
     name = ["ApiKeyHeader", "BearerKey"]
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        # One requirement each: in OpenAPI, names in one requirement must all be sent at once.
+        return [{name: []} for name in self.name]
 
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
         return [
@@ -29,3 +43,58 @@ class BrowserSessionScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
         return {"type": "apiKey", "in": "cookie", "name": "sessionid"}
+
+
+class JsonErrorsMixin:
+    """An error of the schema or its viewers (a 429, a 401 for a bad key) in the one JSON error
+    body, not rendered as YAML or HTML like their answers."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)  # type: ignore[misc]
+        renderer = ORJSONRenderer()
+        self.request.accepted_renderer = renderer  # type: ignore[attr-defined]
+        self.request.accepted_media_type = renderer.media_type  # type: ignore[attr-defined]
+        return response
+
+
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    pass
+
+
+class SwaggerView(JsonErrorsMixin, SpectacularSwaggerSplitView):
+    """Swagger UI with its start-up script served as a file (``?script``), not inline."""
+
+    template_name = "api/swagger_ui.html"
+
+
+class RedocView(JsonErrorsMixin, SpectacularRedocView):
+    template_name = "api/redoc.html"
+
+
+def _strict_serializers() -> list[type[StrictSerializer]]:
+    found: list[type[StrictSerializer]] = []
+    pending = list(StrictSerializer.__subclasses__())
+    while pending:
+        serializer = pending.pop()
+        found.append(serializer)
+        pending.extend(serializer.__subclasses__())
+    return found
+
+
+def refuse_unknown_fields(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """A drf-spectacular postprocessing hook: the schema of every request body read by a
+    StrictSerializer says what the serializer does, that unknown fields are refused
+    (``additionalProperties: false``), plus the rules across fields it declares in
+    ``schema_constraints``.
+
+    Request components are named after their serializer, without "Serializer", with "Request".
+    """
+    components = result.get("components", {}).get("schemas", {})
+    for serializer in _strict_serializers():
+        component = components.get(serializer.__name__.removesuffix("Serializer") + "Request")
+        if component is not None:
+            component["additionalProperties"] = False
+            component.update(serializer.schema_constraints)
+    return result

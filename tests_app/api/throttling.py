@@ -1,4 +1,5 @@
-"""Per-caller rate limit (``API_THROTTLE_RATE``, e.g. ``6000/min``), shared by every web process.
+"""Per-caller rate limit (``API_THROTTLE_RATE``, e.g. ``6000/min``), shared by every web process,
+and a budget of failed authentications per client address.
 
 DRF's ``SimpleRateThrottle`` keeps each caller's request history as a list in the cache and
 rewrites it on every request: at thousands of requests a minute that list is thousands of
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from rest_framework import exceptions
 from rest_framework.throttling import SimpleRateThrottle
 
 from tests_app.models import ApiKey
@@ -78,3 +80,27 @@ class CallerRateThrottle(SimpleRateThrottle):
 
     def wait(self) -> float | None:
         return self.wait_seconds
+
+
+class FailedAuthenticationThrottle(CallerRateThrottle):
+    """Failed authentications (no credentials, an unknown, revoked or wrong key) per client
+    address: one counter per address, never one per key tried, so a flood of invented keys
+    cannot fill the cache. Only failures are counted and refused; a valid key from the same
+    address still works, so one misbehaving client behind a shared address locks nobody out.
+    """
+
+    scope = "failed_authentication"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+def count_failed_authentication(request: Request) -> None:
+    """Count one failed authentication of this request's address; past the budget, a 429."""
+    throttle = FailedAuthenticationThrottle()
+    if not throttle.allow_request(request, None):
+        raise exceptions.Throttled(
+            wait=throttle.wait(),
+            detail="Too many failed authentications from your address; retry later with a "
+            "valid key.",
+        )

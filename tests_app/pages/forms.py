@@ -7,6 +7,8 @@ from typing import Any
 
 from django import forms
 
+from tests_app.paging import MAX_PAGE_OFFSET
+
 ARCHIVED_CHOICES = [("active", "Active"), ("archived", "Archived"), ("all", "All")]
 PAGE_SIZE_CHOICES = [(10, "10"), (20, "20"), (50, "50"), (100, "100")]
 
@@ -32,7 +34,9 @@ class SearchForm(forms.Form):
     page_size = forms.TypedChoiceField(
         required=False, choices=PAGE_SIZE_CHOICES, coerce=int, empty_value=None, label="Per page"
     )
-    offset = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    offset = forms.IntegerField(
+        required=False, min_value=0, max_value=MAX_PAGE_OFFSET, widget=forms.HiddenInput
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -38,6 +38,7 @@ from tests_app.pages.forms import (
     SearchForm,
     StartForm,
 )
+from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors import agreement, analytics
 from tests_app.selectors.benchmarks import search_benchmarks
 from tests_app.selectors.scope import (
@@ -74,8 +75,9 @@ def _visible_test_or_404(request: HttpRequest, test_id: uuid.UUID) -> Test:
 
 
 def _int_param(request: HttpRequest, name: str, default: int = 0) -> int:
+    """A count from the query string: malformed is the default, huge is the last (empty) page."""
     try:
-        return max(0, int(request.GET.get(name, default)))
+        return min(max(0, int(request.GET.get(name, default))), MAX_PAGE_OFFSET)
     except (TypeError, ValueError):
         return default
 

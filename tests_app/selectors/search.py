@@ -182,8 +182,33 @@ class _Interval:
     upper: datetime | None
 
 
+# Bounds a day inside the calendar's ends, so that shifting one to UTC, to a midnight or by a day
+# never leaves the years 1..9999; no test is created that close to either end.
+_FIRST_DAY = date.min + timedelta(days=1)
+_LAST_DAY = date.max - timedelta(days=1)
+
+
+def _within_calendar(value: date | datetime | None) -> date | datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        return min(max(value, _FIRST_DAY), _LAST_DAY)
+    try:
+        instant = _aware(value).astimezone(UTC)
+    except OverflowError:  # 0001-01-01 at +14:00 is in year 0 in UTC, 9999-12-31 at -14:00 in 10000
+        instant = (
+            datetime.min.replace(tzinfo=UTC)
+            if value.year == 1
+            else datetime.max.replace(tzinfo=UTC)
+        )
+    first = datetime.combine(_FIRST_DAY, time.min, tzinfo=UTC)
+    last = datetime.combine(_LAST_DAY, time.min, tzinfo=UTC)
+    return min(max(instant, first), last)
+
+
 def _interval(*, start_date: date | datetime | None, end_date: date | datetime | None) -> _Interval:
     """Both bounds inclusive; a plain date as end bound includes that whole day."""
+    start_date, end_date = _within_calendar(start_date), _within_calendar(end_date)
     lower = upper = None
     if start_date is not None:
         lower = _aware(start_date) if isinstance(start_date, datetime) else _day_start(start_date)
@@ -193,12 +218,8 @@ def _interval(*, start_date: date | datetime | None, end_date: date | datetime |
             upper = _aware(end_date) + timedelta(microseconds=1)
         else:
             upper = _day_start(end_date + timedelta(days=1))
-    if lower is not None and upper is not None and lower >= upper:
-        raise ValidationFailed(
-            "start_date is after end_date.",
-            code="invalid_date_range",
-            fields={"start_date": ["Must not be after end_date."]},
-        )
+    # A start after the end is an empty range, which no test matches (not an error: the OpenAPI
+    # schema cannot say that one field must not be after another, and every field is valid).
     return _Interval(lower=lower, upper=upper)
 
 

@@ -42,14 +42,19 @@ def set_archived(*, actor: Actor, test_ids: Sequence[uuid.UUID | str], archived:
     """Set ``is_archived`` on the given tests; return how many rows actually changed.
 
     Ids the caller cannot see are skipped (not an error, so ids do not leak); a test the caller
-    can see but not operate (a viewer) is a 403 and nothing changes. Raises ValidationFailed for
-    more than 1000 ids or a malformed one.
+    can see but not operate (a viewer) is a 403 and nothing changes, and so is any call by a
+    caller who operates no department, whatever the ids (an empty or foreign-only list too).
+    Raises ValidationFailed for more than 1000 ids or a malformed one.
     """
     ids = _parse_ids(test_ids)
+    operable = operable_department_ids(actor.user)
+    if operable == []:
+        raise PermissionDenied(
+            "Only operators of a department may archive its tests; you operate none."
+        )
     if not ids:
         return 0
     visible = visible_tests(actor.user).filter(pk__in=ids)
-    operable = operable_department_ids(actor.user)
     with transaction.atomic():
         if operable is not None:
             read_only = visible.exclude(department_id__in=operable).count()
