@@ -256,7 +256,7 @@ REPLAY_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT + 60
 REPLAY_HEARTBEAT_TIMEOUT = _env_int("REPLAY_HEARTBEAT_TIMEOUT", 60)
 # An invocation whose replay was requested this long ago and has not started (its task was lost
 # with a worker or with Redis) is enqueued again.
-REPLAY_START_TIMEOUT = _env_int("REPLAY_START_TIMEOUT", 60)
+REPLAY_START_TIMEOUT = 60
 REPLAY_MAX_ATTEMPTS = 3
 REAPER_INTERVAL_S = 15
 ANALYTICS_REFRESH_INTERVAL_S = 300
@@ -302,7 +302,7 @@ LOCAL_MODEL_BASE_URL = local_model.base_url(LOCAL_MODEL_PORT)
 LOCAL_MODEL_THREADS = _env_int("LOCAL_MODEL_THREADS", 1)
 # Requests answered at once, each with the model's whole context: a judge's request does not
 # wait behind the replays' turns for a free slot.
-LOCAL_MODEL_SLOTS = _env_int("LOCAL_MODEL_SLOTS", 4)
+LOCAL_MODEL_SLOTS = 4
 LOCAL_MODEL_CONTEXT_TOKENS = local_model.CONTEXT_TOKENS
 
 # --- the AI judge -----------------------------------------------------------------------------
