@@ -1,10 +1,10 @@
 """The Celery application. Settings come from Django's settings (CELERY_* names).
 
 Start workers (I/O-bound replays: a thread pool sized for concurrent model calls, and a process
-per core, since one process's interpreter lock holds it to one core):
+per core) and one beat (docs/deployment.md):
 
-    celery -A config worker --pool=threads --concurrency=16 -n w1@%h --loglevel=INFO
-    celery -A config beat --loglevel=INFO    # the reaper and the analytics refresh
+    celery -A config worker --pool=threads --concurrency=32 -n w1@%h --loglevel=INFO
+    celery -A config beat --loglevel=INFO    # the sweep of stranded work, the analytics refresh
 """
 
 import os

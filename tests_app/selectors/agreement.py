@@ -94,7 +94,7 @@ def cohen_kappa(first: list[bool], second: list[bool]) -> float | None:
 
 def spearman_rho(first: list[float], second: list[float]) -> float | None:
     """Spearman's rho; None when either side's scores are all equal (no ranking to compare)."""
-    from scipy.stats import spearmanr  # imported here: scipy costs a web process ~0.3 s to load
+    from scipy.stats import spearmanr  # imported here: scipy is slow to load for every web process
 
     if len(set(first)) < 2 or len(set(second)) < 2:
         return None

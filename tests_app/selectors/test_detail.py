@@ -263,8 +263,8 @@ def get_test_detail(
     """Everything the reference page's get returns, as plain data; NotFound if invisible.
 
     ``wire``: a completed test's cached copy holds what the API writes (ids and timestamps as
-    strings), which unpickles in a fifth of the time of Python's UUIDs and datetimes (0.5 ms
-    against 2.2 ms for the bench's 10k-run test); pages ask for Python values.
+    strings), which unpickles much faster than Python's UUIDs and datetimes; pages ask for
+    Python values.
     """
     test = get_visible_test(
         user=user,

@@ -7,7 +7,7 @@ whole claim is therefore one statement (:func:`_claim_statement`): pick the run 
 ``FOR UPDATE SKIP LOCKED`` (concurrent callers pick different rows instead of queueing on one),
 write the test row, mark the run, insert the invocation. Outside an explicit transaction it
 commits on its own, so the test row is locked only while the server finishes that statement and
-its commit, never while Python runs (where a thread can wait for the GIL behind 15 others).
+its commit, never while Python runs between round trips.
 
 The test row is written only when a run was picked, and the run and invocation only when that
 write matched an open test (running or pending, not archived): a stop or archive that commits

@@ -313,7 +313,7 @@ def _step_statement() -> tuple[str, list[Field[Any, Any]]]:
     not stopped (finishing it on the last turn) and insert the step, returning the last seq.
 
     Kept beside the ORM's steps because a replay's CPU is mostly its per-turn statements: one
-    round trip and one commit instead of four and three (bench/README.md, replay CPU per turn).
+    round trip and one commit instead of several (bench/README.md, replay CPU per turn).
     """
     fields = [f for f in ReplayStep._meta.concrete_fields if f.attname != "invocation_id"]
     quote = connection.ops.quote_name

@@ -11,9 +11,6 @@ from typing import Any
 
 from tests_app.errors import ValidationFailed
 from tests_app.targets.base import Message, Target, TargetError, TargetReply, message_text
-
-# Imported here, not per call: the first replays of a fresh worker start on 32 threads at once,
-# and each would wait on the import lock of the SDK.
 from tests_app.targets.openai import OpenAITarget
 from tests_app.targets.reference import ReferenceTarget
 
