@@ -12,8 +12,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from config.access_log import AccessLog  # noqa: E402
+from tests_app.background import sweep_in_this_process  # noqa: E402
 from tests_app.realtime.middleware import websocket_stack  # noqa: E402
 from tests_app.realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -26,3 +28,6 @@ application = AccessLog(
         }
     )
 )
+
+if settings.BACKGROUND_BACKEND == "thread":
+    sweep_in_this_process()  # no beat beside the embedded server

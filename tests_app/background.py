@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -66,3 +67,25 @@ def _dispatch(task: Any, args: tuple[Any, ...]) -> None:
 def enqueue_on_commit(task: Any, *args: Any) -> None:
     """Run ``task(*args)`` in the background once the surrounding transaction has committed."""
     transaction.on_commit(partial(_dispatch, task, tuple(str(a) for a in args)))
+
+
+def sweep_in_this_process() -> threading.Thread:
+    """The embedded runtime has no beat: its server process runs the sweep of stranded work
+    (tests_app.services.sweep) itself, every REAPER_INTERVAL_S, on a daemon thread, so a replay
+    left running or unstarted by a server that was stopped is given back after a restart."""
+    thread = threading.Thread(target=_sweep_forever, name="replaybench-sweep", daemon=True)
+    thread.start()
+    return thread
+
+
+def _sweep_forever() -> None:
+    from tests_app import tasks
+
+    while True:
+        time.sleep(settings.REAPER_INTERVAL_S)
+        try:
+            tasks.sweep_stranded_work.apply(throw=True)
+        except Exception:
+            logger.exception("The sweep of stranded work failed; trying again later")
+        finally:
+            connection.close()

@@ -10,11 +10,13 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,3 +202,53 @@ def test_an_agent_runs_a_demo_benchmark_to_completion(embedded_server: dict[str,
     assert detail["status"] == "completed"
     assert detail["status_summary"]["graded"] == claimed
     assert all(run["score"] is not None for run in detail["runs"])
+
+
+def stored_states(server: dict[str, Any], invocation_id: str, run_id: str) -> tuple[str, ...]:
+    """The invocation's status and error and its run's status, read from the server's SQLite."""
+    with sqlite3.connect(server["data_dir"] / "replaybench.sqlite3", timeout=20) as database:
+        status, error = database.execute(
+            "SELECT status, error FROM tests_app_testinvocation WHERE id = ?",
+            (uuid.UUID(invocation_id).hex,),
+        ).fetchone()
+        (run_status,) = database.execute(
+            "SELECT status FROM tests_app_testrun WHERE id = ?", (uuid.UUID(run_id).hex,)
+        ).fetchone()
+    return str(status), str(error), str(run_status)
+
+
+def test_the_server_sweeps_its_own_stranded_replays(embedded_server: dict[str, Any]) -> None:
+    """No beat runs beside `make run`: the server gives back a replay its own earlier life left
+    running (here, a heartbeat from long ago)."""
+    _, found = post(embedded_server, "/api/v5/artifacts/benchmark/search", {})
+    benchmark_id = found["benchmarks"][0]["id"]
+    _, started = post(
+        embedded_server, "/api/v5/artifacts/test/start", {"benchmark_id": benchmark_id}
+    )
+    answered, claim = post(
+        embedded_server, "/api/v5/artifacts/test/next", {"test_id": started["test_id"]}
+    )
+    assert answered == 200, claim
+    with sqlite3.connect(embedded_server["data_dir"] / "replaybench.sqlite3", timeout=20) as db:
+        db.execute(
+            "UPDATE tests_app_testinvocation SET status = 'running',"
+            " started_at = '2000-01-01 00:00:00', heartbeat_at = '2000-01-01 00:00:00'"
+            " WHERE id = ?",
+            (uuid.UUID(claim["invocation_id"]).hex,),
+        )
+        db.execute(
+            "UPDATE tests_app_testrun SET status = 'running' WHERE id = ?",
+            (uuid.UUID(claim["run_id"]).hex,),
+        )
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, error, run_status = stored_states(
+            embedded_server, claim["invocation_id"], claim["run_id"]
+        )
+        if status == "failed":
+            break
+        time.sleep(0.5)
+
+    assert (status, run_status) == ("failed", "pending")
+    assert error.startswith("worker lost")
