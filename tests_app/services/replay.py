@@ -15,18 +15,13 @@ hundreds of replays waiting on a model at once, connections go back to the pool 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, cast
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Field
 from django.utils import timezone
@@ -43,8 +38,9 @@ from tests_app.models import (
 from tests_app.outages import INFRASTRUCTURE_ERRORS, until_it_works
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
+from tests_app.services.heartbeats import Beat, heartbeats
 from tests_app.targets import Message, Target, TargetError, TargetReply, message_text, target_for
-from tests_app.targets.concurrency import Lease, target_slot
+from tests_app.targets.concurrency import target_slot
 
 logger = logging.getLogger(__name__)
 
@@ -123,67 +119,6 @@ def remember_answer(own_answers: dict[int, str], turn: PlannedTurn, content: str
     else:
         # No recorded answer to replace: the model's answer still belongs in the history.
         own_answers[-turn.index - 1] = content
-
-
-@dataclass
-class Beat:
-    """One replay that the process's heartbeat keeps alive, and the lease of the target slot
-    its model call holds at the moment (None between calls)."""
-
-    invocation_id: uuid.UUID
-    lease: Lease | None = None
-
-
-class Heartbeats:
-    """Keeps ``heartbeat_at`` of the invocations this process replays fresh, and the leases of
-    their target slots, from one thread: a model call with retries may outlast the reaper's
-    timeout. The thread dies with the process, so a killed worker's invocations go stale and
-    its slots expire."""
-
-    def __init__(self) -> None:
-        self._beats: dict[uuid.UUID, Beat] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._pid = 0
-
-    @contextlib.contextmanager
-    def beating(self, invocation_id: uuid.UUID) -> Iterator[Beat]:
-        beat = Beat(invocation_id)
-        with self._lock:
-            if self._pid != os.getpid():  # first use here, or a forked child: start the thread
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="heartbeats", daemon=True).start()
-            self._beats[invocation_id] = beat
-        self._wake.set()  # the timeout may have changed since the thread went to sleep
-        try:
-            yield beat
-        finally:
-            with self._lock:
-                self._beats.pop(invocation_id, None)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4))
-            self._wake.clear()
-            with self._lock:
-                beats = list(self._beats.values())
-            if not beats:
-                continue
-            try:
-                TestInvocation.objects.filter(
-                    pk__in=[beat.invocation_id for beat in beats],
-                    status=TestInvocation.Status.RUNNING,
-                ).update(heartbeat_at=timezone.now())
-                for beat in beats:
-                    if beat.lease is not None:
-                        beat.lease.renew()
-            except Exception:
-                logger.exception("The heartbeat of %s replays failed", len(beats))
-            finally:
-                connection.close()
-
-
-heartbeats = Heartbeats()
 
 
 @dataclass(frozen=True)
