@@ -18,6 +18,7 @@ from config.access_log import AccessLog  # noqa: E402
 from tests_app.background import sweep_in_this_process  # noqa: E402
 from tests_app.realtime.middleware import websocket_stack  # noqa: E402
 from tests_app.realtime.routing import websocket_urlpatterns  # noqa: E402
+from tests_app.tasks import sweep_stranded_work  # noqa: E402
 
 # The access log is the app's, with credentials masked in query strings (config/access_log.py).
 application = AccessLog(
@@ -30,4 +31,4 @@ application = AccessLog(
 )
 
 if settings.BACKGROUND_BACKEND == "thread":
-    sweep_in_this_process()  # no beat beside the embedded server
+    sweep_in_this_process(sweep_stranded_work)  # no beat beside the embedded server

@@ -69,22 +69,22 @@ def enqueue_on_commit(task: Any, *args: Any) -> None:
     transaction.on_commit(partial(_dispatch, task, tuple(str(a) for a in args)))
 
 
-def sweep_in_this_process() -> threading.Thread:
+def sweep_in_this_process(sweep_task: Any) -> threading.Thread:
     """The embedded runtime has no beat: its server process runs the sweep of stranded work
-    (tests_app.services.sweep) itself, every REAPER_INTERVAL_S, on a daemon thread, so a replay
-    left running or unstarted by a server that was stopped is given back after a restart."""
-    thread = threading.Thread(target=_sweep_forever, name="replaybench-sweep", daemon=True)
+    (``sweep_task``) itself, every REAPER_INTERVAL_S, on a daemon thread, so a replay left
+    running or unstarted by a server that was stopped is given back after a restart."""
+    thread = threading.Thread(
+        target=_sweep_forever, args=(sweep_task,), name="replaybench-sweep", daemon=True
+    )
     thread.start()
     return thread
 
 
-def _sweep_forever() -> None:
-    from tests_app import tasks
-
+def _sweep_forever(sweep_task: Any) -> None:
     while True:
         time.sleep(settings.REAPER_INTERVAL_S)
         try:
-            tasks.sweep_stranded_work.apply(throw=True)
+            sweep_task.apply(throw=True)
         except Exception:
             logger.exception("The sweep of stranded work failed; trying again later")
         finally:
