@@ -147,6 +147,10 @@ class World:
     department_ids: list[uuid.UUID]
     # (benchmark id, eval id, department id) for each benchmark of the search data.
     search_benchmarks: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]
+    # The targets of each department (its reference target first) and the snapshot a test of
+    # each keeps.
+    department_targets: dict[uuid.UUID, list[uuid.UUID]]
+    target_snapshots: dict[uuid.UUID, dict[str, Any]]
 
 
 def conversation(turns: int, *, tag: str) -> list[dict[str, str]]:
@@ -155,6 +159,17 @@ def conversation(turns: int, *, tag: str) -> list[dict[str, str]]:
         messages.append({"role": "user", "content": f"{tag}: question {turn}?"})
         messages.append({"role": "assistant", "content": f"{tag}: answer {turn}."})
     return messages
+
+
+def make_target(*, department_id: uuid.UUID, config: dict[str, Any], name: str = "") -> Any:
+    """A target row of the department with the settings of a target JSON (``{"kind": ...}``)."""
+    from tests_app.models import Target
+
+    settings = {key: value for key, value in config.items() if key != "kind"}
+    kind = config.get("kind", "reference")
+    # Unique within the department: scenarios make several benchmarks in one department.
+    label = name or f"{settings.get('model') or 'Reference'} {uuid.uuid4().hex[:6]}"
+    return Target.objects.create(department_id=department_id, kind=kind, name=label, **settings)
 
 
 def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World:
@@ -169,6 +184,8 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
         Membership,
         Rubric,
     )
+    from tests_app.services.targets import reference_target
+    from tests_app.targets.records import snapshot_of
 
     user_model = get_user_model()
     staff = user_model.objects.create_user(
@@ -184,11 +201,24 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
     )
     department_ids: list[uuid.UUID] = []
     search_benchmarks: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = []
+    department_targets: dict[uuid.UUID, list[uuid.UUID]] = {}
+    target_snapshots: dict[uuid.UUID, dict[str, Any]] = {}
     for department_number in range(1, departments + 1):
         department = Department.objects.create(
             name=f"Bench department {department_number:02d}", slug=f"bench-{department_number:02d}"
         )
         department_ids.append(department.pk)
+        # Two targets per department, so that search's target facet has a choice.
+        targets = [
+            reference_target(department=department),
+            make_target(
+                department_id=department.pk,
+                name=f"Bench model {department_number:02d}",
+                config={"kind": "openai", "model": f"bench-model-{department_number:02d}"},
+            ),
+        ]
+        department_targets[department.pk] = [target.pk for target in targets]
+        target_snapshots.update({target.pk: snapshot_of(target) for target in targets})
         Membership.objects.create(
             user=operator, department=department, role=Membership.Role.OPERATOR
         )
@@ -202,7 +232,7 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
             benchmark = Benchmark.objects.create(
                 name=f"Search benchmark {department_number:02d}-{eval_number}",
                 eval=evaluation,
-                target={"kind": "reference"},
+                default_target=targets[0],
             )
             BenchmarkEntry.objects.create(
                 benchmark=benchmark,
@@ -220,6 +250,8 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
         operator_id=operator.pk,
         department_ids=department_ids,
         search_benchmarks=search_benchmarks,
+        department_targets=department_targets,
+        target_snapshots=target_snapshots,
     )
 
 
@@ -232,7 +264,8 @@ def make_benchmark(
     target: dict[str, Any],
     runs_per_entry: int = 1,
 ) -> Any:
-    """A benchmark of ``entries`` conversations of ``turns`` user turns each (bulk-created)."""
+    """A benchmark of ``entries`` conversations of ``turns`` user turns each (bulk-created),
+    whose default target is a new target of the department with the settings of ``target``."""
     from tests_app.models import Benchmark, BenchmarkEntry, Eval, Rubric
 
     evaluation = Eval.objects.create(
@@ -242,7 +275,10 @@ def make_benchmark(
         rubric=Rubric.objects.get(name="Bench rubric"),
     )
     benchmark = Benchmark.objects.create(
-        name=name, eval=evaluation, target=target, runs_per_entry=runs_per_entry
+        name=name,
+        eval=evaluation,
+        default_target=make_target(department_id=department_id, config=target),
+        runs_per_entry=runs_per_entry,
     )
     rows = []
     for position in range(1, entries + 1):
@@ -290,6 +326,7 @@ def seed_finished_test(
     deferred to commit, so each batch holds both sides). With ``pending``, the last runs are
     still pending and the test is running; otherwise it is completed."""
     from tests_app.models import Grade, ReplayStep, Test, TestInvocation, TestRun
+    from tests_app.targets.records import snapshot_of
 
     entries = min(entries, runs)
     benchmark = make_benchmark(
@@ -309,6 +346,8 @@ def seed_finished_test(
         benchmark=benchmark,
         eval=benchmark.eval,
         department_id=department_id,
+        target=benchmark.default_target,
+        target_snapshot=snapshot_of(benchmark.default_target),
         status=Test.Status.RUNNING if pending else Test.Status.COMPLETED,
         created_by_id=world.operator_id,
         started_at=now,

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from tests_app import models
+from tests_app.targets.records import snapshot_of
 
 User = get_user_model()
 
@@ -78,13 +79,31 @@ class EvalFactory(factory.django.DjangoModelFactory):
     rubric = factory.SubFactory(RubricFactory)
 
 
+class TargetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Target
+
+    name = factory.Sequence(lambda n: f"Target {n}")
+    department = factory.SubFactory(DepartmentFactory)
+    kind = models.Target.Kind.REFERENCE
+
+
+class OpenAITargetFactory(TargetFactory):
+    kind = models.Target.Kind.OPENAI
+    model = "gpt-test"
+    base_url = "http://127.0.0.1:9/v1"
+    api_key_env = "OPENAI_API_KEY"
+
+
 class BenchmarkFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = models.Benchmark
 
     name = factory.Sequence(lambda n: f"Benchmark {n}")
     eval = factory.SubFactory(EvalFactory)
-    target = factory.LazyFunction(lambda: {"kind": "reference"})
+    default_target = factory.SubFactory(
+        TargetFactory, department=factory.SelfAttribute("..eval.department")
+    )
     runs_per_entry = 1
 
 
@@ -107,6 +126,8 @@ class TestFactory(factory.django.DjangoModelFactory):
     benchmark = factory.SubFactory(BenchmarkFactory)
     eval = factory.LazyAttribute(lambda o: o.benchmark.eval)
     department = factory.LazyAttribute(lambda o: o.benchmark.eval.department)
+    target = factory.LazyAttribute(lambda o: o.benchmark.default_target)
+    target_snapshot = factory.LazyAttribute(lambda o: snapshot_of(o.target))
 
 
 class TestRunFactory(factory.django.DjangoModelFactory):
@@ -172,9 +193,34 @@ def make_api_key(user: Any, name: str = "test key") -> tuple[models.ApiKey, str]
     return models.ApiKey.objects.create_key(user=user, name=name)
 
 
+def target_from_config(
+    department: models.Department, config: dict[str, Any], **fields: Any
+) -> models.Target:
+    """A target row with the settings of a target JSON as it was written before targets were
+    rows (``{"kind": "openai", "model": ..., ...}``), unvalidated: tests of bad targets need it."""
+    settings = {key: value for key, value in config.items() if key != "kind"}
+    for name in ("base_url", "api_key_env", "model"):
+        if settings.get(name) is None:
+            settings.pop(name, None)
+    return TargetFactory(
+        department=department, kind=config.get("kind", "reference"), **settings, **fields
+    )
+
+
 def make_benchmark(
-    *, department: models.Department, entries: int = 2, turns: int = 3, **kwargs: Any
+    *,
+    department: models.Department,
+    entries: int = 2,
+    turns: int = 3,
+    target: dict[str, Any] | models.Target | None = None,
+    **kwargs: Any,
 ) -> models.Benchmark:
+    """A benchmark of ``entries`` conversations whose default target is ``target`` (a row, or a
+    target JSON made into a row), else a new reference target of the department."""
+    if isinstance(target, dict):
+        target = target_from_config(department, target)
+    if target is not None:
+        kwargs["default_target"] = target
     benchmark = BenchmarkFactory(eval__department=department, **kwargs)
     for position in range(1, entries + 1):
         BenchmarkEntryFactory(benchmark=benchmark, position=position, messages=conversation(turns))

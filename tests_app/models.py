@@ -106,6 +106,67 @@ class Eval(BaseModel):
         return self.name
 
 
+class Target(BaseModel):
+    """The model under test (DESIGN §2, §4), kept by operators in the admin for one department.
+
+    Never a secret: ``api_key_env`` names the environment variable that holds the key, which the
+    worker reads at call time. A test freezes the configuration it ran with at start
+    (``Test.target_snapshot``), so editing a target changes only the tests started afterwards.
+    """
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible chat completions server"
+        REFERENCE = "reference", "Reference (answers with the recorded replies, offline)"
+
+    name = models.CharField(max_length=200)
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="targets")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.REFERENCE)
+    model = models.CharField(
+        max_length=200, blank=True, help_text="The model name the server knows (openai only)."
+    )
+    base_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="e.g. http://127.0.0.1:11434/v1; empty: OPENAI_BASE_URL, else OpenAI's.",
+    )
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The NAME of the environment variable that holds the key, never the key.",
+    )
+    temperature = models.FloatField(default=0.0)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    timeout_s = models.FloatField(default=60.0, help_text="Per attempt, in seconds.")
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    price_in = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Price per million input (prompt) tokens; empty: cost is not computed.",
+    )
+    price_out = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Price per million output (completion) tokens; empty: cost is not computed.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["department", "name"], name="target_unique_name"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["openai", "reference"]), name="target_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Benchmark(BaseModel):
     class ReplayMode(models.TextChoices):
         AUTOREGRESSIVE = "autoregressive", "Auto-regressive (the model sees its own answers)"
@@ -113,14 +174,11 @@ class Benchmark(BaseModel):
 
     name = models.CharField(max_length=200)
     eval = models.ForeignKey(Eval, on_delete=models.PROTECT, related_name="benchmarks")
-    target = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text=(
-            'The model under test, e.g. {"kind": "reference"} or {"kind": "openai", "model": '
-            '"...", "base_url": "...", "api_key_env": "OPENAI_API_KEY", "timeout_s": 60}. '
-            "Never a secret: only the name of the environment variable that holds it."
-        ),
+    default_target = models.ForeignKey(
+        Target,
+        on_delete=models.PROTECT,
+        related_name="benchmarks",
+        help_text="What start tests against when the caller names no target_id.",
     )
     runs_per_entry = models.PositiveIntegerField(default=1)
     replay_mode = models.CharField(
@@ -137,10 +195,6 @@ class Benchmark(BaseModel):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def target_kind(self) -> str:
-        return str((self.target or {}).get("kind") or "reference")
 
 
 class BenchmarkEntry(BaseModel):
@@ -192,6 +246,10 @@ class Test(BaseModel):
     # Copied from the benchmark at start so search filters and scoping need no joins.
     eval = models.ForeignKey(Eval, on_delete=models.PROTECT, related_name="tests")
     department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="tests")
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="tests")
+    # The target's configuration when the test started: what the replays call, whatever later
+    # edits of the target say (tests_app.targets.records.snapshot_of).
+    target_snapshot = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     infinite_mode = models.BooleanField(default=False)
     cycle = models.PositiveIntegerField(default=1)
@@ -221,6 +279,7 @@ class Test(BaseModel):
             models.Index(fields=["eval", "-created_at"], name="test_eval_created_idx"),
             models.Index(fields=["is_archived", "-created_at"], name="test_archived_created_idx"),
             models.Index(fields=["benchmark", "-created_at"], name="test_benchmark_created_idx"),
+            models.Index(fields=["target", "-created_at"], name="test_target_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -588,7 +588,13 @@ def test_day_counts_follow_every_write(operator: Any, research: Any) -> None:
     benchmark = factories.BenchmarkFactory(eval=beta)
     Test.objects.bulk_create(
         [
-            Test(benchmark=benchmark, eval=beta, department=research, created_at=at(day))
+            Test(
+                benchmark=benchmark,
+                eval=beta,
+                department=research,
+                target=benchmark.default_target,
+                created_at=at(day),
+            )
             for day in (3, 3, 4)
         ]
     )

@@ -131,7 +131,9 @@ def test_catalog_has_weighted_rubrics_and_multi_turn_reference_entries(
     benchmarks = list(Benchmark.objects.all())
     assert len(benchmarks) >= 3
     for benchmark in benchmarks:
-        assert benchmark.target == {"kind": "reference"}
+        # The offline target, as a row of the benchmark's department.
+        assert benchmark.default_target.kind == "reference"
+        assert benchmark.default_target.department_id == benchmark.eval.department_id
         entries = list(benchmark.entries.order_by("position"))
         assert [entry.position for entry in entries] == list(range(1, len(entries) + 1))
         assert entries

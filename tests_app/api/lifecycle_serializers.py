@@ -69,6 +69,15 @@ class StartTestInputSerializer(StrictSerializer):
         default=False,
         help_text="Keep adding cycles of runs when every run has been claimed (default false).",
     )
+    target_id = StrictUUIDField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "The target (model under test) to run against, one of the benchmark's department; "
+            "omitted or null: the benchmark's default target."
+        ),
+    )
 
 
 class StartTestResponseSerializer(serializers.Serializer):
@@ -393,7 +402,21 @@ class BenchmarkItemSerializer(serializers.Serializer):
         source="entry_count", help_text="Recorded conversations in the benchmark."
     )
     runs_per_entry = serializers.IntegerField()
-    target_kind = serializers.CharField(help_text="The model under test: openai or reference.")
+    target_kind = serializers.CharField(
+        source="default_target.kind",
+        help_text="The kind of the default target: openai or reference.",
+    )
+    target_id = serializers.UUIDField(
+        source="default_target_id",
+        help_text="The default target: what start runs against without a target_id.",
+    )
+    target_name = serializers.CharField(
+        source="default_target.name", help_text="The default target's name."
+    )
+    model = serializers.CharField(
+        source="default_target.model",
+        help_text="The default target's model (empty for a reference target).",
+    )
 
 
 class BenchmarkSearchResponseSerializer(serializers.Serializer):

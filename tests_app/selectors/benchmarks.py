@@ -20,7 +20,8 @@ MAX_PAGE_SIZE = 100
 
 @dataclass(frozen=True)
 class BenchmarkPage:
-    """Benchmarks with their eval, department and rubric joined and ``entry_count`` annotated."""
+    """Benchmarks with their eval, department, rubric and default target joined and
+    ``entry_count`` annotated."""
 
     benchmarks: list[Benchmark]
     total_count: int
@@ -56,7 +57,7 @@ def search_benchmarks(
         .values("n")
     )
     rows: list[Benchmark] = list(
-        queryset.select_related("eval__department", "eval__rubric")
+        queryset.select_related("eval__department", "eval__rubric", "default_target")
         .annotate(entry_count=Coalesce(Subquery(entry_count, output_field=IntegerField()), 0))
         .order_by("name", "id")[page_offset : page_offset + page_size]
     )

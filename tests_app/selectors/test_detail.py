@@ -269,8 +269,8 @@ def get_test_detail(
         user=user,
         test_id=test_id,
         queryset=Test.objects.select_related(
-            "benchmark", "eval__rubric", "department", "created_by"
-        ).defer("benchmark__target"),
+            "benchmark", "eval__rubric", "department", "target", "created_by"
+        ),
     )
     page = runs_page(size=runs_page_size, offset=runs_page_offset)
 

@@ -21,9 +21,9 @@ from django.db import transaction
 from tests_app.models import Benchmark, BenchmarkEntry, Department, Eval, Membership, Rubric
 from tests_app.services.api_keys import rotate_key
 from tests_app.services.importing import message_problems
+from tests_app.services.targets import reference_target
 
 DEMO_KEY_NAME = "demo"
-REFERENCE_TARGET = {"kind": "reference"}
 SYSTEM_SUPPORT = (
     "You are a customer-support agent for Northwind Outfitters, an online outdoor-gear shop. "
     "Refund policy: unworn items within 30 days get a full refund to the original payment method; "
@@ -405,10 +405,11 @@ class Command(BaseCommand):
                 defaults={"rubric": rubrics[spec["rubric"]], "description": spec["description"]},
             )
         for spec in BENCHMARKS:
+            evaluation = evals[spec["eval"]]
             benchmark, _ = Benchmark.objects.get_or_create(
                 name=spec["name"],
-                eval=evals[spec["eval"]],
-                defaults={"target": dict(REFERENCE_TARGET)},
+                eval=evaluation,
+                defaults={"default_target": reference_target(department=evaluation.department)},
             )
             for position, (title, messages) in enumerate(spec["entries"], start=1):
                 BenchmarkEntry.objects.get_or_create(
