@@ -501,13 +501,15 @@ class ApiKey(AbstractAPIKey):
 
 
 class TestDayCount(models.Model):
-    """How many tests exist per (eval, department, archived flag, UTC day of ``created_at``).
+    """How many tests exist per (eval, department, target, archived flag, UTC day of
+    ``created_at``).
 
-    Derived data, kept by database triggers on the tests table (migration 0003) in the same
-    transaction as every insert, delete and change of those four columns, whoever writes them
-    (services, the admin, bulk loads): search sums these rows for its exact total and facets
+    Derived data, kept by database triggers on the tests table (migrations 0003, 0006) in the
+    same transaction as every insert, delete and change of those five columns, whoever writes
+    them (services, the admin, bulk loads): search sums these rows for its exact total and facets
     instead of counting a million tests. Plain id columns rather than foreign keys, so that an
-    eval or department whose tests are gone can still be deleted (its rows then count zero).
+    eval, department or target whose tests are gone can still be deleted (its rows then count
+    zero).
     """
 
     __test__ = False
@@ -515,6 +517,7 @@ class TestDayCount(models.Model):
     id = models.BigAutoField(primary_key=True)
     eval_id = models.UUIDField()
     department_id = models.UUIDField()
+    target_id = models.UUIDField()
     is_archived = models.BooleanField()
     day = models.DateField()
     count = models.IntegerField(default=0)
@@ -523,8 +526,8 @@ class TestDayCount(models.Model):
         constraints = [
             # Day first: a date range reads a range of the index.
             models.UniqueConstraint(
-                fields=["day", "eval_id", "department_id", "is_archived"],
-                name="test_day_count_key",
+                fields=["day", "eval_id", "department_id", "target_id", "is_archived"],
+                name="test_day_count_target_key",
             )
         ]
 

@@ -72,6 +72,12 @@ def test_a_fresh_test(client_for: Any, operator: Any, started: Test, benchmark: 
         "started_at": None,
         "finished_at": None,
         "created_by_name": "Olive Operator",
+        "target": {
+            "id": str(benchmark.default_target_id),
+            "name": benchmark.default_target.name,
+            "kind": "reference",
+            "model": "",
+        },
     }
     assert body["status"] == "pending"
     assert body["eval_name"] == evaluation.name

@@ -37,6 +37,8 @@ NESTED_SHAPES = {
         "completed_runs",
         "pass_rate",
         "mean_score",
+        "target_name",
+        "model",
     ],
     "ListFilterSection": ["key", "label", "options"],
     "ListFilterOption": ["id", "label", "count", "selected"],

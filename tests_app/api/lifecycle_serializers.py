@@ -220,6 +220,15 @@ class IdNameSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
+class TestTargetSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField(help_text="The target's name.")
+    kind = serializers.CharField(help_text="openai or reference, as the test ran it.")
+    model = serializers.CharField(
+        help_text="The model as configured when the test started (empty for a reference target)."
+    )
+
+
 class GetTestResponseSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     benchmark_id = serializers.UUIDField()
@@ -235,6 +244,7 @@ class GetTestResponseSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     created_by_name = serializers.CharField()
+    target = TestTargetSerializer(help_text="What the test ran against (DESIGN §2).")
 
 
 class InvocationGradeSerializer(serializers.Serializer):

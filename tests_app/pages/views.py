@@ -39,7 +39,7 @@ from tests_app.pages.forms import (
     StartForm,
 )
 from tests_app.selectors import analytics
-from tests_app.selectors.benchmarks import search_benchmarks
+from tests_app.selectors.benchmarks import search_benchmarks, targets_by_department
 from tests_app.selectors.scope import (
     can_operate_department,
     get_visible_test,
@@ -67,7 +67,9 @@ def _visible_test_or_404(request: HttpRequest, test_id: uuid.UUID) -> Test:
         return get_visible_test(
             user=request.user,
             test_id=test_id,
-            queryset=Test.objects.select_related("benchmark", "eval__rubric", "department"),
+            queryset=Test.objects.select_related(
+                "benchmark", "eval__rubric", "department", "target"
+            ),
         )
     except NotFound as error:
         raise Http404(error.detail) from error
@@ -105,6 +107,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             actor=_actor(request),
             eval_ids=data.get("eval") or None,
             department_ids=data.get("department") or None,
+            target_ids=data.get("target") or None,
             eval_search=data.get("eval_search") or None,
             department_search=data.get("department_search") or None,
             start_date=data.get("start_date"),
@@ -120,6 +123,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             "tests": result.tests,
             "eval_filter": _as_dict(result.eval_filter),
             "department_filter": _as_dict(result.department_filter),
+            "target_filter": _as_dict(result.target_filter),
             "total_count": result.total_count,
         }
         if result is not None
@@ -140,6 +144,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
                 for section, param in (
                     (result.get("eval_filter"), "eval"),
                     (result.get("department_filter"), "department"),
+                    (result.get("target_filter"), "target"),
                 )
                 if section
             ],
@@ -174,6 +179,7 @@ def _search_item(row: SearchRow) -> dict[str, Any]:
     item.pop("benchmark_id")
     item.pop("eval_id")
     item.pop("department_id")
+    item.pop("target_id")
     return item
 
 
@@ -233,6 +239,7 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
     total_runs = summary.get("total_runs") or 0
     context = {
         "test": test,
+        "target": (detail.get("test") or {}).get("target") or {},
         "detail": detail,
         "summary": summary,
         "status_chart": charts.status_bar(summary.get("by_status") or {}),
@@ -410,11 +417,16 @@ def benchmark_list(request: HttpRequest) -> HttpResponse:
         page_offset=offset,
     )
     total = page.total_count
+    targets = targets_by_department(
+        user=request.user,
+        department_ids={benchmark.eval.department_id for benchmark in page.benchmarks},
+    )
     rows = [
         {
             "benchmark": benchmark,
             "can_start": can_operate_department(request.user, benchmark.eval.department_id),
             "form": StartForm(initial={"benchmark_id": benchmark.pk}),
+            "targets": targets.get(benchmark.eval.department_id, []),
         }
         for benchmark in page.benchmarks
     ]
@@ -446,6 +458,7 @@ def _start_test(request: HttpRequest) -> HttpResponse:
             actor=_actor(request),
             benchmark_id=form.cleaned_data["benchmark_id"],
             infinite_mode=form.cleaned_data["infinite_mode"],
+            target_id=form.cleaned_data["target_id"],
         )
     except NotFound as error:
         raise Http404(error.detail) from error

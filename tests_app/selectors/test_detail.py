@@ -298,6 +298,18 @@ def _as_written(detail: dict[str, Any]) -> dict[str, Any]:
     return written
 
 
+def target_summary(test: Test) -> dict[str, Any]:
+    """What a test ran against: the target's id and (current) name, and the kind and model of
+    the snapshot taken at start, which later edits of the target do not change."""
+    snapshot = test.target_snapshot or {}
+    return {
+        "id": test.target_id,
+        "name": test.target.name,
+        "kind": snapshot.get("kind") or "reference",
+        "model": snapshot.get("model") or "",
+    }
+
+
 def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
     runs = _runs(test, page)
     invocations, current_invocation_id = _invocations(test, page)
@@ -318,6 +330,7 @@ def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
             "started_at": test.started_at,
             "finished_at": test.finished_at,
             "created_by_name": display_name(test.created_by),
+            "target": target_summary(test),
         },
         "invocations": invocations,
         "status": test.status,
