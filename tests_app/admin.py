@@ -40,6 +40,7 @@ from tests_app.models import (
     TestDayCount,
     TestInvocation,
     TestRun,
+    TestTurnCount,
     Upload,
 )
 from tests_app.services.api_keys import issue_key, revoke_keys
@@ -853,6 +854,32 @@ class TestDayCountAdmin(admin.ModelAdmin):
     list_filter = ("is_archived",)
     date_hierarchy = "day"
     ordering = ("-day",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(TestTurnCount)
+class TestTurnCountAdmin(admin.ModelAdmin):
+    """Derived counts, kept by database triggers (migration 0007): shown, never edited here."""
+
+    list_display = (
+        "test_id",
+        "cycle",
+        "latency_ms",
+        "turns",
+        "reported_turns",
+        "prompt_tokens",
+        "completion_tokens",
+    )
+    ordering = ("test_id", "cycle", "latency_ms")
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:

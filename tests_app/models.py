@@ -533,3 +533,36 @@ class TestDayCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.count} tests of {self.eval_id} on {self.day}"
+
+
+class TestTurnCount(models.Model):
+    """Replayed turns per (test, cycle, latency in ms), with the tokens those turns used.
+
+    Derived data, kept by database triggers on the replay steps table (migration 0007) in the same
+    transaction as every insert, delete and change of a step, whoever writes it: the latency
+    percentiles, tokens and cost of a test (get, compare) read at most one row per distinct
+    latency instead of every step of every invocation. ``reported_turns`` counts the turns whose
+    target reported tokens (the reference target reports none). Plain id columns, like
+    TestDayCount.
+    """
+
+    __test__ = False
+
+    id = models.BigAutoField(primary_key=True)
+    test_id = models.UUIDField()
+    cycle = models.PositiveIntegerField()
+    latency_ms = models.PositiveIntegerField()
+    turns = models.IntegerField(default=0)
+    reported_turns = models.IntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["test_id", "cycle", "latency_ms"], name="test_turn_count_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.turns} turns of {self.test_id} at {self.latency_ms} ms"

@@ -299,6 +299,40 @@ class RunStatusCountsSerializer(serializers.Serializer):
     stopped = serializers.IntegerField()
 
 
+def interval_field(what: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text=f"[low, high]: {what}; null when it cannot be estimated.",
+    )
+
+
+class RepetitionsSerializer(serializers.Serializer):
+    k = serializers.IntegerField(help_text="Runs per entry.")
+    pass_at_k = serializers.FloatField(
+        allow_null=True,
+        help_text="Unbiased pass@k per entry (some of k runs passes), averaged over the entries "
+        "with at least k graded runs.",
+    )
+    pass_hat_k = serializers.FloatField(
+        allow_null=True, help_text="pass^k the same way: all k runs pass."
+    )
+
+
+class LatencySerializer(serializers.Serializer):
+    p50 = serializers.FloatField(help_text="Median model latency per turn, milliseconds.")
+    p95 = serializers.FloatField(help_text="95th percentile, milliseconds.")
+
+
+class TokensSerializer(serializers.Serializer):
+    prompt = serializers.IntegerField(
+        allow_null=True, help_text="Prompt tokens of every turn (null: the target reports none)."
+    )
+    completion = serializers.IntegerField(allow_null=True, help_text="Completion tokens.")
+
+
 class TestStatusSummarySerializer(serializers.Serializer):
     total_runs = serializers.IntegerField(
         help_text="Runs of the test (of the current cycle in infinite mode)."
@@ -311,6 +345,20 @@ class TestStatusSummarySerializer(serializers.Serializer):
     mean_score = serializers.FloatField(allow_null=True)
     cycle = serializers.IntegerField()
     progress = serializers.FloatField(help_text="Finished runs over total runs, 0..1.")
+    mean_score_ci = interval_field(
+        "95% t interval of mean_score, entries as the unit (docs/compare.md)"
+    )
+    pass_rate_ci = interval_field("95% Wilson interval of pass_rate")
+    repetitions = RepetitionsSerializer(
+        allow_null=True, help_text="When runs_per_entry > 1, else null."
+    )
+    latency_ms = LatencySerializer(allow_null=True, help_text="Null before any replayed turn.")
+    tokens = TokensSerializer()
+    cost = serializers.FloatField(
+        allow_null=True,
+        help_text="Tokens times the target's prices per million when the test started; null "
+        "without both prices.",
+    )
 
 
 class TestEntryItemSerializer(serializers.Serializer):
