@@ -32,6 +32,7 @@ SCENARIOS = [
     ("concurrency", 7, "256 replays at once against a model that answers in 1 s"),
     ("first_event", 4, "first event on the websocket"),
     ("get", 6, "get of a large test"),
+    ("compare", 8, "compare of two large tests"),
     ("export", 5, "export of a large test"),
     ("search", 1, "search"),
 ]
@@ -80,7 +81,7 @@ def parse_arguments() -> argparse.Namespace:
 
 
 def scenario_function(key: str) -> Callable[..., list[Row]]:
-    from bench.scenarios import claiming, detail, export, first_event, replay, search
+    from bench.scenarios import claiming, compare, detail, export, first_event, replay, search
 
     return {
         "next": claiming.run,
@@ -88,6 +89,7 @@ def scenario_function(key: str) -> Callable[..., list[Row]]:
         "concurrency": replay.run_concurrent,
         "first_event": first_event.run,
         "get": detail.run,
+        "compare": compare.run,
         "export": export.run,
         "search": search.run,
     }[key]

@@ -320,23 +320,41 @@ def seed_finished_test(
     steps_per_run: int,
     entries: int = 1000,
     pending: int = 0,
+    benchmark: Any = None,
+    outcome: Callable[[int], tuple[float, bool]] | None = None,
+    latency_ms: Callable[[int], int] | None = None,
+    target: Any = None,
 ) -> uuid.UUID:
     """A graded test of ``runs`` runs, each with one ended invocation, its steps and one agent
     grade, written with COPY (runs and invocations point at each other: the foreign keys are
     deferred to commit, so each batch holds both sides). With ``pending``, the last runs are
-    still pending and the test is running; otherwise it is completed."""
+    still pending and the test is running; otherwise it is completed.
+
+    ``benchmark``: a benchmark made by make_benchmark to test (else a new one of ``entries``
+    entries); ``outcome(index)``: the (score, passed) of the run at that index (else 0.9 and
+    passed for even indexes, 0.3 and failed for odd ones); ``latency_ms(index)``: of its turns
+    (else 50); ``target``: what it ran against (else the benchmark's default target)."""
     from tests_app.models import Grade, ReplayStep, Test, TestInvocation, TestRun
     from tests_app.targets.records import snapshot_of
 
-    entries = min(entries, runs)
-    benchmark = make_benchmark(
-        department_id=department_id,
-        name=name,
-        entries=entries,
-        turns=steps_per_run,
-        target={"kind": "reference"},
-        runs_per_entry=max(1, runs // entries),
-    )
+    if benchmark is None:
+        entries = min(entries, runs)
+        benchmark = make_benchmark(
+            department_id=department_id,
+            name=name,
+            entries=entries,
+            turns=steps_per_run,
+            target={"kind": "reference"},
+            runs_per_entry=max(1, runs // entries),
+        )
+    else:
+        entries = benchmark.entries.count()
+
+    def default_outcome(index: int) -> tuple[float, bool]:
+        return (0.9, True) if index % 2 == 0 else (0.3, False)
+
+    outcome = outcome or default_outcome
+    outcomes = [outcome(index) for index in range(runs - pending)]
     entry_ids = [
         str(pk) for pk in benchmark.entries.order_by("position").values_list("pk", flat=True)
     ]
@@ -346,8 +364,8 @@ def seed_finished_test(
         benchmark=benchmark,
         eval=benchmark.eval,
         department_id=department_id,
-        target=benchmark.default_target,
-        target_snapshot=snapshot_of(benchmark.default_target),
+        target=target or benchmark.default_target,
+        target_snapshot=snapshot_of(target or benchmark.default_target),
         status=Test.Status.RUNNING if pending else Test.Status.COMPLETED,
         created_by_id=world.operator_id,
         started_at=now,
@@ -355,8 +373,8 @@ def seed_finished_test(
         total_runs=runs,
         completed_runs=done,
         graded_runs=done,
-        passed_runs=(done + 1) // 2,
-        score_sum=sum(0.9 if index % 2 == 0 else 0.3 for index in range(done)),
+        passed_runs=sum(passed for _, passed in outcomes),
+        score_sum=sum(score for score, _ in outcomes),
     )
     test_id = str(test.pk)
     first_created = now - timedelta(milliseconds=runs)
@@ -391,8 +409,17 @@ def seed_finished_test(
     )
     step_table = CopyTable(
         ReplayStep,
-        variables=["id", "created_at", "invocation_id", "turn", "input", "output", "reference"],
-        constants={"latency_ms": 50, "prompt_tokens": 40, "completion_tokens": 12},
+        variables=[
+            "id",
+            "created_at",
+            "invocation_id",
+            "turn",
+            "input",
+            "output",
+            "reference",
+            "latency_ms",
+        ],
+        constants={"prompt_tokens": 40, "completion_tokens": 12},
     )
     grade_table = CopyTable(
         Grade,
@@ -410,8 +437,6 @@ def seed_finished_test(
             run_id, invocation_id = str(uuid.uuid4()), str(uuid.uuid4())
             # Distinct, increasing times as a real test has them (ties would skew sorts).
             created = (first_created + timedelta(milliseconds=index)).isoformat()
-            passed = index % 2 == 0
-            score = "0.9" if passed else "0.3"
             if index >= done:
                 run_lines.append(
                     run_table.line(
@@ -427,6 +452,7 @@ def seed_finished_test(
                     )
                 )
                 continue
+            score, passed = str(outcomes[index][0]), outcomes[index][1]
             run_lines.append(
                 run_table.line(
                     run_id,
@@ -456,6 +482,7 @@ def seed_finished_test(
                         f"e{index % entries + 1}: question {turn}?",
                         f"Echo: e{index % entries + 1}: question {turn}? An answer of a few words.",
                         f"e{index % entries + 1}: answer {turn}.",
+                        str(latency_ms(index) if latency_ms else 50),
                     )
                 )
         copy_lines(connection, run_table, run_lines)

@@ -227,5 +227,51 @@ def make_benchmark(
     return benchmark
 
 
+Outcome = tuple[float, bool | None] | None  # (score, passed) of a run; None: not graded
+
+
+def make_graded_test(
+    benchmark: models.Benchmark,
+    outcomes: list[list[Outcome]],
+    *,
+    target: Any = None,
+    actor: Any = None,
+    **fields: Any,
+) -> models.Test:
+    """A test of ``benchmark`` whose entry i (by position) has the runs ``outcomes[i]``, each
+    with one ended invocation (by ``actor``); written in bulk."""
+    target = target or benchmark.default_target
+    test = TestFactory(
+        benchmark=benchmark, target=target, status=models.Test.Status.COMPLETED, **fields
+    )
+    entries = list(benchmark.entries.order_by("position").values_list("pk", flat=True))
+    runs = []
+    for entry_id, entry_runs in zip(entries, outcomes, strict=False):
+        for outcome in entry_runs:
+            score, passed = outcome if outcome is not None else (None, None)
+            runs.append(
+                models.TestRun(
+                    test=test,
+                    entry_id=entry_id,
+                    cycle=1,
+                    ordinal=len(runs) + 1,
+                    status=models.TestRun.Status.COMPLETED
+                    if outcome
+                    else models.TestRun.Status.PENDING,
+                    score=score,
+                    passed=passed,
+                )
+            )
+    models.TestRun.objects.bulk_create(runs, batch_size=1000)
+    invocations = models.TestInvocation.objects.bulk_create(
+        [models.TestInvocation(test=test, run=run, status="ended", actor=actor) for run in runs],
+        batch_size=1000,
+    )
+    for run, invocation in zip(runs, invocations, strict=True):
+        run.latest_invocation = invocation
+    models.TestRun.objects.bulk_update(runs, ["latest_invocation"], batch_size=1000)
+    return test
+
+
 def now() -> Any:
     return timezone.now()

@@ -12,11 +12,11 @@ arithmetic: intervals are 95%, computed as follows.
   the unbiased estimators pass@k = 1 - C(n-c, k) / C(n, k) (some of k runs passes) and
   pass^k = C(c, k) / C(n, k) (all k runs pass), averaged over those entries.
 * compare: the paired percentile bootstrap interval of the mean per-entry difference
-  (BOOTSTRAP_RESAMPLES resamples of the entries, numpy's generator seeded with BOOTSTRAP_SEED, so
-  the same data gives the same interval), the two-sided Wilcoxon signed-rank test of the same
-  differences (zero differences dropped; exact for small samples, normal approximation above 50),
-  and McNemar's exact test of the entries whose verdict flipped (a two-sided binomial test of
-  the flips one way among all flips, p = 1/2).
+  (BOOTSTRAP_RESAMPLES resamples of the entries, fewer for very large comparisons, numpy's
+  generator seeded with BOOTSTRAP_SEED, so the same data gives the same interval), the two-sided
+  Wilcoxon signed-rank test of the same differences (zero differences dropped; exact for small
+  samples, normal approximation above 50), and McNemar's exact test of the entries whose verdict
+  flipped (a two-sided binomial test of the flips one way among all flips, p = 1/2).
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ from scipy import special, stats
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
+# The cost of a bootstrap is resamples x entries draws: above BOOTSTRAP_MAX_DRAWS the resamples
+# are fewer (not under BOOTSTRAP_MIN_RESAMPLES), which moves the interval's ends by about a tenth
+# of the delta's standard error at most, far below what a large comparison can resolve anyway.
+BOOTSTRAP_MIN_RESAMPLES = 1000
+BOOTSTRAP_MAX_DRAWS = 10_000_000
 BOOTSTRAP_SEED = 19
 # Resamples drawn at a time: bounds the memory of a bootstrap over many entries.
 BOOTSTRAP_CHUNK_VALUES = 2_000_000
@@ -150,6 +155,11 @@ def cost(
 # --- paired statistics of a comparison ------------------------------------------------------
 
 
+def bootstrap_resamples(count: int) -> int:
+    """How many resamples a bootstrap over ``count`` paired entries draws."""
+    return max(BOOTSTRAP_MIN_RESAMPLES, min(BOOTSTRAP_RESAMPLES, BOOTSTRAP_MAX_DRAWS // count))
+
+
 def paired_bootstrap_interval(differences: np.ndarray) -> list[float] | None:
     """The 95% percentile bootstrap interval of the mean of paired differences: entries are
     drawn with replacement, the same seed every time. None without differences."""
@@ -160,10 +170,11 @@ def paired_bootstrap_interval(differences: np.ndarray) -> list[float] | None:
         value = _round(differences[0])
         return [value, value]
     generator = np.random.default_rng(BOOTSTRAP_SEED)
-    means = np.empty(BOOTSTRAP_RESAMPLES)
-    chunk = max(1, min(BOOTSTRAP_RESAMPLES, BOOTSTRAP_CHUNK_VALUES // count))
-    for start in range(0, BOOTSTRAP_RESAMPLES, chunk):
-        stop = min(BOOTSTRAP_RESAMPLES, start + chunk)
+    resamples = bootstrap_resamples(count)
+    means = np.empty(resamples)
+    chunk = max(1, min(resamples, BOOTSTRAP_CHUNK_VALUES // count))
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
         picks = generator.integers(0, count, size=(stop - start, count), dtype=np.int32)
         means[start:stop] = differences[picks].mean(axis=1)
     tail = (1 - CONFIDENCE) / 2 * 100

@@ -35,7 +35,7 @@ from tests_app.models import BenchmarkEntry, Test
 from tests_app.selectors import scope
 
 # Who may use what (DESIGN §3 "Auth, scope"); any other operation needs the operator role.
-READ_OPERATIONS = frozenset({"get", "search", "docs", "export"})
+READ_OPERATIONS = frozenset({"get", "search", "docs", "export", "compare"})
 STAFF_OPERATIONS = frozenset({"refresh"})
 MAX_ENTRY_DOCS = 100
 DOCS_CACHE_TIMEOUT = 3600

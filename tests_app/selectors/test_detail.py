@@ -40,7 +40,12 @@ from tests_app.actors import display_name
 from tests_app.figures import ScoreMoments
 from tests_app.models import BenchmarkEntry, Grade, Test, TestInvocation, TestRun, Upload
 from tests_app.selectors.scope import can_operate_department, get_visible_test
-from tests_app.selectors.test_figures import figures_of_test, step_histograms, summarized_runs
+from tests_app.selectors.test_figures import (
+    figures_of_test,
+    plain_rows,
+    step_histograms,
+    summarized_runs,
+)
 
 ENTRIES_LIMIT = 500
 EXPORTS_LIMIT = 20
@@ -85,8 +90,10 @@ def _status_summary(test: Test) -> dict[str, Any]:
         "score_square_sum": Coalesce(Sum(F("score") * F("score")), 0.0),
     }
     if per_entry:
-        # Plain tuples without the entry's id: a thousand entries cost a thousand small rows.
-        rows = list(runs.order_by().values("entry_id").annotate(**columns).values_list(*columns))
+        # Plain numbers without the entry's id: a thousand entries cost a thousand small rows.
+        rows = plain_rows(
+            runs.order_by().values("entry_id").annotate(**columns).values_list(*columns)
+        )
     else:
         rows = [tuple(runs.aggregate(**columns).values())]
     table = np.array(rows, dtype=float).reshape(-1, len(columns))
