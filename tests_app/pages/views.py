@@ -8,6 +8,7 @@ may not see is a 404, as in the API.
 
 from __future__ import annotations
 
+import csv
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -31,6 +32,7 @@ from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test
 from tests_app.pages import charts, reads
+from tests_app.pages import compare as compare_words
 from tests_app.pages.forms import (
     ArchiveForm,
     InvocationForm,
@@ -40,10 +42,12 @@ from tests_app.pages.forms import (
 )
 from tests_app.selectors import analytics
 from tests_app.selectors.benchmarks import search_benchmarks, targets_by_department
+from tests_app.selectors.compare import compare_page, comparison_rows, entry_side_by_side
 from tests_app.selectors.scope import (
     can_operate_department,
     get_visible_test,
     operable_department_ids,
+    visible_tests,
 )
 from tests_app.selectors.search import SearchRow
 from tests_app.services.archiving import set_archived
@@ -240,6 +244,7 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
     context = {
         "test": test,
         "target": (detail.get("test") or {}).get("target") or {},
+        "compare_with": _compare_with(request, test),
         "detail": detail,
         "summary": summary,
         "status_chart": charts.status_bar(summary.get("by_status") or {}),
@@ -267,6 +272,37 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "tests_app/_test_live.html" if request.GET.get("fragment") else "tests_app/test_detail.html"
     )
     return render(request, template, context)
+
+
+COMPARE_WITH_LIMIT = 20
+
+
+def _compare_with(request: HttpRequest, test: Test) -> list[dict[str, Any]]:
+    """The newest other tests of the same benchmark that the user may see, each with the link
+    that compares it with this one (the older of the two is the baseline)."""
+    if request.GET.get("fragment"):
+        return []  # the live part of the page does not show them
+    others = (
+        visible_tests(request.user)
+        .filter(benchmark_id=test.benchmark_id)
+        .exclude(pk=test.pk)
+        .order_by("-created_at")
+        .values_list("pk", "created_at", "status", "target__name", "target_snapshot__model")[
+            :COMPARE_WITH_LIMIT
+        ]
+    )
+    return [
+        {
+            "id": pk,
+            "created_at": created_at,
+            "status": status,
+            "target_name": target_name,
+            "model": model if isinstance(model, str) else "",
+            "url": f"{reverse('pages:compare')}?"
+            + urlencode([("ids", str(test.pk)), ("ids", str(pk)), ("oldest_first", "1")]),
+        }
+        for pk, created_at, status, target_name, model in others
+    ]
 
 
 def _back_to_test(test_id: uuid.UUID, invocation_id: Any = None) -> HttpResponseRedirect:
@@ -399,6 +435,232 @@ def test_control(request: HttpRequest, test_id: uuid.UUID, action: str) -> HttpR
         return _back_to_test(test.pk, request.POST.get("invocation_id"))
     messages.success(request, message)
     return _back_to_test(test.pk, invocation_id)
+
+
+# --- /tests/compare/ -------------------------------------------------------------------------
+
+COMPARE_PAGE_SIZE = 50
+
+
+def _compare_ids(request: HttpRequest) -> list[uuid.UUID] | None:
+    try:
+        return [uuid.UUID(value) for value in request.GET.getlist("ids")]
+    except ValueError:
+        return None
+
+
+def _compare_query(request: HttpRequest, **changes: Any) -> str:
+    """The current compare URL's query with some parameters changed (None removes one)."""
+    query = request.GET.copy()
+    for name, value in changes.items():
+        query.pop(name, None)
+        if value is not None:
+            query[name] = str(value)
+    return f"?{query.urlencode()}"
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest) -> HttpResponse:
+    """2 to 5 tests side by side: their figures, each candidate's deltas in words, the entries
+    by change or by delta, and one entry's transcripts turn by turn (``?entry=<position>``)."""
+    test_ids = _compare_ids(request)
+    if test_ids and request.GET.get("oldest_first"):
+        # From the tests list, newest first: the oldest ticked test becomes the baseline, and
+        # the address says so from then on.
+        created = dict(
+            visible_tests(request.user).filter(pk__in=test_ids).values_list("pk", "created_at")
+        )
+        ordered = sorted(test_ids, key=lambda pk: (created.get(pk) is None, created.get(pk)))
+        return redirect(
+            f"{reverse('pages:compare')}?" + urlencode([("ids", str(pk)) for pk in ordered])
+        )
+    only = request.GET.get("only") or None
+    order = request.GET.get("order") or "position"
+    offset = _int_param(request, "offset")
+    try:
+        if test_ids is None:
+            raise ValidationFailed("A test id in the address is not valid.")
+        page = compare_page(
+            user=request.user,
+            test_ids=test_ids,
+            only=only,
+            order=order,
+            page_size=COMPARE_PAGE_SIZE,
+            page_offset=offset,
+        )
+        entry = None
+        if request.GET.get("entry"):
+            entry = entry_side_by_side(
+                user=request.user, test_ids=test_ids, position=_int_param(request, "entry")
+            )
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    except DomainError as error:
+        messages.error(request, f"{error.detail} Choose 2 to 5 tests of one benchmark below.")
+        return redirect("pages:tests")
+    comparison = page.comparison
+    names = [
+        f"{item['target']['name']}"
+        + (f" · {item['target']['model']}" if item["target"]["model"] else "")
+        for item in comparison.tests
+    ]
+    tests: list[dict[str, Any]] = [
+        {
+            "test": test,
+            "item": item,
+            "name": name,
+            "role": "baseline" if index == 0 else "candidate",
+            "baseline_url": f"{reverse('pages:compare')}?"
+            + urlencode(
+                [("ids", str(pk)) for pk in [test.pk, *(pk for pk in test_ids if pk != test.pk)]]
+            ),
+        }
+        for index, (test, item, name) in enumerate(
+            zip(page.tests, comparison.tests, names, strict=True)
+        )
+    ]
+    # Two tests may run against the same target: the chart's series are named by role too.
+    series_names = [
+        f"{'baseline' if index == 0 else f'candidate {index}'}: {name}"
+        for index, name in enumerate(names)
+    ]
+    deltas = [
+        {
+            **delta,
+            "name": names[index],
+            "score_words": compare_words.score_sentence(delta),
+            "verdict_words": compare_words.verdict_sentence(delta),
+        }
+        for index, delta in enumerate(comparison.deltas, start=1)
+    ]
+    rows = []
+    for entry_item in comparison.entries:
+        results = entry_item["results"]
+        baseline_score, candidate_score = results[0]["mean_score"], results[1]["mean_score"]
+        rows.append(
+            {
+                **entry_item,
+                "delta": candidate_score - baseline_score
+                if baseline_score is not None and candidate_score is not None
+                else None,
+                "url": _compare_query(request, entry=entry_item["position"]) + "#entry",
+            }
+        )
+    side_by_side = None
+    if entry is not None:
+        roles = [row["role"] for row in tests]
+        side_by_side = {
+            "entry": entry,
+            "columns": [
+                {
+                    "role": row["role"],
+                    "name": row["name"],
+                    "test_id": row["item"]["id"],
+                    "invocation_id": invocation_id,
+                }
+                for row, invocation_id in zip(tests, entry.invocation_ids, strict=True)
+            ],
+            "turns": [
+                {
+                    "turn": turn.turn,
+                    "input": turn.input,
+                    "reference": turn.reference,
+                    "outputs": [
+                        {"role": role, "html": None, "error": ""}
+                        if output is None
+                        else {
+                            "role": role,
+                            # The diff the test page shows: the output against the reference.
+                            "html": reads.word_diff(turn.reference, output[0])[1]
+                            if turn.reference is not None
+                            else output[0],
+                            "error": output[1],
+                        }
+                        for role, output in zip(roles, turn.outputs, strict=True)
+                    ],
+                }
+                for turn in entry.turns
+            ],
+        }
+    total = comparison.total_entries
+    return render(
+        request,
+        "tests_app/compare.html",
+        {
+            "tests": tests,
+            "deltas": deltas,
+            "rows": rows,
+            "total_entries": total,
+            "offset": offset,
+            "shown_to": min(offset + COMPARE_PAGE_SIZE, total),
+            "previous_url": _compare_query(
+                request, offset=max(0, offset - COMPARE_PAGE_SIZE), entry=None
+            )
+            if offset
+            else None,
+            "next_url": _compare_query(request, offset=offset + COMPARE_PAGE_SIZE, entry=None)
+            if offset + COMPARE_PAGE_SIZE < total
+            else None,
+            "only": only,
+            "order": order,
+            "filters": [
+                (label, value, _compare_query(request, only=value, offset=None, entry=None))
+                for label, value in (
+                    ("All", None),
+                    ("Regressions", "regressions"),
+                    ("Improvements", "improvements"),
+                    ("Changed", "changed"),
+                )
+            ],
+            "order_urls": {
+                value: _compare_query(request, order=value, offset=None, entry=None)
+                for value in ("position", "delta")
+            },
+            "csv_url": f"{reverse('pages:compare-csv')}?"
+            + urlencode([("ids", str(test_id)) for test_id in test_ids]),
+            "score_chart": charts.histogram(
+                dict(zip(series_names, page.score_counts, strict=True)),
+                page.score_bins,
+                title="Entries by mean score, per test",
+                x_label="mean score of the entry",
+            ),
+            "score_legend": charts.legend_colours(series_names),
+            "delta_chart": charts.histogram(
+                {series_names[1]: page.delta_counts},
+                page.delta_bins,
+                title="Entries by score delta, first candidate minus baseline",
+                x_label="score delta (candidate minus baseline)",
+                marker=0.0,
+                first_colour=1,
+            ),
+            "side_by_side": side_by_side,
+            "close_url": _compare_query(request, entry=None),
+        },
+    )
+
+
+@login_required
+@require_GET
+def compare_csv(request: HttpRequest) -> HttpResponse:
+    """Every entry of a comparison as CSV. Built in memory: a row is about a hundred bytes, so a
+    10,000-entry comparison is a megabyte."""
+    test_ids = _compare_ids(request)
+    if test_ids is None:
+        raise Http404("A test id in the address is not valid.")
+    try:
+        rows = comparison_rows(user=request.user, test_ids=test_ids)
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return redirect("pages:tests")
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="comparison.csv"'
+    writer = csv.writer(response)
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+    return response
 
 
 # --- /benchmarks/ -----------------------------------------------------------------------------

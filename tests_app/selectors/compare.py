@@ -22,6 +22,7 @@ test and entry), their turn counts, and for the page of entries their titles and
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from django.db.models.functions import Coalesce
 
 from tests_app import figures
 from tests_app.errors import NotFound, ValidationFailed
-from tests_app.models import BenchmarkEntry, Test, TestRun
+from tests_app.models import BenchmarkEntry, ReplayStep, Test, TestRun
 from tests_app.selectors import scope
 from tests_app.selectors.test_detail import target_summary
 from tests_app.selectors.test_figures import (
@@ -387,3 +388,163 @@ def compare_tests(
     loaded = _load(user=user, test_ids=test_ids)
     selected = _selected(loaded, only=only, order=order)
     return _comparison(loaded, selected=selected, page_size=page_size, page_offset=page_offset)
+
+
+# --- what only the compare page shows ---------------------------------------------------------
+
+SCORE_BINS = np.linspace(0.0, 1.0, 11)
+DELTA_BINS = np.linspace(-1.0, 1.0, 21)
+
+
+@dataclass(frozen=True)
+class ComparePage:
+    """A comparison with what its charts draw: per test, how many entries have a mean score in
+    each tenth of the scale; for the first candidate, how many paired entries have a score delta
+    in each tenth of -1..1."""
+
+    comparison: Comparison
+    tests: list[Test]
+    score_bins: list[float]
+    score_counts: list[list[int]]
+    delta_bins: list[float]
+    delta_counts: list[int]
+
+
+def compare_page(
+    *,
+    user: Any,
+    test_ids: list[uuid.UUID],
+    only: str | None = None,
+    order: str = "position",
+    page_size: int = PAGE_SIZE_DEFAULT,
+    page_offset: int = 0,
+) -> ComparePage:
+    """compare_tests for the staff page, with the histograms of its charts."""
+    loaded = _load(user=user, test_ids=test_ids)
+    selected = _selected(loaded, only=only, order=order)
+    comparison = _comparison(
+        loaded, selected=selected, page_size=page_size, page_offset=page_offset
+    )
+    score_counts = []
+    for sums in loaded.sums:
+        scores = sums.mean_score[sums.graded > 0]
+        score_counts.append([int(count) for count in np.histogram(scores, SCORE_BINS)[0]])
+    delta = loaded.score_delta()
+    delta_counts = np.histogram(delta[~np.isnan(delta)], DELTA_BINS)[0]
+    return ComparePage(
+        comparison=comparison,
+        tests=loaded.tests,
+        score_bins=SCORE_BINS.tolist(),
+        score_counts=score_counts,
+        delta_bins=DELTA_BINS.tolist(),
+        delta_counts=[int(count) for count in delta_counts],
+    )
+
+
+CSV_CHUNK = 2000
+
+
+def comparison_rows(*, user: Any, test_ids: list[uuid.UUID]) -> Iterator[list[Any]]:
+    """Every entry of a comparison as CSV rows, a header first: the entry, its change, each
+    test's runs, graded runs, mean score and pass rate, and the first candidate's score delta.
+
+    Checks the tests before the first row (NotFound, ValidationFailed); titles are read in
+    chunks, so memory stays bounded by the per-entry sums.
+    """
+    loaded = _load(user=user, test_ids=test_ids)
+    tests = loaded.tests
+    header = ["position", "entry_id", "title", "change"]
+    for index in range(len(tests)):
+        role = "baseline" if index == 0 else f"candidate{index}"
+        header += [f"{role}_{name}" for name in ("runs", "graded", "mean_score", "pass_rate")]
+    header.append("score_delta")
+    delta = loaded.score_delta()
+
+    def rows() -> Iterator[list[Any]]:
+        yield header
+        for start in range(0, len(loaded.positions), CSV_CHUNK):
+            slots = range(start, min(len(loaded.positions), start + CSV_CHUNK))
+            positions = [int(loaded.positions[slot]) for slot in slots]
+            entries = {
+                position: (pk, title)
+                for position, pk, title in BenchmarkEntry.objects.filter(
+                    benchmark_id=tests[0].benchmark_id, position__in=positions
+                )
+                .order_by()
+                .values_list("position", "id", "title")
+            }
+            for slot, position in zip(slots, positions, strict=True):
+                entry_id, title = entries.get(position, ("", ""))
+                row: list[Any] = [position, entry_id, title, CHANGE_NAMES[loaded.changes[slot]]]
+                for sums in loaded.sums:
+                    result = _result(sums, slot)
+                    row += [
+                        result["runs"],
+                        result["graded"],
+                        result["mean_score"],
+                        result["pass_rate"],
+                    ]
+                row.append(None if np.isnan(delta[slot]) else float(delta[slot]))
+                yield row
+
+    return rows()
+
+
+@dataclass(frozen=True)
+class EntryTurn:
+    turn: int
+    input: str
+    reference: str | None
+    # Per test, in the comparison's order: the output and the error of this turn (None: the
+    # test's replay has no such turn).
+    outputs: list[tuple[str, str] | None]
+
+
+@dataclass(frozen=True)
+class EntrySideBySide:
+    position: int
+    title: str
+    entry_id: uuid.UUID | None
+    invocation_ids: list[uuid.UUID | None]
+    turns: list[EntryTurn]
+
+
+MAX_TURNS_SIDE_BY_SIDE = 200
+
+
+def entry_side_by_side(*, user: Any, test_ids: list[uuid.UUID], position: int) -> EntrySideBySide:
+    """One entry of a comparison turn by turn: the input, the reference and each test's output
+    (from the invocation its result names). NotFound for an entry the benchmark does not have."""
+    tests = _visible_tests(user=user, test_ids=test_ids)
+    entry = (
+        BenchmarkEntry.objects.filter(benchmark_id=tests[0].benchmark_id, position=position)
+        .values_list("id", "title")
+        .first()
+    )
+    if entry is None:
+        raise NotFound("The benchmark has no entry at that position.")
+    _, invocations = _page_rows(tests=tests, positions=[position])
+    invocation_ids = [invocations.get((test.pk, position)) for test in tests]
+    steps = (
+        ReplayStep.objects.filter(
+            invocation_id__in=[pk for pk in invocation_ids if pk is not None],
+            turn__lte=MAX_TURNS_SIDE_BY_SIDE,
+        )
+        .order_by("turn")
+        .values_list("invocation_id", "turn", "input", "reference", "output", "error")
+    )
+    column_of = {pk: index for index, pk in enumerate(invocation_ids) if pk is not None}
+    turns: dict[int, EntryTurn] = {}
+    for invocation_id, turn, text, reference, output, error in steps:
+        item = turns.setdefault(
+            turn,
+            EntryTurn(turn=turn, input=text, reference=reference, outputs=[None] * len(tests)),
+        )
+        item.outputs[column_of[invocation_id]] = (output, error)
+    return EntrySideBySide(
+        position=position,
+        title=entry[1],
+        entry_id=entry[0],
+        invocation_ids=invocation_ids,
+        turns=[turns[turn] for turn in sorted(turns)],
+    )
