@@ -1,9 +1,18 @@
-"""The compare page's words: each candidate's delta as sentences a staff member reads without
-knowing the statistics (docs/compare.md has the same rules)."""
+"""What the compare page shows, from the comparison the selector read: each candidate's delta as
+sentences a staff member reads without knowing the statistics (docs/compare.md has the same
+rules), the rows of its tables, its charts and its links."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
+
+from django.urls import reverse
+
+from tests_app.pages import charts, reads
+from tests_app.selectors.compare import ComparePage, EntrySideBySide
 
 # Below this a difference is called unlikely to be chance (with an interval that excludes zero).
 SIGNIFICANCE = 0.05
@@ -67,3 +76,144 @@ def verdict_sentence(delta: dict[str, Any]) -> str:
         else:
             parts.append(f"the {flips} could well be chance ({p_text(mcnemar)})")
     return "; ".join(parts) + "."
+
+
+def compare_url(test_ids: list[uuid.UUID], route: str = "pages:compare") -> str:
+    return f"{reverse(route)}?" + urlencode([("ids", str(pk)) for pk in test_ids])
+
+
+def _side_by_side(entry: EntrySideBySide, tests: list[dict[str, Any]]) -> dict[str, Any]:
+    roles = [row["role"] for row in tests]
+    return {
+        "entry": entry,
+        "columns": [
+            {
+                "role": row["role"],
+                "name": row["name"],
+                "test_id": row["item"]["id"],
+                "invocation_id": invocation_id,
+            }
+            for row, invocation_id in zip(tests, entry.invocation_ids, strict=True)
+        ],
+        "turns": [
+            {
+                "turn": turn.turn,
+                "input": turn.input,
+                "reference": turn.reference,
+                "outputs": [
+                    {"role": role, "html": None, "error": ""}
+                    if output is None
+                    else {
+                        "role": role,
+                        # The diff the test page shows: the output against the reference.
+                        "html": reads.word_diff(turn.reference, output[0])[1]
+                        if turn.reference is not None
+                        else output[0],
+                        "error": output[1],
+                    }
+                    for role, output in zip(roles, turn.outputs, strict=True)
+                ],
+            }
+            for turn in entry.turns
+        ],
+    }
+
+
+def page_context(
+    *,
+    page: ComparePage,
+    entry: EntrySideBySide | None,
+    test_ids: list[uuid.UUID],
+    link: Callable[..., str],
+    page_size: int,
+    offset: int,
+) -> dict[str, Any]:
+    """The template's context. ``link(**changes)`` is the page's own address with some query
+    parameters changed (None removes one)."""
+    comparison = page.comparison
+    names = [
+        item["target"]["name"]
+        + (f" · {item['target']['model']}" if item["target"]["model"] else "")
+        for item in comparison.tests
+    ]
+    tests: list[dict[str, Any]] = [
+        {
+            "test": test,
+            "item": item,
+            "name": name,
+            "role": "baseline" if index == 0 else "candidate",
+            "baseline_url": compare_url([test.pk, *(pk for pk in test_ids if pk != test.pk)]),
+        }
+        for index, (test, item, name) in enumerate(
+            zip(page.tests, comparison.tests, names, strict=True)
+        )
+    ]
+    # Two tests may run against the same target: the chart's series are named by role too.
+    series_names = [
+        f"{'baseline' if index == 0 else f'candidate {index}'}: {name}"
+        for index, name in enumerate(names)
+    ]
+    rows = []
+    for item in comparison.entries:
+        baseline_score = item["results"][0]["mean_score"]
+        candidate_score = item["results"][1]["mean_score"]
+        rows.append(
+            {
+                **item,
+                "delta": candidate_score - baseline_score
+                if baseline_score is not None and candidate_score is not None
+                else None,
+                "url": link(entry=item["position"]) + "#entry",
+            }
+        )
+    total = comparison.total_entries
+    return {
+        "tests": tests,
+        "deltas": [
+            {
+                **delta,
+                "name": names[index],
+                "score_words": score_sentence(delta),
+                "verdict_words": verdict_sentence(delta),
+            }
+            for index, delta in enumerate(comparison.deltas, start=1)
+        ],
+        "rows": rows,
+        "total_entries": total,
+        "offset": offset,
+        "shown_to": min(offset + page_size, total),
+        "previous_url": link(offset=max(0, offset - page_size), entry=None) if offset else None,
+        "next_url": link(offset=offset + page_size, entry=None)
+        if offset + page_size < total
+        else None,
+        "filters": [
+            (label, value, link(only=value, offset=None, entry=None))
+            for label, value in (
+                ("All", None),
+                ("Regressions", "regressions"),
+                ("Improvements", "improvements"),
+                ("Changed", "changed"),
+            )
+        ],
+        "order_urls": {
+            value: link(order=value, offset=None, entry=None) for value in ("position", "delta")
+        },
+        "csv_url": compare_url(test_ids, route="pages:compare-csv"),
+        "score_chart": charts.histogram(
+            dict(zip(series_names, page.score_counts, strict=True)),
+            page.score_bins,
+            title="Entries by mean score, per test",
+            x_label="mean score of the entry",
+        ),
+        "score_legend": charts.legend_colours(series_names),
+        "delta_chart": charts.histogram(
+            {series_names[1]: page.delta_counts},
+            page.delta_bins,
+            title="Entries by score delta, first candidate minus baseline",
+            x_label="score delta (candidate minus baseline)",
+            marker=0.0,
+            first_colour=1,
+        ),
+        "side_by_side": _side_by_side(entry, tests) if entry is not None else None,
+        "close_url": link(entry=None),
+    }

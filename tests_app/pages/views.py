@@ -42,12 +42,17 @@ from tests_app.pages.forms import (
 )
 from tests_app.selectors import analytics
 from tests_app.selectors.benchmarks import search_benchmarks, targets_by_department
-from tests_app.selectors.compare import compare_page, comparison_rows, entry_side_by_side
+from tests_app.selectors.compare import (
+    compare_page,
+    comparison_rows,
+    entry_side_by_side,
+    oldest_first,
+    other_tests,
+)
 from tests_app.selectors.scope import (
     can_operate_department,
     get_visible_test,
     operable_department_ids,
-    visible_tests,
 )
 from tests_app.selectors.search import SearchRow
 from tests_app.services.archiving import set_archived
@@ -282,26 +287,13 @@ def _compare_with(request: HttpRequest, test: Test) -> list[dict[str, Any]]:
     that compares it with this one (the older of the two is the baseline)."""
     if request.GET.get("fragment"):
         return []  # the live part of the page does not show them
-    others = (
-        visible_tests(request.user)
-        .filter(benchmark_id=test.benchmark_id)
-        .exclude(pk=test.pk)
-        .order_by("-created_at")
-        .values_list("pk", "created_at", "status", "target__name", "target_snapshot__model")[
-            :COMPARE_WITH_LIMIT
-        ]
-    )
     return [
         {
-            "id": pk,
-            "created_at": created_at,
-            "status": status,
-            "target_name": target_name,
-            "model": model if isinstance(model, str) else "",
+            **other,
             "url": f"{reverse('pages:compare')}?"
-            + urlencode([("ids", str(test.pk)), ("ids", str(pk)), ("oldest_first", "1")]),
+            + urlencode([("ids", str(test.pk)), ("ids", str(other["id"])), ("oldest_first", "1")]),
         }
-        for pk, created_at, status, target_name, model in others
+        for other in other_tests(user=request.user, test=test, limit=COMPARE_WITH_LIMIT)
     ]
 
 
@@ -468,13 +460,8 @@ def compare(request: HttpRequest) -> HttpResponse:
     if test_ids and request.GET.get("oldest_first"):
         # From the tests list, newest first: the oldest ticked test becomes the baseline, and
         # the address says so from then on.
-        created = dict(
-            visible_tests(request.user).filter(pk__in=test_ids).values_list("pk", "created_at")
-        )
-        ordered = sorted(test_ids, key=lambda pk: (created.get(pk) is None, created.get(pk)))
-        return redirect(
-            f"{reverse('pages:compare')}?" + urlencode([("ids", str(pk)) for pk in ordered])
-        )
+        ordered = oldest_first(user=request.user, test_ids=test_ids)
+        return redirect(compare_words.compare_url(ordered))
     only = request.GET.get("only") or None
     order = request.GET.get("order") or "position"
     offset = _int_param(request, "offset")
@@ -499,145 +486,15 @@ def compare(request: HttpRequest) -> HttpResponse:
     except DomainError as error:
         messages.error(request, f"{error.detail} Choose 2 to 5 tests of one benchmark below.")
         return redirect("pages:tests")
-    comparison = page.comparison
-    names = [
-        f"{item['target']['name']}"
-        + (f" · {item['target']['model']}" if item["target"]["model"] else "")
-        for item in comparison.tests
-    ]
-    tests: list[dict[str, Any]] = [
-        {
-            "test": test,
-            "item": item,
-            "name": name,
-            "role": "baseline" if index == 0 else "candidate",
-            "baseline_url": f"{reverse('pages:compare')}?"
-            + urlencode(
-                [("ids", str(pk)) for pk in [test.pk, *(pk for pk in test_ids if pk != test.pk)]]
-            ),
-        }
-        for index, (test, item, name) in enumerate(
-            zip(page.tests, comparison.tests, names, strict=True)
-        )
-    ]
-    # Two tests may run against the same target: the chart's series are named by role too.
-    series_names = [
-        f"{'baseline' if index == 0 else f'candidate {index}'}: {name}"
-        for index, name in enumerate(names)
-    ]
-    deltas = [
-        {
-            **delta,
-            "name": names[index],
-            "score_words": compare_words.score_sentence(delta),
-            "verdict_words": compare_words.verdict_sentence(delta),
-        }
-        for index, delta in enumerate(comparison.deltas, start=1)
-    ]
-    rows = []
-    for entry_item in comparison.entries:
-        results = entry_item["results"]
-        baseline_score, candidate_score = results[0]["mean_score"], results[1]["mean_score"]
-        rows.append(
-            {
-                **entry_item,
-                "delta": candidate_score - baseline_score
-                if baseline_score is not None and candidate_score is not None
-                else None,
-                "url": _compare_query(request, entry=entry_item["position"]) + "#entry",
-            }
-        )
-    side_by_side = None
-    if entry is not None:
-        roles = [row["role"] for row in tests]
-        side_by_side = {
-            "entry": entry,
-            "columns": [
-                {
-                    "role": row["role"],
-                    "name": row["name"],
-                    "test_id": row["item"]["id"],
-                    "invocation_id": invocation_id,
-                }
-                for row, invocation_id in zip(tests, entry.invocation_ids, strict=True)
-            ],
-            "turns": [
-                {
-                    "turn": turn.turn,
-                    "input": turn.input,
-                    "reference": turn.reference,
-                    "outputs": [
-                        {"role": role, "html": None, "error": ""}
-                        if output is None
-                        else {
-                            "role": role,
-                            # The diff the test page shows: the output against the reference.
-                            "html": reads.word_diff(turn.reference, output[0])[1]
-                            if turn.reference is not None
-                            else output[0],
-                            "error": output[1],
-                        }
-                        for role, output in zip(roles, turn.outputs, strict=True)
-                    ],
-                }
-                for turn in entry.turns
-            ],
-        }
-    total = comparison.total_entries
-    return render(
-        request,
-        "tests_app/compare.html",
-        {
-            "tests": tests,
-            "deltas": deltas,
-            "rows": rows,
-            "total_entries": total,
-            "offset": offset,
-            "shown_to": min(offset + COMPARE_PAGE_SIZE, total),
-            "previous_url": _compare_query(
-                request, offset=max(0, offset - COMPARE_PAGE_SIZE), entry=None
-            )
-            if offset
-            else None,
-            "next_url": _compare_query(request, offset=offset + COMPARE_PAGE_SIZE, entry=None)
-            if offset + COMPARE_PAGE_SIZE < total
-            else None,
-            "only": only,
-            "order": order,
-            "filters": [
-                (label, value, _compare_query(request, only=value, offset=None, entry=None))
-                for label, value in (
-                    ("All", None),
-                    ("Regressions", "regressions"),
-                    ("Improvements", "improvements"),
-                    ("Changed", "changed"),
-                )
-            ],
-            "order_urls": {
-                value: _compare_query(request, order=value, offset=None, entry=None)
-                for value in ("position", "delta")
-            },
-            "csv_url": f"{reverse('pages:compare-csv')}?"
-            + urlencode([("ids", str(test_id)) for test_id in test_ids]),
-            "score_chart": charts.histogram(
-                dict(zip(series_names, page.score_counts, strict=True)),
-                page.score_bins,
-                title="Entries by mean score, per test",
-                x_label="mean score of the entry",
-            ),
-            "score_legend": charts.legend_colours(series_names),
-            "delta_chart": charts.histogram(
-                {series_names[1]: page.delta_counts},
-                page.delta_bins,
-                title="Entries by score delta, first candidate minus baseline",
-                x_label="score delta (candidate minus baseline)",
-                marker=0.0,
-                first_colour=1,
-            ),
-            "side_by_side": side_by_side,
-            "close_url": _compare_query(request, entry=None),
-        },
+    context = compare_words.page_context(
+        page=page,
+        entry=entry,
+        test_ids=test_ids,
+        link=lambda **changes: _compare_query(request, **changes),
+        page_size=COMPARE_PAGE_SIZE,
+        offset=offset,
     )
+    return render(request, "tests_app/compare.html", {**context, "only": only, "order": order})
 
 
 @login_required

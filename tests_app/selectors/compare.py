@@ -130,6 +130,38 @@ def _visible_tests(*, user: Any, test_ids: list[uuid.UUID]) -> list[Test]:
     return tests
 
 
+def oldest_first(*, user: Any, test_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """``test_ids`` with the oldest visible test first (ids it cannot see keep their place last,
+    for compare to refuse)."""
+    created = dict(
+        scope.visible_tests(user).filter(pk__in=test_ids).values_list("pk", "created_at")
+    )
+    missing = [pk for pk in test_ids if pk not in created]
+    return sorted(created, key=created.__getitem__) + missing
+
+
+def other_tests(*, user: Any, test: Test, limit: int) -> list[dict[str, Any]]:
+    """The newest other tests of ``test``'s benchmark that the user may see: what it can be
+    compared with."""
+    rows = (
+        scope.visible_tests(user)
+        .filter(benchmark_id=test.benchmark_id)
+        .exclude(pk=test.pk)
+        .order_by("-created_at")
+        .values_list("pk", "created_at", "status", "target__name", "target_snapshot__model")[:limit]
+    )
+    return [
+        {
+            "id": pk,
+            "created_at": created_at,
+            "status": status,
+            "target_name": target_name,
+            "model": model if isinstance(model, str) else "",
+        }
+        for pk, created_at, status, target_name, model in rows
+    ]
+
+
 def _per_entry(tests: list[Test]) -> tuple[np.ndarray, list[_PerEntry]]:
     """The positions of every entry any test ran, sorted, and each test's sums aligned on them.
 
