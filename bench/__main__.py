@@ -33,6 +33,7 @@ SCENARIOS = [
     ("local_model", 8, "20 conversations x 3 turns against the local model"),
     ("first_event", 4, "first event on the websocket"),
     ("get", 6, "get of a large test"),
+    ("compare", 8, "compare of two large tests"),
     ("export", 5, "export of a large test"),
     ("search", 1, "search"),
 ]
@@ -83,6 +84,7 @@ def parse_arguments() -> argparse.Namespace:
 def scenario_function(key: str) -> Callable[..., list[Row]]:
     from bench.scenarios import (
         claiming,
+        compare,
         detail,
         export,
         first_event,
@@ -98,6 +100,7 @@ def scenario_function(key: str) -> Callable[..., list[Row]]:
         "local_model": local_model.run,
         "first_event": first_event.run,
         "get": detail.run,
+        "compare": compare.run,
         "export": export.run,
         "search": search.run,
     }[key]

@@ -32,6 +32,8 @@ class Sizes:
     export_steps_per_run: int
     get_runs: int
     get_samples: int
+    compare_entries: int
+    compare_samples: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +51,8 @@ FULL = Sizes(
     export_steps_per_run=3,
     get_runs=10_000,
     get_samples=100,
+    compare_entries=10_000,
+    compare_samples=100,
 )
 
 QUICK = Sizes(
@@ -63,6 +67,8 @@ QUICK = Sizes(
     export_steps_per_run=3,
     get_runs=10_000,
     get_samples=30,
+    compare_entries=10_000,
+    compare_samples=30,
 )
 
 # Statements that change nothing a later request reads; the floor replays only reads.

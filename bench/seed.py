@@ -148,6 +148,10 @@ class World:
     department_ids: list[uuid.UUID]
     # (benchmark id, eval id, department id) for each benchmark of the search data.
     search_benchmarks: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]
+    # The targets of each department (its reference target first) and the snapshot a test of
+    # each keeps.
+    department_targets: dict[uuid.UUID, list[uuid.UUID]]
+    target_snapshots: dict[uuid.UUID, dict[str, Any]]
 
 
 def conversation(turns: int, *, tag: str) -> list[dict[str, str]]:
@@ -156,6 +160,17 @@ def conversation(turns: int, *, tag: str) -> list[dict[str, str]]:
         messages.append({"role": "user", "content": f"{tag}: question {turn}?"})
         messages.append({"role": "assistant", "content": f"{tag}: answer {turn}."})
     return messages
+
+
+def make_target(*, department_id: uuid.UUID, config: dict[str, Any], name: str = "") -> Any:
+    """A target row of the department with the settings of a target JSON (``{"kind": ...}``)."""
+    from tests_app.models import Target
+
+    settings = {key: value for key, value in config.items() if key != "kind"}
+    kind = config.get("kind", "reference")
+    # Unique within the department: scenarios make several benchmarks in one department.
+    label = name or f"{settings.get('model') or 'Reference'} {uuid.uuid4().hex[:6]}"
+    return Target.objects.create(department_id=department_id, kind=kind, name=label, **settings)
 
 
 def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World:
@@ -170,6 +185,8 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
         Membership,
         Rubric,
     )
+    from tests_app.services.targets import reference_target
+    from tests_app.targets.records import snapshot_of
 
     user_model = get_user_model()
     staff = user_model.objects.create_user(
@@ -185,11 +202,24 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
     )
     department_ids: list[uuid.UUID] = []
     search_benchmarks: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = []
+    department_targets: dict[uuid.UUID, list[uuid.UUID]] = {}
+    target_snapshots: dict[uuid.UUID, dict[str, Any]] = {}
     for department_number in range(1, departments + 1):
         department = Department.objects.create(
             name=f"Bench department {department_number:02d}", slug=f"bench-{department_number:02d}"
         )
         department_ids.append(department.pk)
+        # Two targets per department, so that search's target facet has a choice.
+        targets = [
+            reference_target(department=department),
+            make_target(
+                department_id=department.pk,
+                name=f"Bench model {department_number:02d}",
+                config={"kind": "openai", "model": f"bench-model-{department_number:02d}"},
+            ),
+        ]
+        department_targets[department.pk] = [target.pk for target in targets]
+        target_snapshots.update({target.pk: snapshot_of(target) for target in targets})
         Membership.objects.create(
             user=operator, department=department, role=Membership.Role.OPERATOR
         )
@@ -203,7 +233,7 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
             benchmark = Benchmark.objects.create(
                 name=f"Search benchmark {department_number:02d}-{eval_number}",
                 eval=evaluation,
-                target={"kind": "reference"},
+                default_target=targets[0],
             )
             BenchmarkEntry.objects.create(
                 benchmark=benchmark,
@@ -221,6 +251,8 @@ def make_world(*, departments: int = 10, evals_per_department: int = 4) -> World
         operator_id=operator.pk,
         department_ids=department_ids,
         search_benchmarks=search_benchmarks,
+        department_targets=department_targets,
+        target_snapshots=target_snapshots,
     )
 
 
@@ -233,7 +265,8 @@ def make_benchmark(
     target: dict[str, Any],
     runs_per_entry: int = 1,
 ) -> Any:
-    """A benchmark of ``entries`` conversations of ``turns`` user turns each (bulk-created)."""
+    """A benchmark of ``entries`` conversations of ``turns`` user turns each (bulk-created),
+    whose default target is a new target of the department with the settings of ``target``."""
     from tests_app.models import Benchmark, BenchmarkEntry, Eval, Rubric
 
     evaluation = Eval.objects.create(
@@ -243,7 +276,10 @@ def make_benchmark(
         rubric=Rubric.objects.get(name="Bench rubric"),
     )
     benchmark = Benchmark.objects.create(
-        name=name, eval=evaluation, target=target, runs_per_entry=runs_per_entry
+        name=name,
+        eval=evaluation,
+        default_target=make_target(department_id=department_id, config=target),
+        runs_per_entry=runs_per_entry,
     )
     rows = []
     for position in range(1, entries + 1):
@@ -285,22 +321,41 @@ def seed_finished_test(
     steps_per_run: int,
     entries: int = 1000,
     pending: int = 0,
+    benchmark: Any = None,
+    outcome: Callable[[int], tuple[float, bool]] | None = None,
+    latency_ms: Callable[[int], int] | None = None,
+    target: Any = None,
 ) -> uuid.UUID:
     """A graded test of ``runs`` runs, each with one ended invocation, its steps and one agent
     grade, written with COPY (runs and invocations point at each other: the foreign keys are
     deferred to commit, so each batch holds both sides). With ``pending``, the last runs are
-    still pending and the test is running; otherwise it is completed."""
-    from tests_app.models import Grade, ReplayStep, Test, TestInvocation, TestRun
+    still pending and the test is running; otherwise it is completed.
 
-    entries = min(entries, runs)
-    benchmark = make_benchmark(
-        department_id=department_id,
-        name=name,
-        entries=entries,
-        turns=steps_per_run,
-        target={"kind": "reference"},
-        runs_per_entry=max(1, runs // entries),
-    )
+    ``benchmark``: a benchmark made by make_benchmark to test (else a new one of ``entries``
+    entries); ``outcome(index)``: the (score, passed) of the run at that index (else 0.9 and
+    passed for even indexes, 0.3 and failed for odd ones); ``latency_ms(index)``: of its turns
+    (else 50); ``target``: what it ran against (else the benchmark's default target)."""
+    from tests_app.models import Grade, ReplayStep, Test, TestInvocation, TestRun
+    from tests_app.targets.records import snapshot_of
+
+    if benchmark is None:
+        entries = min(entries, runs)
+        benchmark = make_benchmark(
+            department_id=department_id,
+            name=name,
+            entries=entries,
+            turns=steps_per_run,
+            target={"kind": "reference"},
+            runs_per_entry=max(1, runs // entries),
+        )
+    else:
+        entries = benchmark.entries.count()
+
+    def default_outcome(index: int) -> tuple[float, bool]:
+        return (0.9, True) if index % 2 == 0 else (0.3, False)
+
+    outcome = outcome or default_outcome
+    outcomes = [outcome(index) for index in range(runs - pending)]
     entry_ids = [
         str(pk) for pk in benchmark.entries.order_by("position").values_list("pk", flat=True)
     ]
@@ -310,6 +365,8 @@ def seed_finished_test(
         benchmark=benchmark,
         eval=benchmark.eval,
         department_id=department_id,
+        target=target or benchmark.default_target,
+        target_snapshot=snapshot_of(target or benchmark.default_target),
         status=Test.Status.RUNNING if pending else Test.Status.COMPLETED,
         created_by_id=world.operator_id,
         started_at=now,
@@ -317,8 +374,8 @@ def seed_finished_test(
         total_runs=runs,
         completed_runs=done,
         graded_runs=done,
-        passed_runs=(done + 1) // 2,
-        score_sum=sum(0.9 if index % 2 == 0 else 0.3 for index in range(done)),
+        passed_runs=sum(passed for _, passed in outcomes),
+        score_sum=sum(score for score, _ in outcomes),
     )
     test_id = str(test.pk)
     first_created = now - timedelta(milliseconds=runs)
@@ -353,8 +410,17 @@ def seed_finished_test(
     )
     step_table = CopyTable(
         ReplayStep,
-        variables=["id", "created_at", "invocation_id", "turn", "input", "output", "reference"],
-        constants={"latency_ms": 50, "prompt_tokens": 40, "completion_tokens": 12},
+        variables=[
+            "id",
+            "created_at",
+            "invocation_id",
+            "turn",
+            "input",
+            "output",
+            "reference",
+            "latency_ms",
+        ],
+        constants={"prompt_tokens": 40, "completion_tokens": 12},
     )
     grade_table = CopyTable(
         Grade,
@@ -372,8 +438,6 @@ def seed_finished_test(
             run_id, invocation_id = str(uuid.uuid4()), str(uuid.uuid4())
             # Distinct, increasing times as a real test has them (ties would skew sorts).
             created = (first_created + timedelta(milliseconds=index)).isoformat()
-            passed = index % 2 == 0
-            score = "0.9" if passed else "0.3"
             if index >= done:
                 run_lines.append(
                     run_table.line(
@@ -389,6 +453,7 @@ def seed_finished_test(
                     )
                 )
                 continue
+            score, passed = str(outcomes[index][0]), outcomes[index][1]
             run_lines.append(
                 run_table.line(
                     run_id,
@@ -418,6 +483,7 @@ def seed_finished_test(
                         f"e{index % entries + 1}: question {turn}?",
                         f"Echo: e{index % entries + 1}: question {turn}? An answer of a few words.",
                         f"e{index % entries + 1}: answer {turn}.",
+                        str(latency_ms(index) if latency_ms else 50),
                     )
                 )
         copy_lines(connection, run_table, run_lines)

@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from tests_app import models
+from tests_app.targets.records import snapshot_of
 
 
 def conversation(
@@ -76,13 +77,31 @@ class EvalFactory(factory.django.DjangoModelFactory[models.Eval]):
     rubric = factory.SubFactory(RubricFactory)
 
 
+class TargetFactory(factory.django.DjangoModelFactory[models.Target]):
+    class Meta:
+        model = models.Target
+
+    name = factory.Sequence(lambda n: f"Target {n}")
+    department = factory.SubFactory(DepartmentFactory)
+    kind = models.Target.Kind.REFERENCE
+
+
+class OpenAITargetFactory(TargetFactory):
+    kind = models.Target.Kind.OPENAI
+    model = "gpt-test"
+    base_url = "http://127.0.0.1:9/v1"
+    api_key_env = "OPENAI_API_KEY"
+
+
 class BenchmarkFactory(factory.django.DjangoModelFactory[models.Benchmark]):
     class Meta:
         model = models.Benchmark
 
     name = factory.Sequence(lambda n: f"Benchmark {n}")
     eval = factory.SubFactory(EvalFactory)
-    target = factory.LazyFunction(lambda: {"kind": "reference"})
+    default_target = factory.SubFactory(
+        TargetFactory, department=factory.SelfAttribute("..eval.department")
+    )
     runs_per_entry = 1
 
 
@@ -105,6 +124,8 @@ class TestFactory(factory.django.DjangoModelFactory[models.Test]):
     benchmark = factory.SubFactory(BenchmarkFactory)
     eval = factory.LazyAttribute(lambda o: o.benchmark.eval)
     department = factory.LazyAttribute(lambda o: o.benchmark.eval.department)
+    target = factory.LazyAttribute(lambda o: o.benchmark.default_target)
+    target_snapshot = factory.LazyAttribute(lambda o: snapshot_of(o.target))
 
 
 class TestRunFactory(factory.django.DjangoModelFactory[models.TestRun]):
@@ -171,15 +192,86 @@ def make_api_key(user: Any, name: str = "test key") -> tuple[models.ApiKey, str]
     return cast(models.ApiKey, api_key), key
 
 
+def target_from_config(
+    department: models.Department, config: dict[str, Any], **fields: Any
+) -> models.Target:
+    """A target row with the settings of a target JSON as it was written before targets were
+    rows (``{"kind": "openai", "model": ..., ...}``), unvalidated: tests of bad targets need it."""
+    settings = {key: value for key, value in config.items() if key != "kind"}
+    for name in ("base_url", "api_key_env", "model"):
+        if settings.get(name) is None:
+            settings.pop(name, None)
+    return TargetFactory.create(
+        department=department, kind=config.get("kind", "reference"), **settings, **fields
+    )
+
+
 def make_benchmark(
-    *, department: models.Department, entries: int = 2, turns: int = 3, **kwargs: Any
+    *,
+    department: models.Department,
+    entries: int = 2,
+    turns: int = 3,
+    target: dict[str, Any] | models.Target | None = None,
+    **kwargs: Any,
 ) -> models.Benchmark:
+    """A benchmark of ``entries`` conversations whose default target is ``target`` (a row, or a
+    target JSON made into a row), else a new reference target of the department."""
+    if isinstance(target, dict):
+        target = target_from_config(department, target)
+    if target is not None:
+        kwargs["default_target"] = target
     benchmark = BenchmarkFactory.create(eval__department=department, **kwargs)
     for position in range(1, entries + 1):
         BenchmarkEntryFactory.create(
             benchmark=benchmark, position=position, messages=conversation(turns)
         )
     return benchmark
+
+
+Outcome = tuple[float, bool | None] | None  # (score, passed) of a run; None: not graded
+
+
+def make_graded_test(
+    benchmark: models.Benchmark,
+    outcomes: list[list[Outcome]],
+    *,
+    target: Any = None,
+    actor: Any = None,
+    **fields: Any,
+) -> models.Test:
+    """A test of ``benchmark`` whose entry i (by position) has the runs ``outcomes[i]``, each
+    with one ended invocation (by ``actor``); written in bulk."""
+    target = target or benchmark.default_target
+    test = TestFactory.create(
+        benchmark=benchmark, target=target, status=models.Test.Status.COMPLETED, **fields
+    )
+    entries = list(benchmark.entries.order_by("position").values_list("pk", flat=True))
+    runs: list[models.TestRun] = []
+    for entry_id, entry_runs in zip(entries, outcomes, strict=False):
+        for outcome in entry_runs:
+            score, passed = outcome if outcome is not None else (None, None)
+            runs.append(
+                models.TestRun(
+                    test=test,
+                    entry_id=entry_id,
+                    cycle=1,
+                    ordinal=len(runs) + 1,
+                    status=models.TestRun.Status.COMPLETED
+                    if outcome
+                    else models.TestRun.Status.PENDING,
+                    score=score,
+                    passed=passed,
+                )
+            )
+    models.TestRun.objects.bulk_create(runs, batch_size=1000)
+    invocations = models.TestInvocation.objects.bulk_create(
+        [models.TestInvocation(test=test, run=run, status="ended", actor=actor) for run in runs],
+        batch_size=1000,
+    )
+    for run, invocation in zip(runs, invocations, strict=True):
+        run.latest_invocation = invocation
+    models.TestRun.objects.bulk_update(runs, ["latest_invocation"], batch_size=1000)
+    return test
 
 
 def now() -> Any:

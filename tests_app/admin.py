@@ -35,10 +35,12 @@ from tests_app.models import (
     Membership,
     ReplayStep,
     Rubric,
+    Target,
     Test,
     TestDayCount,
     TestInvocation,
     TestRun,
+    TestTurnCount,
     Upload,
 )
 from tests_app.services.api_keys import issue_key, revoke_keys
@@ -50,7 +52,6 @@ User = get_user_model()
 INLINE_LIMIT = 20
 # Benchmarks with more entries than this are edited entry by entry, not in one giant form.
 ENTRY_INLINE_LIMIT = 100
-TARGET_KINDS = ("reference", "openai")
 
 # The library registers the admin of its own APIKey model, which this project does not use (keys
 # are tests_app.ApiKey, tied to a user); showing both would send operators to the wrong one.
@@ -321,38 +322,120 @@ class BenchmarkEntryInline(admin.StackedInline):
     show_change_link = True
 
 
+class TargetForm(forms.ModelForm):
+    base_url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text=Target._meta.get_field("base_url").help_text,
+    )
+
+    class Meta:
+        model = Target
+        fields = (
+            "name",
+            "department",
+            "kind",
+            "model",
+            "base_url",
+            "api_key_env",
+            "temperature",
+            "max_tokens",
+            "seed",
+            "timeout_s",
+            "max_retries",
+            "price_in",
+            "price_out",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if self.errors:
+            return cleaned
+        # The model client loads with the worker's tasks, not with the admin at every start.
+        from tests_app.targets import records
+
+        # The same checks as the client that the replay builds from the snapshot.
+        candidate = Target(**{name: cleaned.get(name) for name in self.Meta.fields})
+        try:
+            records.validate(candidate)
+        except DomainError as error:
+            fields = error.fields or {}
+            for name, problems in fields.items():
+                if name in self.fields:
+                    self.add_error(name, problems)
+                else:
+                    self.add_error(None, problems)
+            if not fields:
+                self.add_error(None, error.detail)
+        return cleaned
+
+
+@admin.register(Target)
+class TargetAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdmin):
+    """Targets of each department. Tests keep a snapshot of their target taken at start, so an
+    edit here changes only the tests started afterwards."""
+
+    form = TargetForm
+    list_display = (
+        "name",
+        "department",
+        "kind",
+        "model",
+        "base_url",
+        "api_key_env",
+        "price_in",
+        "price_out",
+        "updated_at",
+    )
+    list_filter = ("kind", "department")
+    search_fields = ("name", "model", "base_url", "department__name")
+    autocomplete_fields = ("department",)
+    list_select_related = ("department",)
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "department", "kind")}),
+        (
+            "OpenAI-compatible server",
+            {
+                "fields": (
+                    "model",
+                    "base_url",
+                    "api_key_env",
+                    "temperature",
+                    "max_tokens",
+                    "seed",
+                    "timeout_s",
+                    "max_retries",
+                ),
+                "description": "Never paste a secret: name the environment variable that holds "
+                "the key in api_key_env; the worker reads it when it calls the model.",
+            },
+        ),
+        ("Prices (per million tokens)", {"fields": ("price_in", "price_out")}),
+        ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+
+
 class BenchmarkForm(forms.ModelForm):
     class Meta:
         model = Benchmark
-        fields = ("name", "eval", "target", "runs_per_entry", "replay_mode")
-        help_texts = {
-            "target": (
-                "The model under test, as JSON. Offline (answers with the recorded replies): "
-                '{"kind": "reference"}. Any OpenAI-compatible server: {"kind": "openai", '
-                '"model": "gpt-4o-mini", "base_url": "http://127.0.0.1:11434/v1", '
-                '"api_key_env": "OPENAI_API_KEY", "temperature": 0, "max_tokens": null, '
-                '"timeout_s": 60}. Never paste a secret here: name the environment variable '
-                "that holds it in api_key_env."
-            ),
-        }
+        fields = ("name", "eval", "default_target", "runs_per_entry", "replay_mode")
 
-    def clean_target(self) -> Any:
-        target = self.cleaned_data.get("target") or {"kind": "reference"}
-        if not isinstance(target, dict):
-            raise forms.ValidationError('The target must be a JSON object such as {"kind": ...}.')
-        kind = target.get("kind", "reference")
-        if kind not in TARGET_KINDS:
-            raise forms.ValidationError(
-                f"Unknown target kind {kind!r}; use one of {', '.join(TARGET_KINDS)}."
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        evaluation, target = cleaned.get("eval"), cleaned.get("default_target")
+        if (
+            evaluation is not None
+            and target is not None
+            and target.department_id != evaluation.department_id
+        ):
+            self.add_error(
+                "default_target",
+                f"{target} belongs to another department than the eval "
+                f"({evaluation.department}); choose one of its targets.",
             )
-        if kind == "openai" and not str(target.get("model") or "").strip():
-            raise forms.ValidationError('An "openai" target needs a "model".')
-        if "api_key" in target:
-            raise forms.ValidationError(
-                'Secrets are never stored: replace "api_key" by "api_key_env", the name of the '
-                "environment variable that holds the key."
-            )
-        return target
+        return cleaned
 
 
 @admin.register(Benchmark)
@@ -362,7 +445,7 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdm
         "name",
         "eval",
         "department",
-        "target_kind",
+        "default_target",
         "entry_count",
         "runs_per_entry",
         "replay_mode",
@@ -370,12 +453,12 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdm
     )
     list_filter = ("replay_mode", "eval__department", "eval")
     search_fields = ("name", "eval__name")
-    autocomplete_fields = ("eval",)
-    list_select_related = ("eval__department",)
+    autocomplete_fields = ("eval", "default_target")
+    list_select_related = ("eval__department", "default_target")
     readonly_fields = ("entries_link", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "eval", "runs_per_entry", "replay_mode")}),
-        ("Model under test", {"fields": ("target",)}),
+        ("Model under test", {"fields": ("default_target",)}),
         ("Entries", {"fields": ("entries_link",)}),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
@@ -394,10 +477,6 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdm
     @admin.display(description="department", ordering="eval__department__name")
     def department(self, obj: Benchmark) -> str:
         return str(obj.eval.department)
-
-    @admin.display(description="target")
-    def target_kind(self, obj: Benchmark) -> str:
-        return obj.target_kind
 
     @admin.display(description="entries", ordering="entry_total")
     def entry_count(self, obj: Any) -> int:
@@ -494,6 +573,7 @@ class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
     list_display = (
         "short_id",
         "benchmark",
+        "target",
         "eval",
         "department",
         "status",
@@ -507,19 +587,27 @@ class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
         "created_at",
     )
     list_filter = ("status", "is_archived", "infinite_mode", "department", "eval")
-    search_fields = ("benchmark__name", "eval__name", "department__name", "created_by__username")
-    autocomplete_fields = ("benchmark", "eval", "department", "created_by")
-    list_select_related = ("benchmark", "eval", "department", "created_by")
+    search_fields = (
+        "benchmark__name",
+        "eval__name",
+        "department__name",
+        "target__name",
+        "created_by__username",
+    )
+    autocomplete_fields = ("benchmark", "eval", "department", "target", "created_by")
+    list_select_related = ("benchmark", "target", "eval", "department", "created_by")
     show_full_result_count = False
     list_per_page = 50
     actions = ("archive_tests", "unarchive_tests")
-    readonly_fields = ("runs_link", "invocations_link")
+    readonly_fields = ("runs_link", "invocations_link", "target_snapshot_json")
     fieldsets = (
         (
             None,
             {
                 "fields": (
                     "benchmark",
+                    "target",
+                    "target_snapshot_json",
                     "eval",
                     "department",
                     "status",
@@ -577,6 +665,10 @@ class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
     @admin.display(description="mean score")
     def mean_score_display(self, obj: Test) -> str:
         return "-" if obj.mean_score is None else f"{obj.mean_score:.2f}"
+
+    @admin.display(description="target as it ran (snapshot at start)")
+    def target_snapshot_json(self, obj: Test) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.target_snapshot, indent=2))
 
     @admin.display(description="runs")
     def runs_link(self, obj: Test) -> str:
@@ -762,6 +854,32 @@ class TestDayCountAdmin(admin.ModelAdmin):
     list_filter = ("is_archived",)
     date_hierarchy = "day"
     ordering = ("-day",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(TestTurnCount)
+class TestTurnCountAdmin(admin.ModelAdmin):
+    """Derived counts, kept by database triggers (migration 0007): shown, never edited here."""
+
+    list_display = (
+        "test_id",
+        "cycle",
+        "latency_ms",
+        "turns",
+        "reported_turns",
+        "prompt_tokens",
+        "completion_tokens",
+    )
+    ordering = ("test_id", "cycle", "latency_ms")
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:

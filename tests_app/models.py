@@ -106,6 +106,67 @@ class Eval(BaseModel):
         return self.name
 
 
+class Target(BaseModel):
+    """The model under test (DESIGN §2, §4), kept by operators in the admin for one department.
+
+    Never a secret: ``api_key_env`` names the environment variable that holds the key, which the
+    worker reads at call time. A test freezes the configuration it ran with at start
+    (``Test.target_snapshot``), so editing a target changes only the tests started afterwards.
+    """
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible chat completions server"
+        REFERENCE = "reference", "Reference (answers with the recorded replies, offline)"
+
+    name = models.CharField(max_length=200)
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="targets")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.REFERENCE)
+    model = models.CharField(
+        max_length=200, blank=True, help_text="The model name the server knows (openai only)."
+    )
+    base_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="e.g. http://127.0.0.1:11434/v1; empty: OPENAI_BASE_URL, else OpenAI's.",
+    )
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The NAME of the environment variable that holds the key, never the key.",
+    )
+    temperature = models.FloatField(default=0.0)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    timeout_s = models.FloatField(default=60.0, help_text="Per attempt, in seconds.")
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    price_in = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Price per million input (prompt) tokens; empty: cost is not computed.",
+    )
+    price_out = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Price per million output (completion) tokens; empty: cost is not computed.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["department", "name"], name="target_unique_name"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["openai", "reference"]), name="target_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Benchmark(BaseModel):
     class ReplayMode(models.TextChoices):
         AUTOREGRESSIVE = "autoregressive", "Auto-regressive (the model sees its own answers)"
@@ -113,14 +174,11 @@ class Benchmark(BaseModel):
 
     name = models.CharField(max_length=200)
     eval = models.ForeignKey(Eval, on_delete=models.PROTECT, related_name="benchmarks")
-    target = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text=(
-            'The model under test, e.g. {"kind": "reference"} or {"kind": "openai", "model": '
-            '"...", "base_url": "...", "api_key_env": "OPENAI_API_KEY", "timeout_s": 60}. '
-            "Never a secret: only the name of the environment variable that holds it."
-        ),
+    default_target = models.ForeignKey(
+        Target,
+        on_delete=models.PROTECT,
+        related_name="benchmarks",
+        help_text="What start tests against when the caller names no target_id.",
     )
     runs_per_entry = models.PositiveIntegerField(default=1)
     replay_mode = models.CharField(
@@ -137,10 +195,6 @@ class Benchmark(BaseModel):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def target_kind(self) -> str:
-        return str((self.target or {}).get("kind") or "reference")
 
 
 class BenchmarkEntry(BaseModel):
@@ -192,6 +246,10 @@ class Test(BaseModel):
     # Copied from the benchmark at start so search filters and scoping need no joins.
     eval = models.ForeignKey(Eval, on_delete=models.PROTECT, related_name="tests")
     department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="tests")
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="tests")
+    # The target's configuration when the test started: what the replays call, whatever later
+    # edits of the target say (tests_app.targets.records.snapshot_of).
+    target_snapshot = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     infinite_mode = models.BooleanField(default=False)
     cycle = models.PositiveIntegerField(default=1)
@@ -221,6 +279,7 @@ class Test(BaseModel):
             models.Index(fields=["eval", "-created_at"], name="test_eval_created_idx"),
             models.Index(fields=["is_archived", "-created_at"], name="test_archived_created_idx"),
             models.Index(fields=["benchmark", "-created_at"], name="test_benchmark_created_idx"),
+            models.Index(fields=["target", "-created_at"], name="test_target_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -445,13 +504,15 @@ class ApiKey(AbstractAPIKey):
 
 
 class TestDayCount(models.Model):
-    """How many tests exist per (eval, department, archived flag, UTC day of ``created_at``).
+    """How many tests exist per (eval, department, target, archived flag, UTC day of
+    ``created_at``).
 
-    Derived data, kept by database triggers on the tests table (migration 0003) in the same
-    transaction as every insert, delete and change of those four columns, whoever writes them
-    (services, the admin, bulk loads): search sums these rows for its exact total and facets
+    Derived data, kept by database triggers on the tests table (migrations 0003, 0006) in the
+    same transaction as every insert, delete and change of those five columns, whoever writes
+    them (services, the admin, bulk loads): search sums these rows for its exact total and facets
     instead of counting a million tests. Plain id columns rather than foreign keys, so that an
-    eval or department whose tests are gone can still be deleted (its rows then count zero).
+    eval, department or target whose tests are gone can still be deleted (its rows then count
+    zero).
     """
 
     __test__ = False
@@ -459,6 +520,7 @@ class TestDayCount(models.Model):
     id = models.BigAutoField(primary_key=True)
     eval_id = models.UUIDField()
     department_id = models.UUIDField()
+    target_id = models.UUIDField()
     is_archived = models.BooleanField()
     day = models.DateField()
     count = models.IntegerField(default=0)
@@ -467,10 +529,43 @@ class TestDayCount(models.Model):
         constraints = [
             # Day first: a date range reads a range of the index.
             models.UniqueConstraint(
-                fields=["day", "eval_id", "department_id", "is_archived"],
-                name="test_day_count_key",
+                fields=["day", "eval_id", "department_id", "target_id", "is_archived"],
+                name="test_day_count_target_key",
             )
         ]
 
     def __str__(self) -> str:
         return f"{self.count} tests of {self.eval_id} on {self.day}"
+
+
+class TestTurnCount(models.Model):
+    """Replayed turns per (test, cycle, latency in ms), with the tokens those turns used.
+
+    Derived data, kept by database triggers on the replay steps table (migration 0007) in the same
+    transaction as every insert, delete and change of a step, whoever writes it: the latency
+    percentiles, tokens and cost of a test (get, compare) read at most one row per distinct
+    latency instead of every step of every invocation. ``reported_turns`` counts the turns whose
+    target reported tokens (the reference target reports none). Plain id columns, like
+    TestDayCount.
+    """
+
+    __test__ = False
+
+    id = models.BigAutoField(primary_key=True)
+    test_id = models.UUIDField()
+    cycle = models.PositiveIntegerField()
+    latency_ms = models.PositiveIntegerField()
+    turns = models.IntegerField(default=0)
+    reported_turns = models.IntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["test_id", "cycle", "latency_ms"], name="test_turn_count_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.turns} turns of {self.test_id} at {self.latency_ms} ms"

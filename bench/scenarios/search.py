@@ -17,7 +17,7 @@ from typing import Any
 from django.utils import timezone
 
 from bench.context import Context
-from bench.seed import CopyTable, copy_lines
+from bench.seed import CopyTable, copy_lines, copy_text
 from bench.stats import Row, percentile
 
 STATUSES = ["completed"] * 7 + ["running", "pending", "stopped"]
@@ -38,6 +38,8 @@ def seed_tests(context: Context, *, first: int, last: int) -> None:
             "benchmark_id",
             "eval_id",
             "department_id",
+            "target_id",
+            "target_snapshot",
             "status",
             "is_archived",
             "completed_runs",
@@ -51,6 +53,13 @@ def seed_tests(context: Context, *, first: int, last: int) -> None:
         },
     )
     benchmarks = [tuple(str(part) for part in row) for row in context.world.search_benchmarks]
+    world = context.world
+    targets = {
+        str(department): [
+            (str(target), copy_text(world.target_snapshots[target])) for target in ids
+        ]
+        for department, ids in world.department_targets.items()
+    }
     now = timezone.now()
     rng = context.rng
     with context.connect(autocommit=False) as connection:
@@ -59,6 +68,7 @@ def seed_tests(context: Context, *, first: int, last: int) -> None:
             lines = []
             for _ in range(start, stop):
                 benchmark, evaluation, department = benchmarks[rng.randrange(len(benchmarks))]
+                target, snapshot = targets[department][rng.randrange(len(targets[department]))]
                 status = STATUSES[rng.randrange(len(STATUSES))]
                 created = now - timedelta(seconds=rng.randrange(DAYS * 86_400))
                 lines.append(
@@ -68,6 +78,8 @@ def seed_tests(context: Context, *, first: int, last: int) -> None:
                         benchmark,
                         evaluation,
                         department,
+                        target,
+                        snapshot,
                         status,
                         "t" if rng.random() < 0.1 else "f",
                         "10" if status == "completed" else "0",

@@ -85,4 +85,5 @@ TEST_OPERATIONS = [
     "end",
     "stop",
     "search",
+    "compare",
 ]

@@ -44,6 +44,7 @@ def test_it_lists_visible_benchmarks(client_for: Any, viewer: Any, world: Any) -
     body = response.json()
     assert body["total_count"] == 2
     alpha, chat = world["alpha"], world["chat"]
+    target = alpha.default_target
     assert body["benchmarks"][0] == {
         "id": str(alpha.pk),
         "name": "Alpha",
@@ -55,6 +56,9 @@ def test_it_lists_visible_benchmarks(client_for: Any, viewer: Any, world: Any) -
         "entries": 3,
         "runs_per_entry": 1,
         "target_kind": "reference",
+        "target_id": str(target.pk),
+        "target_name": target.name,
+        "model": "",
     }
     beta = body["benchmarks"][1]
     assert (beta["name"], beta["entries"], beta["runs_per_entry"], beta["target_kind"]) == (
@@ -63,6 +67,8 @@ def test_it_lists_visible_benchmarks(client_for: Any, viewer: Any, world: Any) -
         2,
         "openai",
     )
+    # The default target is named, so an agent knows what start runs against.
+    assert (beta["target_name"], beta["model"]) == (world["beta"].default_target.name, "m")
 
 
 def test_staff_sees_every_department(client_for: Any, staff: Any, world: Any) -> None:

@@ -72,6 +72,12 @@ def test_a_fresh_test(client_for: Any, operator: Any, started: Test, benchmark: 
         "started_at": None,
         "finished_at": None,
         "created_by_name": "Olive Operator",
+        "target": {
+            "id": str(benchmark.default_target_id),
+            "name": benchmark.default_target.name,
+            "kind": "reference",
+            "model": "",
+        },
     }
     assert body["status"] == "pending"
     assert body["eval_name"] == evaluation.name
@@ -100,6 +106,12 @@ def test_a_fresh_test(client_for: Any, operator: Any, started: Test, benchmark: 
         "mean_score": None,
         "cycle": 1,
         "progress": 0.0,
+        "mean_score_ci": None,
+        "pass_rate_ci": None,
+        "repetitions": None,
+        "latency_ms": None,
+        "tokens": {"prompt": None, "completion": None},
+        "cost": None,
     }
     assert body["show_controls"] is True
     assert body["current_invocation_id"] is None

@@ -40,6 +40,8 @@ NESTED_SHAPES = {
         "completed_runs",
         "pass_rate",
         "mean_score",
+        "target_name",
+        "model",
     ],
     "ListFilterSection": ["key", "label", "options"],
     "ListFilterOption": ["id", "label", "count", "selected"],
@@ -190,9 +192,10 @@ def test_each_credential_is_a_requirement_of_its_own(schema: dict[str, Any]) -> 
 def test_request_bodies_refuse_unknown_fields_as_the_server_does(schema: dict[str, Any]) -> None:
     components = schema["components"]["schemas"]
     requests = [name for name in components if name.endswith("InputRequest")]
-    # The eleven bodies of the Test API (refresh takes none), benchmark/search, judge/agreement.
-    assert "JudgeAgreementInputRequest" in requests
-    assert len(requests) == 12
+    # The eleven bodies of the Test API (refresh takes none), benchmark/search, judge/agreement,
+    # compare.
+    assert {"JudgeAgreementInputRequest", "CompareTestInputRequest"} <= set(requests)
+    assert len(requests) == 13
     for name in requests:
         assert components[name]["additionalProperties"] is False, name
     # What end refuses across fields, the schema says too.

@@ -49,7 +49,7 @@ def staff_key(
     rates = {**api_settings.DEFAULT_THROTTLE_RATES, "caller": None, "failed_authentication": None}
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
     factories.make_benchmark(department=research)
-    user = factories.UserFactory(username="schema-staff", is_staff=True, is_superuser=True)
+    user = factories.UserFactory.create(username="schema-staff", is_staff=True, is_superuser=True)
     return factories.make_api_key(user)[1]
 
 

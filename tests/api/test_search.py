@@ -93,6 +93,8 @@ def test_it_works(client_for: Any, viewer: Any, research: Any, support: Any) -> 
         "is_archived": False,
         "created_at": "2026-03-02T12:00:00Z",
         "created_by_name": "",
+        "target_name": newer.target.name,
+        "model": "",
         "total_runs": 4,
         "completed_runs": 3,
         "pass_rate": 0.5,
@@ -205,7 +207,7 @@ def test_dates_at_the_ends_of_the_calendar_are_answered(
     client_for: Any, staff: Any, research: Any, bounds: dict[str, str], found: bool
 ) -> None:
     # Shifting these to UTC, to a midnight or by a day leaves the years 1..9999 (a 500 before).
-    test = make_test(eval=factories.EvalFactory(department=research), created_at=at(1))
+    test = make_test(eval=factories.EvalFactory.create(department=research), created_at=at(1))
     response = search(client_for(staff), **bounds)
     assert response.status_code == 200, response.content
     body = response.json()
@@ -214,7 +216,7 @@ def test_dates_at_the_ends_of_the_calendar_are_answered(
 
 
 def test_start_after_end_is_an_empty_range(client_for: Any, staff: Any, research: Any) -> None:
-    make_test(eval=factories.EvalFactory(department=research), created_at=at(1))
+    make_test(eval=factories.EvalFactory.create(department=research), created_at=at(1))
     for start, end in [
         ("2026-03-02", "2026-03-01"),
         ("2026-03-01T00:00:01Z", "2026-03-01T00:00:00Z"),
@@ -590,17 +592,29 @@ def test_name_searches_can_use_the_trigram_indexes(model: Any, index: str) -> No
 # --- the day counts that the total and the facets are summed from ------------------------------
 
 
-def _day_counts_from_tests() -> Counter[tuple[str, str, bool, date]]:
+def _day_counts_from_tests() -> Counter[tuple[str, str, str, bool, date]]:
     return Counter(
-        (str(test.eval_id), str(test.department_id), test.is_archived, test.created_at.date())
+        (
+            str(test.eval_id),
+            str(test.department_id),
+            str(test.target_id),
+            test.is_archived,
+            test.created_at.date(),
+        )
         for test in Test.objects.all()
     )
 
 
-def _day_counts() -> Counter[tuple[str, str, bool, date]]:
+def _day_counts() -> Counter[tuple[str, str, str, bool, date]]:
     return Counter(
         {
-            (str(row.eval_id), str(row.department_id), row.is_archived, row.day): row.count
+            (
+                str(row.eval_id),
+                str(row.department_id),
+                str(row.target_id),
+                row.is_archived,
+                row.day,
+            ): row.count
             for row in TestDayCount.objects.filter(count__gt=0)
         }
     )
@@ -621,7 +635,13 @@ def test_day_counts_follow_every_write(operator: Any, research: Any) -> None:
     benchmark = factories.BenchmarkFactory.create(eval=beta)
     Test.objects.bulk_create(
         [
-            Test(benchmark=benchmark, eval=beta, department=research, created_at=at(day))
+            Test(
+                benchmark=benchmark,
+                eval=beta,
+                department=research,
+                target=benchmark.default_target,
+                created_at=at(day),
+            )
             for day in (3, 3, 4)
         ]
     )
@@ -629,10 +649,16 @@ def test_day_counts_follow_every_write(operator: Any, research: Any) -> None:
 
     assert set_archived(actor=Actor(user=operator), test_ids=[first.pk, third.pk], archived=True)
     assert _day_counts() == _day_counts_from_tests()
-    assert _day_counts()[(str(alpha.pk), str(research.pk), True, date(2026, 3, 1))] == 1
+    assert (
+        _day_counts()[
+            (str(alpha.pk), str(research.pk), str(first.target_id), True, date(2026, 3, 1))
+        ]
+        == 1
+    )
 
     Test.objects.filter(pk=second.pk).update(created_at=at(5))
     Test.objects.filter(pk=third.pk).update(eval=alpha, department=other)
+    Test.objects.filter(pk=second.pk).update(target=third.target)
     # An update that changes none of the counted columns changes no count.
     Test.objects.filter(pk=first.pk).update(status="running", completed_runs=3)
     second.refresh_from_db()

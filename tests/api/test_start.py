@@ -41,6 +41,90 @@ def test_it_creates_the_test_and_its_first_cycle(client_for: Any, operator: Any)
     assert positions == [1, 2, 3, 1, 2, 3]
 
 
+def test_it_runs_against_the_default_target_with_a_frozen_snapshot(
+    client_for: Any, operator: Any, research: Any
+) -> None:
+    target = factories.OpenAITargetFactory.create(
+        department=research, name="Local", model="qwen2.5:7b", price_in="0.5", price_out="1.5"
+    )
+    benchmark = factories.make_benchmark(department=research, entries=1, target=target)
+
+    response = post(client_for(operator), "start", {"benchmark_id": str(benchmark.pk)})
+
+    test = Test.objects.get(pk=response.json()["test_id"])
+    assert test.target == target
+    expected = {
+        "kind": "openai",
+        "model": "qwen2.5:7b",
+        "base_url": "http://127.0.0.1:9/v1",
+        "api_key_env": "OPENAI_API_KEY",
+        "temperature": 0.0,
+        "max_tokens": None,
+        "seed": None,
+        "timeout_s": 60.0,
+        "max_retries": 2,
+        "id": str(target.pk),
+        "name": "Local",
+        "price_in": 0.5,
+        "price_out": 1.5,
+    }
+    assert test.target_snapshot == expected
+    # An edit of the target changes the tests started afterwards, not this one.
+    target.model = "qwen2.5:14b"
+    target.save()
+    test.refresh_from_db()
+    assert test.target_snapshot == expected
+
+
+def test_it_takes_a_target_id(client_for: Any, operator: Any, benchmark: Any) -> None:
+    other = factories.OpenAITargetFactory.create(
+        department=benchmark.eval.department, model="other"
+    )
+
+    response = post(
+        client_for(operator),
+        "start",
+        {"benchmark_id": str(benchmark.pk), "target_id": str(other.pk)},
+    )
+
+    test = Test.objects.get(pk=response.json()["test_id"])
+    assert (test.target, test.target_snapshot["model"]) == (other, "other")
+    assert benchmark.default_target != other
+
+
+def test_a_target_the_caller_cannot_see_is_404(
+    client_for: Any, operator: Any, benchmark: Any, support: Any
+) -> None:
+    hidden = factories.TargetFactory.create(department=support, name="Support secret model")
+
+    for target_id in (str(hidden.pk), str(uuid.uuid4())):
+        response = post(
+            client_for(operator),
+            "start",
+            {"benchmark_id": str(benchmark.pk), "target_id": target_id},
+        )
+        body = assert_error(response, 404, "not_found")
+        assert "Support secret model" not in body["detail"]
+    assert not Test.objects.exists()
+
+
+def test_a_target_of_another_department_is_400(
+    client_for: Any, staff: Any, benchmark: Any, support: Any
+) -> None:
+    # Staff sees every target; a test still runs against one of its own department.
+    foreign = factories.TargetFactory.create(department=support)
+
+    response = post(
+        client_for(staff),
+        "start",
+        {"benchmark_id": str(benchmark.pk), "target_id": str(foreign.pk)},
+    )
+
+    body = assert_error(response, 400, "target_department_mismatch")
+    assert "target_id" in body["fields"]
+    assert not Test.objects.exists()
+
+
 def test_it_accepts_infinite_mode(client_for: Any, operator: Any, benchmark: Any) -> None:
     response = post(
         client_for(operator), "start", {"benchmark_id": str(benchmark.pk), "infinite_mode": True}
@@ -113,6 +197,7 @@ def test_a_benchmark_without_entries_is_400(client_for: Any, operator: Any, rese
             {"benchmark_id": "00000000-0000-0000-0000-000000000000", "infinite_mode": "yes"},
             "infinite_mode",
         ),
+        ({"benchmark_id": "00000000-0000-0000-0000-000000000000", "target_id": 3}, "target_id"),
     ],
 )
 def test_it_rejects_bad_bodies(

@@ -132,7 +132,7 @@ def test_a_conversation_replayed_and_graded_by_the_local_model_equals_the_record
     model = local_model.MODEL_NAME
     settings.JUDGE_MODEL = model  # so end creates an "ai" grade, as the worker will
     celery_worker_factory(JUDGE_MODEL=model, JUDGE_BASE_URL=local_model_url, JUDGE_API_KEY_ENV="")
-    rubric = factories.RubricFactory(
+    rubric = factories.RubricFactory.create(
         name="Geography answers",
         criteria=[
             {"name": "correctness", "description": "The facts are right.", "weight": 2},
@@ -143,7 +143,7 @@ def test_a_conversation_replayed_and_graded_by_the_local_model_equals_the_record
     benchmark = factories.make_benchmark(
         department=research,
         entries=0,
-        eval=factories.EvalFactory(department=research, rubric=rubric),
+        eval=factories.EvalFactory.create(department=research, rubric=rubric),
         target={
             "kind": "openai",
             "model": model,
@@ -155,7 +155,7 @@ def test_a_conversation_replayed_and_graded_by_the_local_model_equals_the_record
             "max_retries": 0,
         },
     )
-    factories.BenchmarkEntryFactory(
+    factories.BenchmarkEntryFactory.create(
         benchmark=benchmark, position=1, title="Paris", messages=conversation()
     )
     client = client_for(operator)

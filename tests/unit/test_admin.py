@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from tests import factories
 from tests_app.api.authentication import user_for_key
-from tests_app.models import ApiKey, Benchmark, Test, TestRun
+from tests_app.models import ApiKey, Benchmark, Target, Test, TestRun
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +48,7 @@ def world(research: Any, operator: Any, settings: Any, tmp_path: Any) -> dict[st
         "rubric": benchmark.eval.rubric,
         "eval": benchmark.eval,
         "benchmark": benchmark,
+        "target": benchmark.default_target,
         "entry": entry,
         "test": test,
         "run": run,
@@ -205,16 +206,67 @@ def test_api_key_revoke_action(admin_client: Client, operator: Any) -> None:
     assert user_for_key(kept_raw) is not None
 
 
-def test_benchmark_form_refuses_a_secret_in_the_target(
-    admin_client: Client, world: dict[str, Any]
+def target_form(department: Any, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": "Local model",
+        "department": department.pk,
+        "kind": "openai",
+        "model": "qwen2.5:7b",
+        "base_url": "http://127.0.0.1:11434/v1",
+        "api_key_env": "OLLAMA_API_KEY",
+        "temperature": 0,
+        "max_tokens": "",
+        "seed": 7,
+        "timeout_s": 30,
+        "max_retries": 2,
+        "price_in": "0.15",
+        "price_out": "0.60",
+        **fields,
+    }
+
+
+def test_target_form_validates_like_the_client_and_refuses_a_secret(
+    admin_client: Client, research: Any
+) -> None:
+    # A key pasted where the variable's name goes.
+    response = admin_client.post(
+        admin_url(Target, "add"), target_form(research, api_key_env="sk-proj-abc123")
+    )
+    assert response.status_code == 200
+    assert "Must be the NAME of an environment variable." in response.content.decode()
+    # An openai target without a model cannot be called.
+    response = admin_client.post(admin_url(Target, "add"), target_form(research, model=""))
+    assert response.status_code == 200
+    assert "A model name is required." in response.content.decode()
+    assert not Target.objects.exists()
+
+    response = admin_client.post(admin_url(Target, "add"), target_form(research))
+    assert response.status_code == 302
+    target = Target.objects.get()
+    assert (target.department, target.kind, target.model, target.api_key_env, target.seed) == (
+        research,
+        "openai",
+        "qwen2.5:7b",
+        "OLLAMA_API_KEY",
+        7,
+    )
+    assert (str(target.price_in), str(target.price_out)) == ("0.150000", "0.600000")
+
+
+def test_benchmark_form_takes_a_default_target_of_its_department(
+    admin_client: Client, world: dict[str, Any], support: Any
 ) -> None:
     benchmark = world["benchmark"]
+    foreign = factories.TargetFactory.create(department=support, name="Support's model")
+    own = factories.TargetFactory.create(
+        department=benchmark.eval.department, name="Research model"
+    )
     data = {
         "name": benchmark.name,
         "eval": benchmark.eval_id,
+        "default_target": foreign.pk,
         "runs_per_entry": 1,
         "replay_mode": "autoregressive",
-        "target": '{"kind": "openai", "model": "m", "api_key": "sk-secret"}',
         "entries-TOTAL_FORMS": 0,
         "entries-INITIAL_FORMS": 0,
         "entries-MIN_NUM_FORMS": 0,
@@ -222,15 +274,22 @@ def test_benchmark_form_refuses_a_secret_in_the_target(
     }
     response = admin_client.post(admin_url(benchmark, "change", benchmark.pk), data)
     assert response.status_code == 200
-    assert "api_key_env" in response.content.decode()
+    assert "belongs to another department than the eval" in response.content.decode()
     benchmark.refresh_from_db()
-    assert benchmark.target == {"kind": "reference"}
+    assert benchmark.default_target != foreign
 
-    data["target"] = '{"kind": "openai", "model": "m", "api_key_env": "OPENAI_API_KEY"}'
+    data["default_target"] = own.pk
     response = admin_client.post(admin_url(benchmark, "change", benchmark.pk), data)
     assert response.status_code == 302
     benchmark.refresh_from_db()
-    assert benchmark.target["kind"] == "openai"
+    assert benchmark.default_target == own
+
+
+def test_test_page_shows_the_target_snapshot(admin_client: Client, world: dict[str, Any]) -> None:
+    test = world["test"]
+    page = admin_client.get(admin_url(test, "change", test.pk)).content.decode()
+    assert "s it ran (snapshot at start)" in page
+    assert f"&quot;id&quot;: &quot;{test.target_id}&quot;" in page
 
 
 def test_benchmark_with_many_entries_links_instead_of_inlining(
@@ -376,6 +435,7 @@ def test_add_pages_of_editable_models_load(admin_client: Client) -> None:
         "tests_app_eval",
         "tests_app_benchmark",
         "tests_app_benchmarkentry",
+        "tests_app_target",
         "tests_app_apikey",
     ):
         page = admin_client.get(reverse(f"admin:{model_name}_add"))
@@ -395,7 +455,7 @@ def test_operator_flow_add_benchmark_with_entries(admin_client: Client, research
             "eval": eval_.pk,
             "runs_per_entry": 2,
             "replay_mode": "teacher_forced",
-            "target": '{"kind": "reference"}',
+            "default_target": factories.TargetFactory.create(department=research).pk,
             "entries-TOTAL_FORMS": 1,
             "entries-INITIAL_FORMS": 0,
             "entries-MIN_NUM_FORMS": 0,

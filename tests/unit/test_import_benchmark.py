@@ -57,7 +57,11 @@ def test_good_file_creates_benchmark_with_positions_and_turn_counts(
     benchmark = Benchmark.objects.get()
     assert benchmark.name == "refunds"  # the file stem
     assert benchmark.eval == support_eval
-    assert benchmark.target == {"kind": "reference"}
+    # The department's offline reference target, created as a row on first use.
+    assert (benchmark.default_target.kind, benchmark.default_target.department) == (
+        "reference",
+        support_eval.department,
+    )
     entries = list(benchmark.entries.order_by("position"))
     assert [(e.position, e.title, e.turns) for e in entries] == [
         (1, "Three turns", 3),
@@ -72,6 +76,26 @@ def test_name_option_overrides_file_stem(tmp_path: Path, support_eval: Any) -> N
     path = write_jsonl(tmp_path / "x.jsonl", [chat("hello")])
     call_command("import_benchmark", str(path), "--eval", "Refund handling", "--name", "Refunds v2")
     assert list(Benchmark.objects.values_list("name", flat=True)) == ["Refunds v2"]
+
+
+def test_target_option_names_a_target_of_the_eval_department(
+    tmp_path: Path, support_eval: Any, research: Any
+) -> None:
+    path = write_jsonl(tmp_path / "x.jsonl", [chat("hello")])
+    local = factories.OpenAITargetFactory.create(
+        department=support_eval.department, name="Local model"
+    )
+    factories.TargetFactory.create(department=research, name="Research model")
+
+    with pytest.raises(CommandError, match=r"No target named .Research model. in .*Local model"):
+        call_command(
+            "import_benchmark", str(path), "--eval", "Refund handling", "--target", "Research model"
+        )
+    call_command(
+        "import_benchmark", str(path), "--eval", "Refund handling", "--target", "Local model"
+    )
+
+    assert Benchmark.objects.get().default_target == local
 
 
 def test_one_bad_line_is_named_and_nothing_is_imported(tmp_path: Path, support_eval: Any) -> None:

@@ -22,11 +22,11 @@ def page(user: Any, query: str = "") -> Any:
 
 @pytest.fixture
 def graded(research: Any, support: Any) -> dict[str, Any]:
-    rubric = factories.RubricFactory(name="Support quality")
+    rubric = factories.RubricFactory.create(name="Support quality")
     test = graded_test(research, rubric)
     agreeing = [pair(test, (0.2 * n, n > 2), (0.2 * n, n > 2), "judge-a") for n in range(5)]
     disagreeing = pair(test, (0.9, True), (0.1, False), "judge-a")
-    hidden = graded_test(support, factories.RubricFactory(name="Hidden rubric"))
+    hidden = graded_test(support, factories.RubricFactory.create(name="Hidden rubric"))
     pair(hidden, (1.0, True), (0.0, False), "judge-a")
     return {"rubric": rubric, "test": test, "agreeing": agreeing, "disagreeing": disagreeing}
 

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from tests_app.api.authentication import user_for_key
-from tests_app.management.commands.seed_demo import LOCAL_BENCHMARK_NAME
+from tests_app.management.commands.seed_demo import LOCAL_BENCHMARK_NAME, LOCAL_TARGET_NAME
 from tests_app.models import (
     ApiKey,
     Benchmark,
@@ -133,7 +133,9 @@ def test_catalog_has_weighted_rubrics_and_multi_turn_reference_entries(
     benchmarks = list(Benchmark.objects.exclude(name=LOCAL_BENCHMARK_NAME))
     assert len(benchmarks) >= 3
     for benchmark in benchmarks:
-        assert benchmark.target == {"kind": "reference"}
+        # The offline target, as a row of the benchmark's department.
+        assert benchmark.default_target.kind == "reference"
+        assert benchmark.default_target.department_id == benchmark.eval.department_id
         entries = list(benchmark.entries.order_by("position"))
         assert [entry.position for entry in entries] == list(range(1, len(entries) + 1))
         assert entries
@@ -170,14 +172,15 @@ def test_the_local_model_demo_benchmark_points_at_the_local_server(
     seed(monkeypatch)
 
     local = Benchmark.objects.get(name=LOCAL_BENCHMARK_NAME)
-    assert local.target == {
-        "kind": "openai",
-        "model": "smollm2-135m-instruct",
-        "base_url": "http://127.0.0.1:8123/v1",
-        "seed": 7,
-        "temperature": 0,
-        "max_tokens": 256,
-    }
+    target = local.default_target
+    assert target.name == LOCAL_TARGET_NAME
+    assert target.department == local.eval.department
+    assert (target.kind, target.model, target.base_url) == (
+        "openai",
+        "smollm2-135m-instruct",
+        "http://127.0.0.1:8123/v1",
+    )
+    assert (target.seed, target.temperature, target.max_tokens) == (7, 0, 256)
     assert local.eval.department.name == "Research"  # the demo operator's key can start it
     same_conversations = Benchmark.objects.get(name="Abstract summaries")
     assert [entry.messages for entry in local.entries.order_by("position")] == [

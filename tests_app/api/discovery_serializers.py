@@ -71,6 +71,15 @@ class SearchTestInputSerializer(StrictSerializer):
             f"Only tests of these departments (at most {MAX_FILTER_IDS}); null or [] for all."
         ),
     )
+    target_ids = serializers.ListField(
+        child=StrictUUIDField(),
+        required=False,
+        allow_null=True,
+        max_length=MAX_FILTER_IDS,
+        help_text=(
+            f"Only tests run against these targets (at most {MAX_FILTER_IDS}); null or [] for all."
+        ),
+    )
     is_archived = StrictBooleanField(
         required=False,
         allow_null=True,
@@ -146,6 +155,10 @@ class SearchTestItemSerializer(serializers.Serializer):
     mean_score = serializers.FloatField(
         allow_null=True, help_text="Mean score of graded runs, 0..1; null before any grade."
     )
+    target_name = serializers.CharField(help_text="The target (model under test) it ran against.")
+    model = serializers.CharField(
+        help_text="The model it ran against, as configured at start (empty for a reference target)."
+    )
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         # DRF's field-by-field walk (after a deep copy of the declared fields) costs more per page
@@ -170,6 +183,8 @@ class SearchTestItemSerializer(serializers.Serializer):
             "completed_runs": row.completed_runs,
             "pass_rate": row.pass_rate,
             "mean_score": row.mean_score,
+            "target_name": row.target_name,
+            "model": row.model,
         }
 
 
@@ -204,6 +219,7 @@ class SearchTestResponseSerializer(serializers.Serializer):
     tests = SearchTestItemSerializer(many=True, allow_null=True, help_text="Newest first.")
     eval_filter = ListFilterSectionSerializer(allow_null=True)
     department_filter = ListFilterSectionSerializer(allow_null=True)
+    target_filter = ListFilterSectionSerializer(allow_null=True)
     total_count = serializers.IntegerField(
         allow_null=True, help_text="Exact number of tests matching every filter."
     )
@@ -217,6 +233,7 @@ class SearchTestResponseSerializer(serializers.Serializer):
             "tests": [_ITEM.to_representation(row) for row in instance.tests],
             "eval_filter": _section(instance.eval_filter),
             "department_filter": _section(instance.department_filter),
+            "target_filter": _section(instance.target_filter),
             "total_count": instance.total_count,
         }
 

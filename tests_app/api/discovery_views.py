@@ -35,8 +35,8 @@ class DiscoveryActions:
         summary="Search Test",
         description=(
             "Search the tests the caller may see: filters combine with AND, newest first, an "
-            "exact total_count, and eval/department facet sections whose counts leave out the "
-            "section's own filter."
+            "exact total_count, and eval/department/target facet sections whose counts leave "
+            "out the section's own filter."
         ),
         request=s.SearchTestInputSerializer,
         responses={200: s.SearchTestResponseSerializer, **error_responses(400, 401)},

@@ -75,6 +75,15 @@ class StartTestInputSerializer(StrictSerializer):
         default=False,
         help_text="Keep adding cycles of runs when every run has been claimed (default false).",
     )
+    target_id = StrictUUIDField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "The target (model under test) to run against, one of the benchmark's department; "
+            "omitted or null: the benchmark's default target."
+        ),
+    )
 
 
 class StartTestResponseSerializer(serializers.Serializer):
@@ -253,6 +262,15 @@ class IdNameSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
+class TestTargetSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField(help_text="The target's name.")
+    kind = serializers.CharField(help_text="openai or reference, as the test ran it.")
+    model = serializers.CharField(
+        help_text="The model as configured when the test started (empty for a reference target)."
+    )
+
+
 class GetTestResponseSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     benchmark_id = serializers.UUIDField()
@@ -268,6 +286,7 @@ class GetTestResponseSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     created_by_name = serializers.CharField()
+    target = TestTargetSerializer(help_text="What the test ran against (DESIGN §2).")
 
 
 class InvocationGradeSerializer(serializers.Serializer):
@@ -322,6 +341,40 @@ class RunStatusCountsSerializer(serializers.Serializer):
     stopped = serializers.IntegerField()
 
 
+def interval_field(what: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text=f"[low, high]: {what}; null when it cannot be estimated.",
+    )
+
+
+class RepetitionsSerializer(serializers.Serializer):
+    k = serializers.IntegerField(help_text="Runs per entry.")
+    pass_at_k = serializers.FloatField(
+        allow_null=True,
+        help_text="Unbiased pass@k per entry (some of k runs passes), averaged over the entries "
+        "with at least k graded runs.",
+    )
+    pass_hat_k = serializers.FloatField(
+        allow_null=True, help_text="pass^k the same way: all k runs pass."
+    )
+
+
+class LatencySerializer(serializers.Serializer):
+    p50 = serializers.FloatField(help_text="Median model latency per turn, milliseconds.")
+    p95 = serializers.FloatField(help_text="95th percentile, milliseconds.")
+
+
+class TokensSerializer(serializers.Serializer):
+    prompt = serializers.IntegerField(
+        allow_null=True, help_text="Prompt tokens of every turn (null: the target reports none)."
+    )
+    completion = serializers.IntegerField(allow_null=True, help_text="Completion tokens.")
+
+
 class TestStatusSummarySerializer(serializers.Serializer):
     total_runs = serializers.IntegerField(
         help_text="Runs of the test (of the current cycle in infinite mode)."
@@ -334,6 +387,20 @@ class TestStatusSummarySerializer(serializers.Serializer):
     mean_score = serializers.FloatField(allow_null=True)
     cycle = serializers.IntegerField()
     progress = serializers.FloatField(help_text="Finished runs over total runs, 0..1.")
+    mean_score_ci = interval_field(
+        "95% t interval of mean_score, entries as the unit (docs/compare.md)"
+    )
+    pass_rate_ci = interval_field("95% Wilson interval of pass_rate")
+    repetitions = RepetitionsSerializer(
+        allow_null=True, help_text="When runs_per_entry > 1, else null."
+    )
+    latency_ms = LatencySerializer(allow_null=True, help_text="Null before any replayed turn.")
+    tokens = TokensSerializer()
+    cost = serializers.FloatField(
+        allow_null=True,
+        help_text="Tokens times the target's prices per million when the test started; null "
+        "without both prices.",
+    )
 
 
 class TestEntryItemSerializer(serializers.Serializer):
@@ -439,7 +506,21 @@ class BenchmarkItemSerializer(serializers.Serializer):
         source="entry_count", help_text="Recorded conversations in the benchmark."
     )
     runs_per_entry = serializers.IntegerField()
-    target_kind = serializers.CharField(help_text="The model under test: openai or reference.")
+    target_kind = serializers.CharField(
+        source="default_target.kind",
+        help_text="The kind of the default target: openai or reference.",
+    )
+    target_id = serializers.UUIDField(
+        source="default_target_id",
+        help_text="The default target: what start runs against without a target_id.",
+    )
+    target_name = serializers.CharField(
+        source="default_target.name", help_text="The default target's name."
+    )
+    model = serializers.CharField(
+        source="default_target.model",
+        help_text="The default target's model (empty for a reference target).",
+    )
 
 
 class BenchmarkSearchResponseSerializer(serializers.Serializer):

@@ -27,7 +27,10 @@ from tests_app.services.stopping import stop_invocation
 class LifecycleActions:
     @extend_schema(
         summary="Start Test",
-        description="Create a new test of a benchmark with its first cycle of runs.",
+        description=(
+            "Create a new test of a benchmark with its first cycle of runs, against target_id "
+            "or the benchmark's default target; the test keeps a snapshot of the target."
+        ),
         request=s.StartTestInputSerializer,
         responses={200: s.StartTestResponseSerializer, **error_responses(400, 401, 403, 404)},
     )
@@ -38,6 +41,7 @@ class LifecycleActions:
             actor=actor_from_request(request),
             benchmark_id=data["benchmark_id"],
             infinite_mode=data["infinite_mode"],
+            target_id=data["target_id"],
         )
         return Response(s.StartTestResponseSerializer({"test_id": test.pk}).data)
 

@@ -6,11 +6,12 @@ an input serializer, call one service or selector, render with an output seriali
 
 from rest_framework import viewsets
 
+from tests_app.api.compare_views import CompareActions
 from tests_app.api.discovery_views import DiscoveryActions
 from tests_app.api.lifecycle_views import BenchmarkActions, LifecycleActions
 
 
-class TestViewSet(LifecycleActions, DiscoveryActions, viewsets.ViewSet):
+class TestViewSet(LifecycleActions, DiscoveryActions, CompareActions, viewsets.ViewSet):
     __test__ = False
 
 

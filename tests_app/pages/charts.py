@@ -6,6 +6,7 @@ Each function returns markup that is safe to embed (every label is escaped here)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -130,3 +131,70 @@ def line_chart(
 def legend_colours(names: Sequence[str]) -> list[tuple[str, str]]:
     """The colour each series got in :func:`line_chart`, for an HTML legend."""
     return [(name, SERIES_COLOURS[i % len(SERIES_COLOURS)]) for i, name in enumerate(names)]
+
+
+def histogram(
+    series: Mapping[str, Sequence[int]],
+    edges: Sequence[float],
+    *,
+    title: str,
+    x_label: str,
+    width: int = 640,
+    height: int = 200,
+    marker: float | None = None,
+    first_colour: int = 0,
+) -> SafeString:
+    """Counts per bin (``edges`` has one more value than each series), one bar per series in
+    each bin, side by side; ``marker`` draws a vertical line at that x value (e.g. zero);
+    series take SERIES_COLOURS from ``first_colour`` on (to match another chart's legend)."""
+    left, right, top, bottom = 40, 10, 10, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    bins = len(edges) - 1
+    # Whole-number gridlines: four steps of a whole number that reach the highest count.
+    step = max(
+        1, math.ceil(max([count for counts in series.values() for count in counts] + [1]) / 4)
+    )
+    highest = step * 4
+    parts = [
+        f'<svg class="chart chart-histogram" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for tick in range(5):
+        y = top + plot_h - plot_h * tick / 4
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
+            f"{step * tick}</text>"
+        )
+    bin_w = plot_w / bins
+    bar_w = bin_w * 0.8 / max(1, len(series))
+    for index, (name, counts) in enumerate(series.items()):
+        colour = SERIES_COLOURS[(first_colour + index) % len(SERIES_COLOURS)]
+        for position, count in enumerate(counts):
+            if not count:
+                continue
+            bar_h = plot_h * count / highest
+            x = left + position * bin_w + bin_w * 0.1 + index * bar_w
+            parts.append(
+                f'<rect x="{x:.1f}" y="{top + plot_h - bar_h:.1f}" width="{bar_w:.1f}" '
+                f'height="{bar_h:.1f}" fill="{colour}"><title>{escape(name)}, '
+                f"{edges[position]:.2f} to {edges[position + 1]:.2f}: {count}</title></rect>"
+            )
+    if marker is not None and edges[0] <= marker <= edges[-1]:
+        x = left + plot_w * (marker - edges[0]) / (edges[-1] - edges[0])
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#323f4b" '
+            'stroke-dasharray="4 3"/>'
+        )
+    for position in (0, bins // 2, bins):
+        x = left + position * bin_w
+        parts.append(
+            f'<text x="{x:.1f}" y="{height - 18}" font-size="10" text-anchor="middle">'
+            f"{edges[position]:g}</text>"
+        )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" '
+        f'text-anchor="middle">{escape(x_label)}</text></svg>'
+    )
+    return mark_safe("".join(parts))  # noqa: S308  # every interpolated label is escaped above

@@ -18,6 +18,7 @@ class SearchForm(forms.Form):
 
     eval = forms.MultipleChoiceField(required=False, label="Evals")
     department = forms.MultipleChoiceField(required=False, label="Departments")
+    target = forms.MultipleChoiceField(required=False, label="Targets")
     eval_search = forms.CharField(required=False, max_length=200, label="Eval name contains")
     department_search = forms.CharField(
         required=False, max_length=200, label="Department name contains"
@@ -44,6 +45,7 @@ class SearchForm(forms.Form):
         # come from the facet counts rather than a second query.
         self.fields["eval"].valid_value = lambda value: True  # type: ignore[attr-defined]
         self.fields["department"].valid_value = lambda value: True  # type: ignore[attr-defined]
+        self.fields["target"].valid_value = lambda value: True  # type: ignore[attr-defined]
 
     def _uuids(self, name: str) -> list[uuid.UUID]:
         try:
@@ -57,6 +59,9 @@ class SearchForm(forms.Form):
     def clean_department(self) -> list[uuid.UUID]:
         return self._uuids("department")
 
+    def clean_target(self) -> list[uuid.UUID]:
+        return self._uuids("target")
+
     def is_archived(self) -> bool | None:
         return {"active": False, "archived": True}.get(
             self.cleaned_data.get("archived") or "active"
@@ -66,6 +71,8 @@ class SearchForm(forms.Form):
 class StartForm(forms.Form):
     benchmark_id = forms.UUIDField(widget=forms.HiddenInput)
     infinite_mode = forms.BooleanField(required=False, label="Infinite mode")
+    # Empty: the benchmark's default target; the start service checks what is chosen.
+    target_id = forms.UUIDField(required=False)
 
 
 class InvocationForm(forms.Form):

@@ -8,6 +8,7 @@ may not see is a 404, as in the API.
 
 from __future__ import annotations
 
+import csv
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -31,6 +32,7 @@ from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test
 from tests_app.pages import charts, reads
+from tests_app.pages import compare as compare_words
 from tests_app.pages.forms import (
     ArchiveForm,
     InvocationForm,
@@ -40,7 +42,14 @@ from tests_app.pages.forms import (
 )
 from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors import agreement, analytics
-from tests_app.selectors.benchmarks import search_benchmarks
+from tests_app.selectors.benchmarks import search_benchmarks, targets_by_department
+from tests_app.selectors.compare import (
+    compare_page,
+    comparison_rows,
+    entry_side_by_side,
+    oldest_first,
+    other_tests,
+)
 from tests_app.selectors.scope import (
     can_operate_department,
     get_visible_test,
@@ -68,7 +77,9 @@ def _visible_test_or_404(request: HttpRequest, test_id: uuid.UUID) -> Test:
         return get_visible_test(
             user=request.user,
             test_id=test_id,
-            queryset=Test.objects.select_related("benchmark", "eval__rubric", "department"),
+            queryset=Test.objects.select_related(
+                "benchmark", "eval__rubric", "department", "target"
+            ),
         )
     except NotFound as error:
         raise Http404(error.detail) from error
@@ -107,6 +118,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             actor=_actor(request),
             eval_ids=data.get("eval") or None,
             department_ids=data.get("department") or None,
+            target_ids=data.get("target") or None,
             eval_search=data.get("eval_search") or None,
             department_search=data.get("department_search") or None,
             start_date=data.get("start_date"),
@@ -122,6 +134,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             "tests": result.tests,
             "eval_filter": _as_dict(result.eval_filter),
             "department_filter": _as_dict(result.department_filter),
+            "target_filter": _as_dict(result.target_filter),
             "total_count": result.total_count,
         }
         if result is not None
@@ -142,6 +155,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
                 for section, param in (
                     (result.get("eval_filter"), "eval"),
                     (result.get("department_filter"), "department"),
+                    (result.get("target_filter"), "target"),
                 )
                 if section
             ],
@@ -176,6 +190,7 @@ def _search_item(row: SearchRow) -> dict[str, Any]:
     item.pop("benchmark_id")
     item.pop("eval_id")
     item.pop("department_id")
+    item.pop("target_id")
     return item
 
 
@@ -235,6 +250,8 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
     total_runs = summary.get("total_runs") or 0
     context = {
         "test": test,
+        "target": (detail.get("test") or {}).get("target") or {},
+        "compare_with": _compare_with(request, test),
         "detail": detail,
         "summary": summary,
         "status_chart": charts.status_bar(summary.get("by_status") or {}),
@@ -262,6 +279,24 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "tests_app/_test_live.html" if request.GET.get("fragment") else "tests_app/test_detail.html"
     )
     return render(request, template, context)
+
+
+COMPARE_WITH_LIMIT = 20
+
+
+def _compare_with(request: HttpRequest, test: Test) -> list[dict[str, Any]]:
+    """The newest other tests of the same benchmark that the user may see, each with the link
+    that compares it with this one (the older of the two is the baseline)."""
+    if request.GET.get("fragment"):
+        return []  # the live part of the page does not show them
+    return [
+        {
+            **other,
+            "url": f"{reverse('pages:compare')}?"
+            + urlencode([("ids", str(test.pk)), ("ids", str(other["id"])), ("oldest_first", "1")]),
+        }
+        for other in other_tests(user=request.user, test=test, limit=COMPARE_WITH_LIMIT)
+    ]
 
 
 def _back_to_test(test_id: uuid.UUID, invocation_id: Any = None) -> HttpResponseRedirect:
@@ -396,6 +431,97 @@ def test_control(request: HttpRequest, test_id: uuid.UUID, action: str) -> HttpR
     return _back_to_test(test.pk, invocation_id)
 
 
+# --- /tests/compare/ -------------------------------------------------------------------------
+
+COMPARE_PAGE_SIZE = 50
+
+
+def _compare_ids(request: HttpRequest) -> list[uuid.UUID] | None:
+    try:
+        return [uuid.UUID(value) for value in request.GET.getlist("ids")]
+    except ValueError:
+        return None
+
+
+def _compare_query(request: HttpRequest, **changes: Any) -> str:
+    """The current compare URL's query with some parameters changed (None removes one)."""
+    query = request.GET.copy()
+    for name, value in changes.items():
+        query.pop(name, None)
+        if value is not None:
+            query[name] = str(value)
+    return f"?{query.urlencode()}"
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest) -> HttpResponse:
+    """2 to 5 tests side by side: their figures, each candidate's deltas in words, the entries
+    by change or by delta, and one entry's transcripts turn by turn (``?entry=<position>``)."""
+    test_ids = _compare_ids(request)
+    if test_ids and request.GET.get("oldest_first"):
+        # From the tests list, newest first: the oldest ticked test becomes the baseline, and
+        # the address says so from then on.
+        ordered = oldest_first(user=request.user, test_ids=test_ids)
+        return redirect(compare_words.compare_url(ordered))
+    only = request.GET.get("only") or None
+    order = request.GET.get("order") or "position"
+    offset = _int_param(request, "offset")
+    try:
+        if test_ids is None:
+            raise ValidationFailed("A test id in the address is not valid.")
+        page = compare_page(
+            user=request.user,
+            test_ids=test_ids,
+            only=only,
+            order=order,
+            page_size=COMPARE_PAGE_SIZE,
+            page_offset=offset,
+        )
+        entry = None
+        if request.GET.get("entry"):
+            entry = entry_side_by_side(
+                user=request.user, test_ids=test_ids, position=_int_param(request, "entry")
+            )
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    except DomainError as error:
+        messages.error(request, f"{error.detail} Choose 2 to 5 tests of one benchmark below.")
+        return redirect("pages:tests")
+    context = compare_words.page_context(
+        page=page,
+        entry=entry,
+        test_ids=test_ids,
+        link=lambda **changes: _compare_query(request, **changes),
+        page_size=COMPARE_PAGE_SIZE,
+        offset=offset,
+    )
+    return render(request, "tests_app/compare.html", {**context, "only": only, "order": order})
+
+
+@login_required
+@require_GET
+def compare_csv(request: HttpRequest) -> HttpResponse:
+    """Every entry of a comparison as CSV. Built in memory: a row is about a hundred bytes, so a
+    10,000-entry comparison is a megabyte."""
+    test_ids = _compare_ids(request)
+    if test_ids is None:
+        raise Http404("A test id in the address is not valid.")
+    try:
+        rows = comparison_rows(user=request.user, test_ids=test_ids)
+    except NotFound as error:
+        raise Http404(error.detail) from error
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return redirect("pages:tests")
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="comparison.csv"'
+    writer = csv.writer(response)
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+    return response
+
+
 # --- /benchmarks/ -----------------------------------------------------------------------------
 
 
@@ -412,11 +538,16 @@ def benchmark_list(request: HttpRequest) -> HttpResponse:
         page_offset=offset,
     )
     total = page.total_count
+    targets = targets_by_department(
+        user=request.user,
+        department_ids={benchmark.eval.department_id for benchmark in page.benchmarks},
+    )
     rows = [
         {
             "benchmark": benchmark,
             "can_start": can_operate_department(request.user, benchmark.eval.department_id),
             "form": StartForm(initial={"benchmark_id": benchmark.pk}),
+            "targets": targets.get(benchmark.eval.department_id, []),
         }
         for benchmark in page.benchmarks
     ]
@@ -448,6 +579,7 @@ def _start_test(request: HttpRequest) -> HttpResponse:
             actor=_actor(request),
             benchmark_id=form.cleaned_data["benchmark_id"],
             infinite_mode=form.cleaned_data["infinite_mode"],
+            target_id=form.cleaned_data["target_id"],
         )
     except NotFound as error:
         raise Http404(error.detail) from error

@@ -35,7 +35,7 @@ from tests_app.models import BenchmarkEntry, Test
 from tests_app.selectors import scope
 
 # Who may use what (DESIGN §3 "Auth, scope"); any other operation needs the operator role.
-READ_OPERATIONS = frozenset({"get", "search", "docs", "export"})
+READ_OPERATIONS = frozenset({"get", "search", "docs", "export", "compare"})
 STAFF_OPERATIONS = frozenset({"refresh"})
 MAX_ENTRY_DOCS = 100
 DOCS_CACHE_TIMEOUT = 3600
@@ -319,12 +319,20 @@ def _test_resources(test: Test) -> list[DocsEntry]:
             name=test.benchmark.name,
             type="benchmark",
             description=(
-                f"Target {test.benchmark.target_kind}, {test.benchmark.runs_per_entry} run(s) "
+                f"Run against {_target_words(test)}, {test.benchmark.runs_per_entry} run(s) "
                 f"per entry, {test.benchmark.get_replay_mode_display()}."
             ),
         ),
         DocsEntry(name=test.department.name, type="department", description=""),
     ]
+
+
+def _target_words(test: Test) -> str:
+    """The target as the test ran it: its name, and kind and model from the snapshot."""
+    snapshot = test.target_snapshot or {}
+    kind = snapshot.get("kind") or "reference"
+    model = f" {snapshot['model']}" if snapshot.get("model") else ""
+    return f"the target {test.target.name} ({kind}{model})"
 
 
 def _test_entries(test: Test) -> DocsEntry:
@@ -355,7 +363,9 @@ def get_test_docs(*, user: Any, entity_id: uuid.UUID | str | None = None) -> Tes
         test = scope.get_visible_test(
             user=user,
             test_id=entity_id,
-            queryset=Test.objects.select_related("eval__rubric", "benchmark", "department"),
+            queryset=Test.objects.select_related(
+                "eval__rubric", "benchmark", "department", "target"
+            ),
         )
     composed = composed_docs()
     permissions: list[OperationInfo] = []

@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from tests_app.errors import NotFound, PermissionDenied
-from tests_app.models import Benchmark, Department, Eval, Membership, Test
+from tests_app.models import Benchmark, Department, Eval, Membership, Target, Test
 
 
 def remember_memberships(user: Any, memberships: dict[uuid.UUID, str]) -> None:
@@ -75,6 +75,12 @@ def visible_benchmarks(user: Any) -> QuerySet[Benchmark]:
     ids = visible_department_ids(user)
     queryset = Benchmark.objects.all()
     return queryset if ids is None else queryset.filter(eval__department_id__in=ids)
+
+
+def visible_targets(user: Any) -> QuerySet[Target]:
+    ids = visible_department_ids(user)
+    queryset = Target.objects.all()
+    return queryset if ids is None else queryset.filter(department_id__in=ids)
 
 
 def visible_tests(user: Any) -> QuerySet[Test]:

@@ -1,11 +1,11 @@
 """Search tests (DESIGN §3 "search"): AND-combined filters, facets, exact total, newest first.
 
 Queries per call are fixed whatever the data: the caller's memberships (once per request), one
-query for the (eval, department) counts that give the exact total and both facet sections, the
-page (skipped when it would be empty), and the facet catalogue when it is not cached.
+query for the (eval, department, target) counts that give the exact total and the three facet
+sections, the page (skipped when it would be empty), and the facet catalogue when it is not cached.
 
-The counts are summed from TestDayCount (tests per eval, department, archived flag and UTC day,
-kept exact by database triggers) rather than counted over the tests: at a million tests that is
+The counts are summed from TestDayCount (tests per eval, department, target, archived flag and UTC
+day, kept exact by database triggers) rather than counted over the tests: at a million tests that is
 a sum over at most evals x days x 2 rows instead of a full scan. A date-time bound that falls
 inside a day leaves that partial day to be counted on the tests table, through the created_at
 index, in the same query (a UNION ALL).
@@ -31,7 +31,7 @@ from django.utils import timezone
 from tests_app import cache_tags
 from tests_app.actors import Actor
 from tests_app.errors import ValidationFailed
-from tests_app.models import Department, Eval, Test, TestDayCount
+from tests_app.models import Department, Eval, Target, Test, TestDayCount
 from tests_app.selectors import scope
 
 PAGE_SIZE_DEFAULT = 20
@@ -58,6 +58,10 @@ PAGE_COLUMNS = (
     "created_by__first_name",
     "created_by__last_name",
     "created_by__username",
+    "target_id",
+    "target__name",
+    # What the test ran against: the model of its snapshot, not of the target as edited since.
+    "target_snapshot__model",
     "total_runs",
     "completed_runs",
     "graded_runs",
@@ -87,6 +91,9 @@ class SearchRow:
     is_archived: bool
     created_at: datetime
     created_by_name: str
+    target_id: uuid.UUID
+    target_name: str
+    model: str
     total_runs: int
     completed_runs: int
     pass_rate: float | None
@@ -111,6 +118,9 @@ class SearchRow:
             first_name,
             last_name,
             username,
+            target_id,
+            target_name,
+            model,
             total_runs,
             completed_runs,
             graded_runs,
@@ -133,6 +143,9 @@ class SearchRow:
             is_archived=is_archived,
             created_at=created_at,
             created_by_name=full_name or username or "",
+            target_id=target_id,
+            target_name=target_name,
+            model=model if isinstance(model, str) else "",
             total_runs=total_runs,
             completed_runs=completed_runs,
             pass_rate=passed_runs / graded_runs if graded_runs else None,
@@ -161,6 +174,7 @@ class SearchResult:
     tests: list[SearchRow]
     eval_filter: FilterSection
     department_filter: FilterSection
+    target_filter: FilterSection
     total_count: int
 
 
@@ -269,10 +283,12 @@ def _split_days(interval: _Interval) -> _DaySplit:
 
 
 def _facet_catalogue() -> dict[str, Any]:
-    """Names of every eval (with its department) and department, cached under ``test-facets``.
+    """Names of every eval and target (with its department) and department, cached under
+    ``test-facets``.
 
-    Grouping by the tests' own eval_id/department_id columns needs no join; the labels come from
-    this small catalogue, which changes only when an operator edits an eval or a department.
+    Grouping by the tests' own eval_id/department_id/target_id columns needs no join; the labels
+    come from this small catalogue, which changes only when an operator edits an eval, a
+    department or a target.
     """
 
     def build() -> dict[str, Any]:
@@ -286,15 +302,26 @@ def _facet_catalogue() -> dict[str, Any]:
             "departments": {
                 str(pk): name for pk, name in Department.objects.values_list("id", "name")
             },
+            "targets": {
+                str(pk): (name, str(department_id))
+                for pk, name, department_id in Target.objects.values_list(
+                    "id", "name", "department_id"
+                )
+            },
         }
 
     return cache_tags.cached([cache_tags.FACETS], "facet-catalogue", build)
 
 
-def _catalogue_covering(eval_ids: set[str], department_ids: set[str]) -> dict[str, Any]:
+def _catalogue_covering(
+    eval_ids: set[str], department_ids: set[str], target_ids: set[str]
+) -> dict[str, Any]:
     catalogue = _facet_catalogue()
-    if not eval_ids <= set(catalogue["evals"]) or not department_ids <= set(
-        catalogue["departments"]
+    if (
+        not eval_ids <= set(catalogue["evals"])
+        or not department_ids <= set(catalogue["departments"])
+        # A catalogue cached before targets were rows has no "targets" at all.
+        or not target_ids <= set(catalogue.get("targets", ()))
     ):
         # Something was added since the catalogue was cached (or a selected id does not exist):
         # rebuild it, at most once per call.
@@ -308,6 +335,7 @@ class _Counts:
     total: int
     by_eval: dict[str, int]
     by_department: dict[str, int]
+    by_target: dict[str, int]
     # The evals and departments of the tests that pass every filter.
     matching_evals: list[str]
     matching_departments: list[str]
@@ -316,9 +344,9 @@ class _Counts:
 def _count_rows(
     *, tests: QuerySet[Test], day_counts: QuerySet[TestDayCount], interval: _Interval
 ) -> QuerySet[Any]:
-    """(eval_id, department_id, count) rows that add up to the tests matching ``interval`` and the
-    filters ``tests`` and ``day_counts`` already carry; a pair may come twice (whole days and
-    partial days), the caller adds them. One query however the range is cut."""
+    """(eval_id, department_id, target_id, count) rows that add up to the tests matching
+    ``interval`` and the filters ``tests`` and ``day_counts`` already carry; a key may come twice
+    (whole days and partial days), the caller adds them. One query however the range is cut."""
     split = _split_days(interval)
     parts: list[QuerySet[Any]] = []
     if split.any_whole_day:
@@ -328,7 +356,9 @@ def _count_rows(
         if split.end_day is not None:
             days = days.filter(day__lt=split.end_day)
         parts.append(
-            days.order_by().values_list("eval_id", "department_id").annotate(n=Sum("count"))
+            days.order_by()
+            .values_list("eval_id", "department_id", "target_id")
+            .annotate(n=Sum("count"))
         )
     if split.partial:
         edges = Q()
@@ -337,7 +367,7 @@ def _count_rows(
         parts.append(
             tests.filter(edges)
             .order_by()
-            .values_list("eval_id", "department_id")
+            .values_list("eval_id", "department_id", "target_id")
             .annotate(n=Count("id"))
         )
     first, *rest = parts
@@ -345,32 +375,37 @@ def _count_rows(
 
 
 def _counts(
-    rows: Iterable[tuple[Any, Any, int]],
+    rows: Iterable[tuple[Any, Any, Any, int]],
     *,
     selected_evals: set[str],
     selected_departments: set[str],
+    selected_targets: set[str],
 ) -> _Counts:
-    """The total and both facet sections from (eval, department, count) rows over the tests that
-    pass every filter but the two id filters: a row counts towards the total when it passes both,
-    towards the eval section when it passes the department filter, and the other way round. The
-    rows are at most the number of evals (twice, with a partial day).
+    """The total and the three facet sections from (eval, department, target, count) rows over
+    the tests that pass every filter but the three id filters: a row counts towards the total
+    when it passes all three, and towards a section when it passes the other two. The rows are
+    at most the number of (eval, target) pairs (twice, with a partial day).
     """
     total = 0
     by_eval: dict[str, int] = defaultdict(int)
     by_department: dict[str, int] = defaultdict(int)
+    by_target: dict[str, int] = defaultdict(int)
     matching_evals: set[str] = set()
     matching_departments: set[str] = set()
-    for eval_id, department_id, count in rows:
+    for eval_id, department_id, target_id, count in rows:
         if not count:
             continue
-        eval_key, department_key = str(eval_id), str(department_id)
+        eval_key, department_key, target_key = str(eval_id), str(department_id), str(target_id)
         eval_ok = not selected_evals or eval_key in selected_evals
         department_ok = not selected_departments or department_key in selected_departments
-        if department_ok:
+        target_ok = not selected_targets or target_key in selected_targets
+        if department_ok and target_ok:
             by_eval[eval_key] += count
-        if eval_ok:
+        if eval_ok and target_ok:
             by_department[department_key] += count
         if eval_ok and department_ok:
+            by_target[target_key] += count
+        if eval_ok and department_ok and target_ok:
             total += count
             matching_evals.add(eval_key)
             matching_departments.add(department_key)
@@ -378,6 +413,7 @@ def _counts(
         total=total,
         by_eval=dict(by_eval),
         by_department=dict(by_department),
+        by_target=dict(by_target),
         matching_evals=sorted(matching_evals),
         matching_departments=sorted(matching_departments),
     )
@@ -418,6 +454,7 @@ def search_tests(
     actor: Actor,
     eval_ids: list[uuid.UUID] | None = None,
     department_ids: list[uuid.UUID] | None = None,
+    target_ids: list[uuid.UUID] | None = None,
     is_archived: bool | None = None,
     start_date: date | datetime | None = None,
     end_date: date | datetime | None = None,
@@ -462,10 +499,12 @@ def search_tests(
 
     selected_evals = {str(pk) for pk in eval_ids or []}
     selected_departments = {str(pk) for pk in department_ids or []}
+    selected_targets = {str(pk) for pk in target_ids or []}
     # An empty id list selects nothing in a facet, so it filters nothing (like null).
     by_eval = Q(eval_id__in=list(eval_ids)) if eval_ids else Q()
     by_department = Q(department_id__in=list(department_ids)) if department_ids else Q()
-    filtered = tests.filter(_within(interval), by_eval & by_department)
+    by_target = Q(target_id__in=list(target_ids)) if target_ids else Q()
+    filtered = tests.filter(_within(interval), by_eval & by_department & by_target)
 
     counts = _counts(
         _count_rows(
@@ -475,11 +514,13 @@ def search_tests(
         ),
         selected_evals=selected_evals,
         selected_departments=selected_departments,
+        selected_targets=selected_targets,
     )
-    total_count, eval_counts, department_counts = (
+    total_count, eval_counts, department_counts, target_counts = (
         counts.total,
         counts.by_eval,
         counts.by_department,
+        counts.by_target,
     )
     page: list[SearchRow] = []
     if page_offset < total_count:
@@ -506,7 +547,9 @@ def search_tests(
         ]
 
     catalogue = _catalogue_covering(
-        set(eval_counts) | selected_evals, set(department_counts) | selected_departments
+        set(eval_counts) | selected_evals,
+        set(department_counts) | selected_departments,
+        set(target_counts) | selected_targets,
     )
     eval_labels = {key: value[0] for key, value in catalogue["evals"].items()}
     visible_evals = {
@@ -518,6 +561,11 @@ def search_tests(
         key
         for key in catalogue["departments"]
         if key in selected_departments and scope.can_see_department(user, uuid.UUID(key))
+    }
+    visible_targets = {
+        key
+        for key, (_, department_id) in catalogue.get("targets", {}).items()
+        if key in selected_targets and scope.can_see_department(user, uuid.UUID(department_id))
     }
     return SearchResult(
         actor_name=actor.display_name,
@@ -537,6 +585,14 @@ def search_tests(
             labels=catalogue["departments"],
             selected=selected_departments,
             selectable=visible_departments,
+        ),
+        target_filter=_section(
+            key="target_ids",
+            label="Target",
+            counts=target_counts,
+            labels={key: value[0] for key, value in catalogue.get("targets", {}).items()},
+            selected=selected_targets,
+            selectable=visible_targets,
         ),
         total_count=total_count,
     )

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from django.conf import settings
 from django.db.models import (
@@ -32,11 +33,19 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce
 
 from tests_app import cache_tags
 from tests_app.actors import display_name
+from tests_app.figures import ScoreMoments
 from tests_app.models import BenchmarkEntry, Grade, Test, TestInvocation, TestRun, Upload
 from tests_app.selectors.scope import can_operate_department, get_visible_test
+from tests_app.selectors.test_figures import (
+    figures_of_test,
+    plain_rows,
+    step_histograms,
+    summarized_runs,
+)
 
 ENTRIES_LIMIT = 500
 EXPORTS_LIMIT = 20
@@ -67,25 +76,42 @@ def download_url(upload_id: uuid.UUID) -> str:
 
 
 def _status_summary(test: Test) -> dict[str, Any]:
-    runs = TestRun.objects.filter(test=test)
-    if test.infinite_mode:
-        runs = runs.filter(cycle=test.cycle)
-    rows = runs.values("status").annotate(
-        count=Count("pk"),
-        graded=Count("pk", filter=Q(score__isnull=False)),
-        passed=Count("pk", filter=Q(passed=True, score__isnull=False)),
-        score_sum=Sum("score"),
-    )
-    by_status = dict.fromkeys(RUN_STATUSES, 0)
-    graded = passed = 0
-    score_sum = 0.0
-    for row in rows.order_by():
-        by_status[row["status"]] = row["count"]
-        graded += row["graded"]
-        passed += row["passed"]
-        score_sum += row["score_sum"] or 0.0
+    """Counts by status and the figures of tests_app.figures, in two queries: the runs' counts
+    and score sums (one row, or one per entry when runs_per_entry > 1, for pass@k and the
+    entry-clustered interval of the mean), and the histogram of the replay steps' latencies."""
+    runs = TestRun.objects.filter(summarized_runs(test))
+    per_entry = test.benchmark.runs_per_entry > 1
+    graded_runs = Q(score__isnull=False)
+    columns: dict[str, Any] = {
+        **{status: Count("pk", filter=Q(status=status)) for status in RUN_STATUSES},
+        "graded": Count("pk", filter=graded_runs),
+        "passed": Count("pk", filter=graded_runs & Q(passed=True)),
+        "score_sum": Coalesce(Sum("score"), 0.0),
+        "score_square_sum": Coalesce(Sum(F("score") * F("score")), 0.0),
+    }
+    if per_entry:
+        # Plain numbers without the entry's id: a thousand entries cost a thousand small rows.
+        rows = plain_rows(
+            runs.order_by().values("entry_id").annotate(**columns).values_list(*columns)
+        )
+    else:
+        rows = [tuple(runs.aggregate(**columns).values())]
+    table = np.array(rows, dtype=float).reshape(-1, len(columns))
+    sums = dict(zip(columns, table.sum(axis=0).tolist(), strict=True))
+    by_status = {status: int(sums[status]) for status in RUN_STATUSES}
+    graded, passed, score_sum = int(sums["graded"]), int(sums["passed"]), sums["score_sum"]
     total = sum(by_status.values())
     finished = sum(by_status[status] for status in FINISHED_RUN_STATUSES)
+    graded_by_entry: np.ndarray | None = None
+    passed_by_entry: np.ndarray | None = None
+    if per_entry:
+        graded_column, passed_column = len(RUN_STATUSES), len(RUN_STATUSES) + 1
+        graded_by_entry, passed_by_entry = table[:, graded_column], table[:, passed_column]
+        moments = ScoreMoments.of_entries(graded_by_entry, table[:, passed_column + 1])
+    else:
+        moments = ScoreMoments.of_runs(
+            graded=graded, score_sum=score_sum, score_square_sum=sums["score_square_sum"]
+        )
     return {
         "total_runs": total,
         "by_status": by_status,
@@ -96,6 +122,15 @@ def _status_summary(test: Test) -> dict[str, Any]:
         "mean_score": score_sum / graded if graded else None,
         "cycle": test.cycle,
         "progress": finished / total if total else 0.0,
+        **figures_of_test(
+            test=test,
+            passed=passed,
+            graded=graded,
+            moments=moments,
+            graded_by_entry=graded_by_entry,
+            passed_by_entry=passed_by_entry,
+            histogram=step_histograms([test])[test.pk],
+        ),
     }
 
 
@@ -270,8 +305,8 @@ def get_test_detail(
         user=user,
         test_id=test_id,
         queryset=Test.objects.select_related(
-            "benchmark", "eval__rubric", "department", "created_by"
-        ).defer("benchmark__target"),
+            "benchmark", "eval__rubric", "department", "target", "created_by"
+        ),
     )
     page = runs_page(size=runs_page_size, offset=runs_page_offset)
 
@@ -299,6 +334,18 @@ def _as_written(detail: dict[str, Any]) -> dict[str, Any]:
     return written
 
 
+def target_summary(test: Test) -> dict[str, Any]:
+    """What a test ran against: the target's id and (current) name, and the kind and model of
+    the snapshot taken at start, which later edits of the target do not change."""
+    snapshot = test.target_snapshot or {}
+    return {
+        "id": test.target_id,
+        "name": test.target.name,
+        "kind": snapshot.get("kind") or "reference",
+        "model": snapshot.get("model") or "",
+    }
+
+
 def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
     runs = _runs(test, page)
     invocations, current_invocation_id = _invocations(test, page)
@@ -319,6 +366,7 @@ def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
             "started_at": test.started_at,
             "finished_at": test.finished_at,
             "created_by_name": display_name(test.created_by),
+            "target": target_summary(test),
         },
         "invocations": invocations,
         "status": test.status,

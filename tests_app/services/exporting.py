@@ -85,6 +85,11 @@ RUN_COLUMNS = [
     "passed",
     "feedback",
     "graded_at",
+    # The same for every run of the test: what it ran against (name and id of the target, the
+    # model of the snapshot taken at start).
+    "target_id",
+    "target_name",
+    "model",
 ]
 TURN_COLUMNS = [
     "test_id",
@@ -236,7 +241,11 @@ def _run_rows(test: Test) -> Iterator[tuple[Any, ...]]:
                 actor_name = _person(first_name, last_name, username)
                 invocation = (*run[9:12], actor_name, *run[15:19])
                 grade = grades.get(invocation_id, _NO_GRADE)
-            yield (test.pk, *run[:9], *invocation, *grade)
+            yield (test.pk, *run[:9], *invocation, *grade, *_target_cells(test))
+
+
+def _target_cells(test: Test) -> tuple[Any, ...]:
+    return (test.target_id, test.target.name, (test.target_snapshot or {}).get("model") or None)
 
 
 def _turn_rows(test: Test) -> Iterator[tuple[Any, ...]]:
@@ -322,7 +331,8 @@ SELECT r.test_id::text, r.id::text, r.cycle, r.ordinal, r.status, r.attempts,
        r.entry_id::text, e.position, {entry_title}, e.turns,
        i.id::text, i.status, i.client, actor.name, {started_at}, {ended_at}, i.steps_count,
        {invocation_error},
-       g.id::text, g.source, g.status, {score}, {passed}, {feedback}, {graded_at}
+       g.id::text, g.source, g.status, {score}, {passed}, {feedback}, {graded_at},
+       {target_id}, {target_name}, {model}
 FROM {runs} r
 JOIN {entries} e ON e.id = r.entry_id
 LEFT JOIN {invocations} i ON i.id = r.latest_invocation_id
@@ -353,6 +363,7 @@ ORDER BY r.cycle, r.ordinal, i.created_at, s.turn
 
 def _runs_query(test: Test) -> sql.Composable:
     actor_ids, actor_names = _actor_names(test)
+    target_id, target_name, model = _target_cells(test)
     return sql.SQL(_RUNS_SQL).format(
         entry_title=_text(_column("e", "title")),
         started_at=_iso(_column("i", "started_at")),
@@ -362,6 +373,9 @@ def _runs_query(test: Test) -> sql.Composable:
         passed=_flag(_column("g", "passed")),
         feedback=_text(_column("g", "feedback")),
         graded_at=_iso(_column("g", "created_at")),
+        target_id=sql.Literal(str(target_id)),
+        target_name=_text(sql.Literal(target_name)),
+        model=_text(sql.Literal(model or "")),
         runs=sql.Identifier(TestRun._meta.db_table),
         entries=sql.Identifier(BenchmarkEntry._meta.db_table),
         invocations=sql.Identifier(TestInvocation._meta.db_table),
@@ -460,6 +474,12 @@ def _manifest(
                 "criteria": test.eval.rubric.criteria,
             },
             "department": {"id": str(test.department_id), "name": test.department.name},
+            # The target's id and current name, and its configuration as the test ran it.
+            "target": {
+                "id": str(test.target_id),
+                "name": test.target.name,
+                "snapshot": test.target_snapshot,
+            },
         },
         "files": files,
         "row_count": sum(file["rows"] for file in files),
@@ -473,7 +493,7 @@ def export_test(*, actor: Actor, test_id: uuid.UUID | str) -> ExportResult:
         user=actor.user,
         test_id=test_id,
         queryset=Test.objects.select_related(
-            "benchmark", "eval__rubric", "department", "created_by"
+            "benchmark", "eval__rubric", "department", "target", "created_by"
         ),
     )
     exported_at = timezone.now()

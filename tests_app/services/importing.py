@@ -15,7 +15,8 @@ from typing import Any
 from django.db import transaction
 
 from tests_app.errors import ValidationFailed
-from tests_app.models import Benchmark, BenchmarkEntry, Eval, count_user_turns
+from tests_app.models import Benchmark, BenchmarkEntry, Eval, Target, count_user_turns
+from tests_app.services.targets import reference_target
 
 ALLOWED_LINE_KEYS = frozenset({"messages", "title"})
 ALLOWED_ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -24,7 +25,6 @@ TITLE_MAX_LENGTH = BenchmarkEntry._meta.get_field("title").max_length or 300
 # One import is one transaction held in memory; a larger benchmark should be split.
 MAX_ENTRIES = 10_000
 BULK_BATCH_SIZE = 500
-DEFAULT_TARGET: dict[str, Any] = {"kind": "reference"}
 
 
 @dataclass(frozen=True)
@@ -142,13 +142,21 @@ def import_benchmark(
     eval: Eval,
     name: str,
     lines: Iterable[str],
-    target: dict[str, Any] | None = None,
+    target: Target | None = None,
 ) -> Benchmark:
-    """Create a benchmark under ``eval`` with one entry per line, positions 1..N.
+    """Create a benchmark under ``eval`` with one entry per line, positions 1..N, whose default
+    target is ``target`` (a target of the eval's department), else the department's reference
+    target.
 
     Validates the whole file first; writes nothing unless every line is good. A benchmark of the
     same name already in the eval is refused rather than duplicated.
     """
+    if target is not None and target.department_id != eval.department_id:
+        raise ValidationFailed(
+            f"The target {target.name!r} belongs to another department than the eval.",
+            code="target_department_mismatch",
+            fields={"target": ["Must be a target of the eval's department."]},
+        )
     name = name.strip()
     if not name:
         raise ValidationFailed("The benchmark needs a name.", fields={"name": ["Required."]})
@@ -161,7 +169,9 @@ def import_benchmark(
                 code="duplicate_benchmark",
             )
         benchmark = Benchmark.objects.create(
-            name=name, eval=eval, target=dict(target or DEFAULT_TARGET)
+            name=name,
+            eval=eval,
+            default_target=target or reference_target(department=eval.department),
         )
         # bulk_create skips save(), so the turn count it would keep is computed here.
         BenchmarkEntry.objects.bulk_create(

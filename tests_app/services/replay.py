@@ -162,7 +162,7 @@ def _claim_statement() -> str:
             FROM claimed
             WHERE run.id = claimed.run_id AND run.status = %(claimed)s
         )
-        SELECT claimed.test_id, claimed.run_id, entry.messages, entry.turns, benchmark.target,
+        SELECT claimed.test_id, claimed.run_id, entry.messages, entry.turns, test.target_snapshot,
             benchmark.replay_mode, claimed.event_seq
         FROM claimed
         JOIN {run_table} AS run ON run.id = claimed.run_id
@@ -217,7 +217,7 @@ def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
                     "run_id",
                     "run__entry__messages",
                     "run__entry__turns",
-                    "test__benchmark__target",
+                    "test__target_snapshot",
                     "test__benchmark__replay_mode",
                 ).get(pk=invocation_id)
             )

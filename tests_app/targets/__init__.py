@@ -1,8 +1,9 @@
-"""Clients of the model under test (DESIGN §4), built from ``Benchmark.target``.
+"""Clients of the model under test (DESIGN §4), built from a test's ``target_snapshot``.
 
-``target_for(benchmark.target)`` validates the JSON and returns a :class:`Target`; each user turn
-of a replay is one :meth:`Target.complete` call. A target raises :class:`TargetError` only once its
-retries are spent, so the replay can record the final error on the invocation.
+``target_for(test.target_snapshot)`` validates the configuration and returns a :class:`Target`;
+each user turn of a replay is one :meth:`Target.complete` call. A target raises
+:class:`TargetError` only once its retries are spent, so the replay can record the final error on
+the invocation. ``tests_app.targets.records`` turns a Target row into that snapshot.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ __all__ = [
 ]
 
 
-def target_for(benchmark_target: dict[str, Any] | None) -> Target:
-    """The client for a benchmark's target; a malformed target raises ValidationFailed (400)."""
-    config = benchmark_target or {"kind": "reference"}
+# What a snapshot records about its target beside the client's configuration: who it was and
+# what its tokens cost. The client never sees these.
+DESCRIPTIVE_KEYS = frozenset({"id", "name", "price_in", "price_out"})
+
+
+def target_for(snapshot: dict[str, Any] | None) -> Target:
+    """The client for a target's configuration (a test's ``target_snapshot``); a malformed one
+    raises ValidationFailed (400)."""
+    config = snapshot or {"kind": "reference"}
     if not isinstance(config, dict):
         raise ValidationFailed(
-            "The benchmark's target must be a JSON object.",
+            "The target's configuration must be a JSON object.",
             code="invalid_target",
             fields={"target": ['Expected an object such as {"kind": "reference"}.']},
         )
@@ -39,9 +46,11 @@ def target_for(benchmark_target: dict[str, Any] | None) -> Target:
     if kind == "reference":
         return ReferenceTarget()
     if kind == "openai":
-        return OpenAITarget.from_config(config)
+        return OpenAITarget.from_config(
+            {key: value for key, value in config.items() if key not in DESCRIPTIVE_KEYS}
+        )
     raise ValidationFailed(
-        f"The benchmark's target kind {kind!r} is not supported; use 'openai' or 'reference'.",
+        f"The target kind {kind!r} is not supported; use 'openai' or 'reference'.",
         code="invalid_target",
         fields={"kind": [f"Unknown target kind {kind!r}."]},
     )

@@ -1,8 +1,10 @@
-"""``import_benchmark PATH --eval NAME [--name NAME]``: a JSONL file to a new benchmark.
+"""``import_benchmark PATH --eval NAME [--name NAME] [--target NAME]``: a JSONL file to a new
+benchmark.
 
 One conversation a line: ``{"messages": [...], "title"?: "..."}`` (OpenAI chat format). Every bad
 line is reported with its number and nothing is imported; the work is in
-``tests_app.services.importing``.
+``tests_app.services.importing``. The benchmark's default target is the named target of the
+eval's department, else that department's offline reference target (created when missing).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tests_app.errors import DomainError
-from tests_app.models import Eval
+from tests_app.models import Eval, Target
 from tests_app.services.importing import BenchmarkFileInvalid, import_benchmark
 
 # How many evals an "unknown eval" error lists as a hint.
@@ -27,14 +29,21 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path, help="The JSONL file, one entry a line.")
         parser.add_argument("--eval", required=True, dest="eval_name", help="The eval's name.")
         parser.add_argument("--name", help="The benchmark's name (default: the file's stem).")
+        parser.add_argument(
+            "--target",
+            dest="target_name",
+            help="The default target, by name, among the eval's department's targets "
+            "(default: the department's reference target).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["path"]
         eval_ = self._eval(options["eval_name"])
         name = options["name"] or path.stem
+        target = self._target(eval_, options["target_name"]) if options["target_name"] else None
         try:
             with path.open(encoding="utf-8-sig") as lines:
-                benchmark = import_benchmark(eval=eval_, name=name, lines=lines)
+                benchmark = import_benchmark(eval=eval_, name=name, lines=lines, target=target)
         except OSError as error:
             raise CommandError(f"Cannot read {path}: {error.strerror or error}") from error
         except UnicodeDecodeError as error:
@@ -50,7 +59,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported benchmark {benchmark.name!r} ({benchmark.pk}) into eval "
-                f"{eval_.name!r}: {entries} entries, target {benchmark.target_kind!r}."
+                f"{eval_.name!r}: {entries} entries, default target "
+                f"{benchmark.default_target.name!r} ({benchmark.default_target.kind})."
             )
         )
 
@@ -65,3 +75,15 @@ class Command(BaseCommand):
         known = list(Eval.objects.order_by("name").values_list("name", flat=True)[:EVAL_HINT_LIMIT])
         hint = f" Known evals: {', '.join(known)}." if known else " There are no evals yet."
         raise CommandError(f"No eval named {name!r}.{hint}")
+
+    def _target(self, eval_: Eval, name: str) -> Target:
+        target = Target.objects.filter(department_id=eval_.department_id, name=name).first()
+        if target is not None:
+            return target
+        known = list(
+            Target.objects.filter(department_id=eval_.department_id)
+            .order_by("name")
+            .values_list("name", flat=True)[:EVAL_HINT_LIMIT]
+        )
+        hint = f" Its targets: {', '.join(known)}." if known else " It has no targets yet."
+        raise CommandError(f"No target named {name!r} in {eval_.department.name}.{hint}")

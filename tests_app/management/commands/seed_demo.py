@@ -18,12 +18,20 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from tests_app.models import Benchmark, BenchmarkEntry, Department, Eval, Membership, Rubric
+from tests_app.models import (
+    Benchmark,
+    BenchmarkEntry,
+    Department,
+    Eval,
+    Membership,
+    Rubric,
+    Target,
+)
 from tests_app.services.api_keys import rotate_key
 from tests_app.services.importing import message_problems
+from tests_app.services.targets import reference_target
 
 DEMO_KEY_NAME = "demo"
-REFERENCE_TARGET = {"kind": "reference"}
 SYSTEM_SUPPORT = (
     "You are a customer-support agent for Northwind Outfitters, an online outdoor-gear shop. "
     "Refund policy: unworn items within 30 days get a full refund to the original payment method; "
@@ -349,25 +357,30 @@ BENCHMARKS: tuple[dict[str, Any], ...] = (
 
 
 # The local model's demo (docs/local-model.md): the same conversations as "Abstract summaries",
-# replayed against SmolLM2-135M on the server that `make run` starts. Its target is the
-# benchmark's target JSON for now; as a Target record it is named LOCAL_TARGET_NAME.
+# replayed against SmolLM2-135M on the server that `make run` starts, through the target
+# LOCAL_TARGET_NAME of the eval's department.
 LOCAL_TARGET_NAME = "SmolLM2-135M (local demo)"
 LOCAL_BENCHMARK_NAME = "Abstract summaries on SmolLM2-135M (local demo)"
 LOCAL_BENCHMARK_EVAL = "Paper summarization"
 LOCAL_BENCHMARK_ENTRIES_FROM = "Abstract summaries"
 
 
-def local_model_target() -> dict[str, Any]:
+def local_model_target(*, department: Department) -> Target:
     """SmolLM2-135M on loopback, greedy and seeded so that a replay can be repeated; its answers
-    are bounded, since a small model may repeat itself until the context is full."""
-    return {
-        "kind": "openai",
+    are bounded, since a small model may repeat itself until the context is full. Where the
+    server listens follows the settings on every seed; an operator's other edits are kept."""
+    where = {
+        "kind": Target.Kind.OPENAI,
         "model": settings.LOCAL_MODEL_NAME,
         "base_url": settings.LOCAL_MODEL_BASE_URL,
-        "seed": 7,
-        "temperature": 0,
-        "max_tokens": 256,
     }
+    target, _ = Target.objects.update_or_create(
+        department=department,
+        name=LOCAL_TARGET_NAME,
+        defaults=where,
+        create_defaults={**where, "seed": 7, "temperature": 0, "max_tokens": 256},
+    )
+    return target
 
 
 def seed_local_model_benchmark() -> Benchmark | None:
@@ -375,10 +388,10 @@ def seed_local_model_benchmark() -> Benchmark | None:
     if not settings.LOCAL_MODEL_ENABLED:
         return None
     [spec] = [spec for spec in BENCHMARKS if spec["name"] == LOCAL_BENCHMARK_ENTRIES_FROM]
+    evaluation = Eval.objects.get(name=LOCAL_BENCHMARK_EVAL)
+    target = local_model_target(department=evaluation.department)
     benchmark, _ = Benchmark.objects.get_or_create(
-        name=LOCAL_BENCHMARK_NAME,
-        eval=Eval.objects.get(name=LOCAL_BENCHMARK_EVAL),
-        defaults={"target": local_model_target()},
+        name=LOCAL_BENCHMARK_NAME, eval=evaluation, defaults={"default_target": target}
     )
     for position, (title, messages) in enumerate(spec["entries"], start=1):
         BenchmarkEntry.objects.get_or_create(
@@ -445,10 +458,11 @@ class Command(BaseCommand):
                 defaults={"rubric": rubrics[spec["rubric"]], "description": spec["description"]},
             )
         for spec in BENCHMARKS:
+            evaluation = evals[spec["eval"]]
             benchmark, _ = Benchmark.objects.get_or_create(
                 name=spec["name"],
-                eval=evals[spec["eval"]],
-                defaults={"target": dict(REFERENCE_TARGET)},
+                eval=evaluation,
+                defaults={"default_target": reference_target(department=evaluation.department)},
             )
             for position, (title, messages) in enumerate(spec["entries"], start=1):
                 BenchmarkEntry.objects.get_or_create(
