@@ -37,7 +37,6 @@ from tests_app.selectors import scope
 from tests_app.selectors.test_detail import target_summary
 from tests_app.selectors.test_figures import (
     figures_of_test,
-    plain_rows,
     step_histograms,
     summarized_runs,
     test_index,
@@ -172,7 +171,7 @@ def _per_entry(tests: list[Test]) -> tuple[np.ndarray, list[_PerEntry]]:
     for test in tests:
         condition |= summarized_runs(test)
     graded_runs = Q(score__isnull=False)
-    rows = plain_rows(
+    rows = list(
         TestRun.objects.filter(condition)
         .order_by()
         .annotate(test_index=test_index(tests))

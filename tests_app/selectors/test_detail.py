@@ -42,7 +42,6 @@ from tests_app.models import BenchmarkEntry, Grade, Test, TestInvocation, TestRu
 from tests_app.selectors.scope import can_operate_department, get_visible_test
 from tests_app.selectors.test_figures import (
     figures_of_test,
-    plain_rows,
     step_histograms,
     summarized_runs,
 )
@@ -91,9 +90,7 @@ def _status_summary(test: Test) -> dict[str, Any]:
     }
     if per_entry:
         # Plain numbers without the entry's id: a thousand entries cost a thousand small rows.
-        rows = plain_rows(
-            runs.order_by().values("entry_id").annotate(**columns).values_list(*columns)
-        )
+        rows = list(runs.order_by().values("entry_id").annotate(**columns).values_list(*columns))
     else:
         rows = [tuple(runs.aggregate(**columns).values())]
     table = np.array(rows, dtype=float).reshape(-1, len(columns))

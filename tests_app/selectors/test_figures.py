@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db import connection
-from django.db.models import Case, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, IntegerField, Q, Sum, Value, When
 
 from tests_app import figures
 from tests_app.models import Test, TestTurnCount
@@ -56,16 +55,6 @@ def summarized_runs(test: Test) -> Q:
     return Q(test_id=test.pk)
 
 
-def plain_rows(queryset: QuerySet[Any]) -> list[tuple[Any, ...]]:
-    """The rows of a ``values_list`` queryset as the database driver returns them: the ORM
-    builds the SQL, a cursor reads it. Django's per-value converters cost more than the query
-    itself for the thousands of small numeric rows that figures and comparisons read."""
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
 def test_index(tests: list[Test]) -> Case:
     """Each row's test as its index in ``tests``: a small number rather than a UUID per row."""
     return Case(
@@ -84,7 +73,7 @@ def step_histograms(tests: Iterable[Test]) -> dict[uuid.UUID, StepHistogram]:
             condition |= (
                 Q(test_id=test.pk, cycle=test.cycle) if test.infinite_mode else Q(test_id=test.pk)
             )
-        rows = plain_rows(
+        rows = list(
             TestTurnCount.objects.filter(condition, turns__gt=0)
             .order_by()
             .annotate(test_index=test_index(tests))
