@@ -12,20 +12,11 @@ import uuid
 from typing import Any
 
 from tests_app.models import Test, TestInvocation
-from tests_app.selectors.test_detail import OPEN_INVOCATION_STATUSES
-from tests_app.selectors.test_detail import _status_summary as _get_status_summary
+from tests_app.selectors.test_detail import OPEN_INVOCATION_STATUSES, status_summary
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def status_summary(*, test: Test) -> dict[str, Any]:
-    """TestStatusSummary of DESIGN §3, over the current cycle in infinite mode.
-
-    The very function behind get's ``status_summary``, so the socket and get never disagree.
-    """
-    return _get_status_summary(test)
 
 
 def current_invocation(*, test: Test) -> dict[str, Any] | None:
@@ -51,13 +42,14 @@ def current_invocation(*, test: Test) -> dict[str, Any] | None:
 
 
 def build_snapshot(*, test_id: uuid.UUID | str) -> dict[str, Any]:
-    test = Test.objects.get(pk=test_id)
+    # The summary reads the benchmark's runs per entry.
+    test = Test.objects.select_related("benchmark").get(pk=test_id)
     return {
         "type": "snapshot",
         "seq": test.event_seq,
         "test_id": str(test.pk),
         "status": test.status,
         "is_archived": test.is_archived,
-        "status_summary": status_summary(test=test),
+        "status_summary": status_summary(test),
         "current_invocation": current_invocation(test=test),
     }

@@ -74,8 +74,11 @@ def download_url(upload_id: uuid.UUID) -> str:
     return f"/api/v5/uploads/{upload_id}/download"
 
 
-def _status_summary(test: Test) -> dict[str, Any]:
-    """Counts by status and the figures of tests_app.figures, in two queries: the runs' counts
+def status_summary(test: Test) -> dict[str, Any]:
+    """get's ``status_summary`` (TestStatusSummary of DESIGN §3, over the current cycle in
+    infinite mode), also the websocket snapshot's, so the two never disagree.
+
+    Counts by status and the figures of tests_app.figures, in two queries: the runs' counts
     and score sums (one row, or one per entry when runs_per_entry > 1, for pass@k and the
     entry-clustered interval of the mean), and the histogram of the replay steps' latencies."""
     runs = TestRun.objects.filter(summarized_runs(test))
@@ -372,7 +375,7 @@ def _detail(*, test: Test, user: Any, page: RunsPage) -> dict[str, Any]:
         "rubric_name": test.eval.rubric.name,
         "infinite_mode": test.infinite_mode,
         "runs": runs,
-        "status_summary": _status_summary(test),
+        "status_summary": status_summary(test),
         "show_controls": (
             can_operate_department(user, test.department_id)
             and not test.is_archived
