@@ -161,7 +161,8 @@ def test_next_form_claims_a_run(started: Test, operator: Any) -> None:
 
 def test_controls_take_only_post_and_only_their_names(started: Test, operator: Any) -> None:
     client = logged_in(operator)
-    assert client.get(f"/tests/{started.pk}/next/").status_code == 405
+    response = client.get(f"/tests/{started.pk}/next/")
+    assert (response.status_code, response["Location"]) == (302, detail_url(started))
     assert client.post(f"/tests/{started.pk}/delete/").status_code == 404
     assert client.get(f"/tests/{started.pk}/delete/").status_code == 404
     assert not TestInvocation.objects.filter(test=started).exists()
@@ -390,7 +391,9 @@ def test_detail_page_queries_do_not_grow_with_the_test(
         benchmark = factories.make_benchmark(department=research, entries=entries, turns=2)
         test = start_test(actor=Actor(user=operator), benchmark_id=benchmark.pk)
         for _ in range(min(entries, 3)):
-            replayed_invocation(test, operator, django_capture_on_commit_callbacks, score=0.5)
+            replayed_invocation(
+                test, operator, django_capture_on_commit_callbacks, score=0.5
+            )
         client = logged_in(operator)
         client.get(detail_url(test))  # warm the session
         cache.clear()  # the shared detail read is cached; measure it uncached every time
@@ -472,3 +475,32 @@ def test_huge_runs_offset_shows_an_empty_page_of_runs(started: Test, operator: A
     assert response.context["runs_offset"] == 1_000_000_000
     # The link back to the newest runs is still there.
     assert response.context["runs_previous"] is not None
+
+
+def test_a_control_pressed_after_the_session_expired_ends_on_the_test_page(
+    started: Test, operator: Any
+) -> None:
+    client = Client()
+    response = client.post(f"/tests/{started.pk}/next/")
+    login_url = response["Location"]
+    assert login_url.startswith("/accounts/login/?next=")
+    response = client.post(
+        login_url, {"username": operator.username, "password": "correct-horse-battery"}, follow=True
+    )
+    assert response.redirect_chain[-1] == (detail_url(started), 302)
+    assert response.status_code == 200
+    assert "Nothing was changed: press the button again" in response.content.decode()
+    assert not TestInvocation.objects.filter(test=started).exists()
+
+
+def test_end_is_named_after_what_will_grade(
+    started: Test, operator: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    replayed_invocation(started, operator, django_capture_on_commit_callbacks)
+    settings.JUDGE_MODEL = ""
+    page = logged_in(operator).get(detail_url(started)).content.decode()
+    assert ">End with reference grade</button>" in page
+    assert "AI grade" not in page
+    settings.JUDGE_MODEL = "some-judge"
+    page = logged_in(operator).get(detail_url(started)).content.decode()
+    assert ">End with AI grade</button>" in page

@@ -21,13 +21,13 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
-    HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from tests_app import judges
 from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test
@@ -65,6 +65,8 @@ from tests_app.services.running import request_replay
 from tests_app.services.stopping import stop_invocation
 
 RUNS_PAGE_SIZE = 25
+# "End" is named after what will grade: an AI only when a judge is configured (docs/judges.md).
+END_LABELS = {"ai": "End with AI grade", "reference": "End with reference grade"}
 BENCHMARKS_PAGE_SIZE = 50
 
 
@@ -269,6 +271,7 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "transcript": reads.transcript(invocation=invocation) if invocation else [],
         "grades": reads.grades(invocation=invocation) if invocation else [],
         "show_controls": bool(detail.get("show_controls")),
+        "end_label": END_LABELS[judges.default_source()],
         "can_regrade": can_operate and not test.is_archived,
         "can_archive": can_operate,
         "regrade_form": RegradeForm(initial={"invocation_id": invocation.pk} if invocation else {}),
@@ -414,12 +417,15 @@ CONTROLS: dict[str, Callable[[HttpRequest, Test], tuple[str, Any]]] = {
 def test_control(request: HttpRequest, test_id: uuid.UUID, action: str) -> HttpResponse:
     """Run one control on a visible test; show its outcome or its domain error as a message."""
     control = CONTROLS.get(action)
-    # An unknown name is no page at all, whatever the method; the controls take only POST.
+    # An unknown name is no page at all, whatever the method; the controls act only on POST.
     if control is None:
         raise Http404("No such control.")
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
     test = _visible_test_or_404(request, test_id)
+    if request.method != "POST":
+        # A control's address is reached by GET after logging back in (the login page's "next"
+        # after a session expired mid-click): go back to the test, having changed nothing.
+        messages.info(request, "Nothing was changed: press the button again if you still want to.")
+        return _back_to_test(test.pk)
     try:
         message, invocation_id = control(request, test)
     except NotFound as error:
