@@ -101,7 +101,7 @@ def test_search_lists_visible_tests_with_facets(
 def test_search_archived_toggle(started: Test, operator: Any) -> None:
     Test.objects.filter(pk=started.pk).update(is_archived=True)
     client = logged_in(operator)
-    assert "No tests match" in client.get("/tests/").content.decode()
+    assert "No active tests" in client.get("/tests/").content.decode()
     archived = client.get("/tests/", {"archived": "archived"}).content.decode()
     assert started.benchmark.name in archived
     assert "archived</span>" in archived
@@ -391,9 +391,7 @@ def test_detail_page_queries_do_not_grow_with_the_test(
         benchmark = factories.make_benchmark(department=research, entries=entries, turns=2)
         test = start_test(actor=Actor(user=operator), benchmark_id=benchmark.pk)
         for _ in range(min(entries, 3)):
-            replayed_invocation(
-                test, operator, django_capture_on_commit_callbacks, score=0.5
-            )
+            replayed_invocation(test, operator, django_capture_on_commit_callbacks, score=0.5)
         client = logged_in(operator)
         client.get(detail_url(test))  # warm the session
         cache.clear()  # the shared detail read is cached; measure it uncached every time
@@ -504,3 +502,47 @@ def test_end_is_named_after_what_will_grade(
     settings.JUDGE_MODEL = "some-judge"
     page = logged_in(operator).get(detail_url(started)).content.decode()
     assert ">End with AI grade</button>" in page
+
+
+def test_list_per_page_says_what_it_shows_and_orders(
+    benchmark: Any, operator: Any, support: Any
+) -> None:
+    actor = Actor(user=operator)
+    tests = [start_test(actor=actor, benchmark_id=benchmark.pk) for _ in range(12)]
+    other = factories.make_benchmark(department=benchmark.eval.department, name="Aardvark bench")
+    first = start_test(actor=actor, benchmark_id=other.pk)
+    client = logged_in(operator)
+
+    page = client.get("/tests/").content.decode()
+    assert re.search(r'<option value="20" selected>20</option>', page)
+    assert page.count("<tr data-test-id=") == 13
+    # Rows of one benchmark differ by their test id, target, starter and time.
+    assert f"test {str(tests[0].pk)[:8]}" in page
+    assert "by Olive Operator" in page
+
+    page = client.get("/tests/", {"page_size": "10"}).content.decode()
+    assert page.count("<tr data-test-id=") == 10
+    assert re.search(r'<option value="10" selected>10</option>', page)
+
+    rows = re.findall(r'<tr data-test-id="([^"]+)"', client.get("/tests/").content.decode())
+    assert rows[0] == str(first.pk)  # newest first
+    rows = re.findall(
+        r'<tr data-test-id="([^"]+)"', client.get("/tests/", {"order": "oldest"}).content.decode()
+    )
+    assert rows[0] == str(tests[0].pk)
+    page = client.get("/tests/", {"order": "benchmark"}).content.decode()
+    assert re.findall(r'<tr data-test-id="([^"]+)"', page)[0] == str(first.pk)
+    assert re.search(r'<option value="benchmark" selected>', page)
+    assert "not valid" in client.get("/tests/", {"order": "sideways"}, follow=True).content.decode()
+
+
+def test_the_empty_list_blames_only_filters_that_are_set(operator: Any) -> None:
+    client = logged_in(operator)
+    page = client.get("/tests/").content.decode()
+    assert "No active tests" in page
+    assert "start one from a benchmark" in page
+    assert "these filters" not in page
+    page = client.get("/tests/", {"eval_search": "nothing"}).content.decode()
+    assert "No tests match these filters" in page
+    page = client.get("/tests/", {"archived": "all", "page_size": "50"}).content.decode()
+    assert "these filters" not in page

@@ -11,6 +11,24 @@ from tests_app.paging import MAX_PAGE_OFFSET
 
 ARCHIVED_CHOICES = [("active", "Active"), ("archived", "Archived"), ("all", "All")]
 PAGE_SIZE_CHOICES = [(10, "10"), (20, "20"), (50, "50"), (100, "100")]
+PAGE_SIZE_DEFAULT = 20
+ORDER_CHOICES = [
+    ("newest", "Newest first"),
+    ("oldest", "Oldest first"),
+    ("benchmark", "Benchmark (A–Z)"),
+    ("target", "Target (A–Z)"),
+    ("status", "Status"),
+]
+# The filters that narrow the list (the others only choose how it is shown).
+NARROWING_FILTERS = (
+    "eval",
+    "department",
+    "target",
+    "eval_search",
+    "department_search",
+    "start_date",
+    "end_date",
+)
 
 
 class SearchForm(forms.Form):
@@ -32,8 +50,17 @@ class SearchForm(forms.Form):
     archived = forms.ChoiceField(
         required=False, choices=ARCHIVED_CHOICES, initial="active", label="Show"
     )
+    # The initial value is what an unfiltered list shows, so the menu says what the page does.
     page_size = forms.TypedChoiceField(
-        required=False, choices=PAGE_SIZE_CHOICES, coerce=int, empty_value=None, label="Per page"
+        required=False,
+        choices=PAGE_SIZE_CHOICES,
+        coerce=int,
+        empty_value=None,
+        initial=PAGE_SIZE_DEFAULT,
+        label="Per page",
+    )
+    order = forms.ChoiceField(
+        required=False, choices=ORDER_CHOICES, initial="newest", label="Order"
     )
     offset = forms.IntegerField(
         required=False, min_value=0, max_value=MAX_PAGE_OFFSET, widget=forms.HiddenInput
@@ -61,6 +88,11 @@ class SearchForm(forms.Form):
 
     def clean_target(self) -> list[uuid.UUID]:
         return self._uuids("target")
+
+    def narrows(self) -> bool:
+        """Whether a filter that hides tests is set (the archived choice is shown apart)."""
+        data = self.cleaned_data if self.is_bound and self.is_valid() else {}
+        return any(data.get(name) for name in NARROWING_FILTERS)
 
     def is_archived(self) -> bool | None:
         return {"active": False, "archived": True}.get(

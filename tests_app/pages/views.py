@@ -34,6 +34,7 @@ from tests_app.models import Test
 from tests_app.pages import charts, reads
 from tests_app.pages import compare as compare_words
 from tests_app.pages.forms import (
+    PAGE_SIZE_DEFAULT,
     ArchiveForm,
     InvocationForm,
     RegradeForm,
@@ -106,14 +107,15 @@ def test_list(request: HttpRequest) -> HttpResponse:
     params = request.GET.copy()
     if params:
         # Absent choices mean the defaults, as on the unfiltered page.
-        params.setdefault("page_size", "20")
+        params.setdefault("page_size", str(PAGE_SIZE_DEFAULT))
         params.setdefault("archived", "active")
+        params.setdefault("order", "newest")
     form = SearchForm(params or None)
     result: Any = None
     if form.is_bound and not form.is_valid():
         messages.error(request, "Some filters are not valid; they were ignored.")
     data = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    page_size = data.get("page_size") or 20
+    page_size = data.get("page_size") or PAGE_SIZE_DEFAULT
     offset = data.get("offset") or 0
     try:
         result = search_tests(
@@ -128,6 +130,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             is_archived=form.is_archived() if data else False,
             page_size=page_size,
             page_offset=offset,
+            order=data.get("order") or "newest",
         )
     except DomainError as error:
         messages.error(request, error.detail)
@@ -172,6 +175,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             if offset + page_size < total
             else None,
             "selected_archived": data.get("archived") or "active",
+            "filtered": form.narrows(),
             "can_start": operable_department_ids(request.user) != [],
         },
     )
