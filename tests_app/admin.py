@@ -19,9 +19,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Model, QuerySet, Subquery
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
@@ -48,7 +51,13 @@ from tests_app.models import (
 )
 from tests_app.selectors import scope
 from tests_app.services.api_keys import issue_key, revoke_keys
-from tests_app.services.importing import message_problems
+from tests_app.services.importing import (
+    BenchmarkFileInvalid,
+    bad_lines_report,
+    import_benchmark_file,
+    imported_summary,
+    message_problems,
+)
 
 User = get_user_model()
 
@@ -574,11 +583,42 @@ class BenchmarkForm(forms.ModelForm):
         return cleaned
 
 
+class BenchmarkImportForm(forms.Form):
+    """What ``manage.py import_benchmark`` takes, as a form; the import itself is the service's."""
+
+    file = forms.FileField(
+        label="JSONL file",
+        help_text='One conversation a line: {"messages": [...], "title": "..."} (OpenAI chat '
+        "format). Every line is checked first; nothing is imported unless all are good.",
+    )
+    eval = forms.ModelChoiceField(queryset=Eval.objects.none())
+    name = forms.CharField(
+        required=False,
+        max_length=Benchmark._meta.get_field("name").max_length,
+        help_text="Default: the file's name without its extension.",
+    )
+    target = forms.ModelChoiceField(
+        queryset=Target.objects.none(),
+        required=False,
+        label="Default target",
+        help_text="A target of the eval's department. Default: that department's offline "
+        "reference target.",
+    )
+
+    def __init__(
+        self, *args: Any, evals: QuerySet[Eval], targets: QuerySet[Target], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["eval"].queryset = evals  # type: ignore[attr-defined]
+        self.fields["target"].queryset = targets  # type: ignore[attr-defined]
+
+
 @admin.register(Benchmark)
 class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, DepartmentScopedAdmin):
     department_path = "eval__department"
     operators_may_edit = True
     form = BenchmarkForm
+    change_list_template = "admin/tests_app/benchmark/change_list.html"
     list_display = (
         "name",
         "eval",
@@ -608,6 +648,57 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, DepartmentScop
     def get_queryset(self, request: HttpRequest) -> QuerySet[Benchmark]:
         return super().get_queryset(request).annotate(entry_total=Count("entries"))
 
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_jsonl_view),
+                name="tests_app_benchmark_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_jsonl_view(self, request: HttpRequest) -> HttpResponse:
+        """A new benchmark from a JSONL file: ``import_benchmark``'s service, checks and words."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        site = self.admin_site._registry
+        form = BenchmarkImportForm(
+            request.POST or None,
+            request.FILES or None,
+            evals=site[Eval].get_queryset(request).select_related("department").order_by("name"),
+            targets=site[Target].get_queryset(request).order_by("name"),
+        )
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                benchmark = import_benchmark_file(
+                    eval=form.cleaned_data["eval"],
+                    name=form.cleaned_data["name"] or upload.name.rsplit(".", 1)[0],
+                    file=upload,
+                    target=form.cleaned_data["target"],
+                )
+            except BenchmarkFileInvalid as error:
+                form.add_error("file", bad_lines_report(error))
+            except DomainError as error:
+                # The service's sentence, beside the field it is about when it names one.
+                field = next((name for name in error.fields or {} if name in form.fields), None)
+                form.add_error(field, error.detail)
+            else:
+                cache_tags.invalidate_on_commit(*cache_tags.all_tags())
+                self.message_user(request, imported_summary(benchmark), messages.SUCCESS)
+                return redirect(reverse("admin:tests_app_benchmark_change", args=[benchmark.pk]))
+        return TemplateResponse(
+            request,
+            "admin/tests_app/benchmark/import_jsonl.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Import a benchmark from a JSONL file",
+                "form": form,
+            },
+        )
+
     def get_inlines(
         self, request: HttpRequest, obj: Any
     ) -> list[type[admin.options.InlineModelAdmin]]:
@@ -627,7 +718,10 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, DepartmentScop
     @admin.display(description="all entries")
     def entries_link(self, obj: Any) -> str:
         if obj is None or obj._state.adding:
-            return "Save the benchmark first; then add entries below or import a JSONL file."
+            return (
+                "Save the benchmark first, then add entries below; or create it from a file "
+                "with Import JSONL on the list of benchmarks."
+            )
         return _changelist_link(
             BenchmarkEntry, f"Open the {obj.entry_total} entries as a list", benchmark=obj.pk
         )

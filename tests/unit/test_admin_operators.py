@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
@@ -165,3 +167,76 @@ def test_an_operator_of_nothing_but_a_viewer_membership_has_no_admin(
     response = client.get(admin_url(Benchmark, "changelist"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def jsonl(*lines: Any) -> bytes:
+    return "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines).encode()
+
+
+GOOD_LINE = {
+    "title": "Refund",
+    "messages": [
+        {"role": "user", "content": "Can I return it?"},
+        {"role": "assistant", "content": "Yes, within 30 days."},
+    ],
+}
+
+
+def test_import_jsonl_in_the_admin_makes_a_benchmark_like_the_command(
+    operator: Any, research: Any
+) -> None:
+    evaluation = factories.EvalFactory.create(name="Refund handling", department=research)
+    client = logged_in(operator)
+    listing = client.get(admin_url(Benchmark, "changelist")).content.decode()
+    assert 'id="import-jsonl"' in listing
+    url = reverse("admin:tests_app_benchmark_import")
+    assert client.get(url).status_code == 200
+    upload = SimpleUploadedFile("refunds v2.jsonl", jsonl(GOOD_LINE, "", GOOD_LINE))
+    response = client.post(url, {"file": upload, "eval": evaluation.pk}, follow=True)
+    benchmark = Benchmark.objects.get(eval=evaluation)
+    assert benchmark.name == "refunds v2"
+    assert [entry.position for entry in benchmark.entries.order_by("position")] == [1, 2]
+    page = response.content.decode()
+    assert "Imported benchmark &#x27;refunds v2&#x27;" in page
+    assert "2 entries" in page
+
+
+def test_import_jsonl_reports_every_bad_line_and_imports_nothing(
+    operator: Any, research: Any
+) -> None:
+    evaluation = factories.EvalFactory.create(department=research)
+    client = logged_in(operator)
+    upload = SimpleUploadedFile(
+        "bad.jsonl", jsonl(GOOD_LINE, "{not json", {"messages": []}, GOOD_LINE)
+    )
+    response = client.post(
+        reverse("admin:tests_app_benchmark_import"),
+        {"file": upload, "eval": evaluation.pk, "name": "Bad"},
+    )
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "2 bad line(s); nothing was imported." in page
+    assert "line 2: not valid JSON" in page
+    assert "line 3: &quot;messages&quot; is empty" in page
+    assert not Benchmark.objects.filter(name="Bad").exists()
+    upload = SimpleUploadedFile("latin.jsonl", "caf\xe9".encode("latin-1"))
+    page = client.post(
+        reverse("admin:tests_app_benchmark_import"), {"file": upload, "eval": evaluation.pk}
+    ).content.decode()
+    assert "not UTF-8 text" in page
+
+
+def test_import_jsonl_offers_only_the_operators_evals(
+    operator: Any, research: Any, support: Any
+) -> None:
+    theirs = factories.EvalFactory.create(name="Their eval", department=support)
+    factories.EvalFactory.create(name="Our eval", department=research)
+    client = logged_in(operator)
+    url = reverse("admin:tests_app_benchmark_import")
+    page = client.get(url).content.decode()
+    assert "Our eval" in page
+    assert "Their eval" not in page
+    upload = SimpleUploadedFile("x.jsonl", jsonl(GOOD_LINE))
+    response = client.post(url, {"file": upload, "eval": theirs.pk})
+    assert "Select a valid choice" in response.content.decode()
+    assert not Benchmark.objects.filter(eval=theirs).exists()

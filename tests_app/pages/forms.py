@@ -15,8 +15,8 @@ PAGE_SIZE_DEFAULT = 20
 ORDER_CHOICES = [
     ("newest", "Newest first"),
     ("oldest", "Oldest first"),
-    ("benchmark", "Benchmark (A–Z)"),
-    ("target", "Target (A–Z)"),
+    ("benchmark", "Benchmark (A to Z)"),
+    ("target", "Target (A to Z)"),
     ("status", "Status"),
 ]
 # The filters that narrow the list (the others only choose how it is shown).
