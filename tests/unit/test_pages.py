@@ -154,8 +154,7 @@ def test_next_form_claims_a_run(started: Test, operator: Any) -> None:
     assert invocation.run.status == TestRun.Status.CLAIMED
     page = client.get(response["Location"]).content.decode()
     assert 'id="control-run"' in page
-    stop = rf'value="{invocation.pk}">\s*<button type="submit" class="danger" id="control-stop"'
-    assert re.search(stop, page)  # stop acts on the open invocation
+    assert 'id="control-stop"' in page  # something is open, so it can be stopped
     assert "Claimed run 1 of 2" in page
 
 
@@ -546,3 +545,78 @@ def test_the_empty_list_blames_only_filters_that_are_set(operator: Any) -> None:
     assert "No tests match these filters" in page
     page = client.get("/tests/", {"archived": "all", "page_size": "50"}).content.decode()
     assert "these filters" not in page
+
+
+def test_stop_asks_first_on_a_page_of_its_own_without_javascript(
+    started: Test, operator: Any
+) -> None:
+    client = logged_in(operator)
+    claimed = client.post(f"/tests/{started.pk}/next/")
+    page = client.get(claimed["Location"]).content.decode()
+    # The Stop control is a GET form to the confirmation page, and opens the dialog with JS.
+    assert re.search(
+        rf'<form method="get" action="/tests/{started.pk}/stop/" data-confirm-with="stop-dialog">',
+        page,
+    )
+    assert '<dialog id="stop-dialog"' in page
+    confirm = client.get(f"/tests/{started.pk}/stop/")
+    assert confirm.status_code == 200
+    text = confirm.content.decode()
+    assert "Stop this test of" in text
+    assert "A stopped test cannot be resumed" in text
+    started.refresh_from_db()
+    assert started.status == Test.Status.RUNNING  # asking changed nothing
+
+    response = client.post(f"/tests/{started.pk}/stop/", follow=True)
+    started.refresh_from_db()
+    assert started.status == Test.Status.STOPPED
+    assert TestInvocation.objects.get(test=started).status == TestInvocation.Status.STOPPED
+    text = response.content.decode()
+    assert "The test is stopped: replays in progress halt" in text
+    assert "409" not in text
+    assert "already stopped: there is nothing to stop" in (
+        client.get(f"/tests/{started.pk}/stop/").content.decode()
+    )
+
+
+def test_a_claimed_run_left_behind_is_shown_with_what_can_be_done(
+    started: Test, operator: Any
+) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/next/")
+    left_behind = TestInvocation.objects.get(test=started)
+    client.post(f"/tests/{started.pk}/next/")
+    page = client.get(detail_url(started)).content.decode()
+    item = re.search(
+        rf'<li data-invocation-id="{left_behind.pk}" data-status="created">(.*?)</li>',
+        page,
+        re.DOTALL,
+    )
+    assert item, page
+    assert "claimed by Olive Operator (browser) but not replayed yet" in item.group(1)
+    assert "Run it</button>" in item.group(1)
+    assert "Stop test stops all of them." in page
+
+
+def test_messages_are_in_a_staff_members_words(
+    started: Test, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/next/")
+    invocation = TestInvocation.objects.get(test=started)
+    # Ending a run that was not replayed yet.
+    response = client.post(
+        f"/tests/{started.pk}/end/",
+        {"invocation_id": invocation.pk, "run_id": invocation.run_id},
+        follow=True,
+    )
+    assert "This run has not been replayed yet: run it first." in response.content.decode()
+    client.post(f"/tests/{started.pk}/next/")
+    # Every run is claimed: nothing to claim, but the test is not finished.
+    text = client.post(f"/tests/{started.pk}/next/", follow=True).content.decode()
+    assert "No run is waiting to be claimed" in text
+    assert "409" not in text
+    assert "call next" not in text
+    client.post(f"/tests/{started.pk}/stop/")
+    text = client.post(f"/tests/{started.pk}/next/", follow=True).content.decode()
+    assert "This test is stopped, so nothing more runs in it." in text

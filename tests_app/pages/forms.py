@@ -114,6 +114,12 @@ class InvocationForm(forms.Form):
     run_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
 
 
+class StopForm(forms.Form):
+    """Stop names an invocation, or none: then the test's newest open one (either stops it all)."""
+
+    invocation_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+
 class ArchiveForm(forms.Form):
     archived = forms.BooleanField(required=False)
 

@@ -108,3 +108,32 @@ def newest_invocation(*, test_id: Any) -> TestInvocation | None:
         .order_by("-created_at")
         .first()
     )
+
+
+OPEN_STATUSES = (
+    TestInvocation.Status.CREATED,
+    TestInvocation.Status.RUNNING,
+    TestInvocation.Status.REPLAYED,
+)
+# The open invocations listed on a test page; more is said as a count.
+MAX_OPEN_SHOWN = 10
+
+
+def open_invocations(*, test_id: Any) -> tuple[list[TestInvocation], bool]:
+    """The test's invocations not yet ended, failed or stopped, oldest first (the one waiting
+    longest is the first to deal with), and whether there are more than shown."""
+    rows = list(
+        TestInvocation.objects.select_related("run", "run__entry", "actor")
+        .filter(test_id=test_id, status__in=OPEN_STATUSES)
+        .order_by("created_at")[: MAX_OPEN_SHOWN + 1]
+    )
+    return rows[:MAX_OPEN_SHOWN], len(rows) > MAX_OPEN_SHOWN
+
+
+def newest_open_invocation(*, test_id: Any) -> TestInvocation | None:
+    """What the page's Stop acts on: stopping any open invocation stops the whole test."""
+    return (
+        TestInvocation.objects.filter(test_id=test_id, status__in=OPEN_STATUSES)
+        .order_by("-created_at")
+        .first()
+    )

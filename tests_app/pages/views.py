@@ -31,7 +31,7 @@ from tests_app import judges
 from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test
-from tests_app.pages import charts, reads
+from tests_app.pages import charts, reads, words
 from tests_app.pages import compare as compare_words
 from tests_app.pages.forms import (
     PAGE_SIZE_DEFAULT,
@@ -40,6 +40,7 @@ from tests_app.pages.forms import (
     RegradeForm,
     SearchForm,
     StartForm,
+    StopForm,
 )
 from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors import agreement, analytics
@@ -250,6 +251,11 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
     if invocation is None:
         invocation = reads.newest_invocation(test_id=test.pk)
     can_operate = can_operate_department(request.user, test.department_id)
+    # The page's other open invocations, each with what can be done with it.
+    open_invocations, more_open = reads.open_invocations(test_id=test.pk)
+    open_invocations = [
+        item for item in open_invocations if item.pk != getattr(invocation, "pk", None)
+    ]
     summary = detail.get("status_summary") or {}
     query = request.GET.copy()
     query.pop("runs_offset", None)
@@ -272,6 +278,8 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "exports": (detail.get("resources") or {}).get("exports") or [],
         "invocation": invocation,
         "pinned_invocation": pinned_invocation,
+        "open_invocations": open_invocations,
+        "more_open_invocations": more_open,
         "transcript": reads.transcript(invocation=invocation) if invocation else [],
         "grades": reads.grades(invocation=invocation) if invocation else [],
         "show_controls": bool(detail.get("show_controls")),
@@ -354,13 +362,23 @@ def _end_with_grade(request: HttpRequest, test: Test) -> tuple[str, Any]:
 
 
 def _stop(request: HttpRequest, test: Test) -> tuple[str, Any]:
-    form = _invocation_form(request)
-    invocation_id = form.cleaned_data["invocation_id"]
+    form = StopForm(request.POST)
+    invocation_id = form.cleaned_data["invocation_id"] if form.is_valid() else None
+    if invocation_id is None:
+        # Stopping any open invocation stops the whole test: the page's Stop names none.
+        newest = reads.newest_open_invocation(test_id=test.pk)
+        if newest is None:
+            raise InvalidTransition("Nothing is running in this test, so there is nothing to stop.")
+        invocation_id = newest.pk
     outcome = stop_invocation(actor=_actor(request), invocation_id=invocation_id)
     if not outcome.success:
         # The API answers success=false; on a page it is an error message like the others.
         raise InvalidTransition(outcome.message or "Nothing to stop.")
-    return outcome.message or "The test is stopped.", invocation_id
+    return (
+        "The test is stopped: replays in progress halt before their next turn, and no more runs "
+        "are claimed.",
+        invocation_id,
+    )
 
 
 def _archive(request: HttpRequest, test: Test) -> tuple[str, Any]:
@@ -405,6 +423,9 @@ def _regrade(request: HttpRequest, test: Test) -> tuple[str, Any]:
     return "Your grade is stored; the earlier grade is kept in the history.", grade.invocation_id
 
 
+# Controls that ask before acting: with JavaScript a dialog on the test page, without it this page.
+CONFIRMATIONS = {"stop": "tests_app/test_stop_confirm.html"}
+
 # Each control calls one service and names the message to show and the invocation to follow.
 CONTROLS: dict[str, Callable[[HttpRequest, Test], tuple[str, Any]]] = {
     "next": _claim_next,
@@ -425,6 +446,9 @@ def test_control(request: HttpRequest, test_id: uuid.UUID, action: str) -> HttpR
     if control is None:
         raise Http404("No such control.")
     test = _visible_test_or_404(request, test_id)
+    if request.method != "POST" and action in CONFIRMATIONS:
+        # Without JavaScript, a control that asks first is a link to its confirmation page.
+        return render(request, CONFIRMATIONS[action], {"test": test})
     if request.method != "POST":
         # A control's address is reached by GET after logging back in (the login page's "next"
         # after a session expired mid-click): go back to the test, having changed nothing.
@@ -435,7 +459,7 @@ def test_control(request: HttpRequest, test_id: uuid.UUID, action: str) -> HttpR
     except NotFound as error:
         raise Http404(error.detail) from error
     except DomainError as error:
-        messages.error(request, error.detail)
+        messages.error(request, words.for_staff(control=action, error=error, test=test))
         return _back_to_test(test.pk, request.POST.get("invocation_id"))
     messages.success(request, message)
     return _back_to_test(test.pk, invocation_id)
