@@ -399,7 +399,7 @@ def test_detail_page_queries_do_not_grow_with_the_test(
         return len(queries)
 
     many = queries_for(40)
-    assert many == queries_for(3)
+    assert many == queries_for(4)  # both still running, so both measure their pace
     assert many <= 20
 
 

@@ -25,13 +25,14 @@ from django.http import (
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from tests_app import judges
 from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
 from tests_app.models import Test
-from tests_app.pages import charts, reads, words
+from tests_app.pages import charts, progress, reads, words
 from tests_app.pages import compare as compare_words
 from tests_app.pages.forms import (
     PAGE_SIZE_DEFAULT,
@@ -257,6 +258,13 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         item for item in open_invocations if item.pk != getattr(invocation, "pk", None)
     ]
     summary = detail.get("status_summary") or {}
+    since = test.started_at if test.status == Test.Status.RUNNING else None
+    run_progress = progress.measure(
+        by_status=summary.get("by_status") or {},
+        since=since,
+        finished_since=progress.finished_since(test_id=test.pk, since=since) if since else 0,
+        now=timezone.now(),
+    )
     query = request.GET.copy()
     query.pop("runs_offset", None)
     total_runs = summary.get("total_runs") or 0
@@ -266,6 +274,7 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "compare_with": _compare_with(request, test),
         "detail": detail,
         "summary": summary,
+        "progress": run_progress,
         "status_chart": charts.status_bar(summary.get("by_status") or {}),
         "status_legend": charts.status_legend(summary.get("by_status") or {}),
         "runs": detail.get("runs") or [],
