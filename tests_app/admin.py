@@ -129,8 +129,9 @@ def _department_id_of(obj: Model, path: str) -> Any:
 
 class DepartmentScopedAdmin(admin.ModelAdmin):
     """Staff keep Django's permissions; an operator sees the rows of the departments they
-    operate (``department_path`` leads from a row to its department; None: shared rows, such as
-    rubrics, which they may read) and changes them only where ``operators_may_edit``.
+    operate (``department_path`` leads from a row to its department) and changes them only where
+    ``operators_may_edit``. Without a path, operators see nothing, unless the rows are shared by
+    every department (``shared_with_operators``, rubrics), which they may read.
 
     Rows outside those departments are not in the queryset, so their pages are "not found" like
     in the API, and the choices of a row's foreign keys are scoped the same way, so a forged form
@@ -138,20 +139,25 @@ class DepartmentScopedAdmin(admin.ModelAdmin):
     """
 
     department_path: str | None = None
+    shared_with_operators = False
     operators_may_edit = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)
         departments = _operated_departments(request)
-        if departments is None or self.department_path is None:
+        if departments is None:
             return queryset
+        if self.department_path is None:
+            return queryset if self.shared_with_operators else queryset.none()
         return queryset.filter(**{f"{self.department_path}__in": departments})
 
     def _operates(self, request: HttpRequest, obj: Any = None) -> bool:
         departments = _operated_departments(request) or []
         if not departments:
             return False
-        if obj is None or self.department_path is None:
+        if self.department_path is None:
+            return self.shared_with_operators
+        if obj is None:
             return True
         return _department_id_of(obj, self.department_path) in departments
 
@@ -393,7 +399,7 @@ class RubricForm(forms.ModelForm):
 @admin.register(Rubric)
 class RubricAdmin(InvalidatesTestCachesMixin, DepartmentScopedAdmin):
     # Shared by every department's evals: operators read them, staff change them.
-    department_path = None
+    shared_with_operators = True
     form = RubricForm
     list_display = ("name", "pass_threshold", "criteria_count", "updated_at")
     search_fields = ("name", "description")
@@ -1106,6 +1112,8 @@ class UploadAdmin(ReadOnlyAdmin):
 class RunAllAdmin(ReadOnlyAdmin):
     """Run-alls are started from the API or the pages and ended by their ticks or by stop."""
 
+    department_path = "test__department"
+
     list_display = (
         "__str__",
         "test",
@@ -1120,6 +1128,7 @@ class RunAllAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "grade")
     autocomplete_fields = ("test", "started_by")
+    ordering = ("-created_at",)
     list_select_related = ("test", "started_by")
     show_full_result_count = False
 

@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from tests import factories
@@ -240,3 +241,29 @@ def test_import_jsonl_offers_only_the_operators_evals(
     response = client.post(url, {"file": upload, "eval": theirs.pk})
     assert "Select a valid choice" in response.content.decode()
     assert not Benchmark.objects.filter(eval=theirs).exists()
+
+
+def test_no_admin_shows_an_operator_another_departments_rows(
+    operator: Any, outsider: Any, support: Any
+) -> None:
+    """Every model admin, including ones added later: rows of Support (which the Research
+    operator does not belong to) are in none of the querysets the operator's admin reads."""
+    benchmark = factories.make_benchmark(department=support, entries=1)
+    test = factories.TestFactory.create(benchmark=benchmark, created_by=outsider)
+    run = factories.TestRunFactory.create(test=test, entry=benchmark.entries.get(), ordinal=1)
+    invocation = factories.TestInvocationFactory.create(run=run, test=test, actor=outsider)
+    factories.ReplayStepFactory.create(invocation=invocation, turn=1)
+    factories.GradeFactory.create(invocation=invocation)
+    factories.RunAllFactory.create(test=test, started_by=outsider)
+    factories.make_api_key(outsider)
+    request = RequestFactory().get("/admin/")
+    request.user = operator
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label != "tests_app" or model is Rubric:
+            continue  # rubrics are shared by every department
+        rows = model_admin.get_queryset(request)
+        if not model_admin.has_view_permission(request):
+            continue
+        if model is Department:
+            rows = rows.filter(pk=support.pk)  # they see Research, their own
+        assert not rows.exists(), model.__name__
