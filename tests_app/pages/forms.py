@@ -7,7 +7,10 @@ from typing import Any
 
 from django import forms
 
+from tests_app import judges
+from tests_app.models import RunAll
 from tests_app.paging import MAX_PAGE_OFFSET
+from tests_app.services.run_all import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MIN_CONCURRENCY
 
 ARCHIVED_CHOICES = [("active", "Active"), ("archived", "Archived"), ("all", "All")]
 PAGE_SIZE_CHOICES = [(10, "10"), (20, "20"), (50, "50"), (100, "100")]
@@ -112,6 +115,38 @@ class InvocationForm(forms.Form):
 
     invocation_id = forms.UUIDField(widget=forms.HiddenInput)
     run_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+
+def grader_words() -> str:
+    """Who grades when a run is ended with a grade, as the pages name it (docs/judges.md)."""
+    if judges.default_source() == "ai":
+        return "the AI judge"
+    return "the reference comparison (no AI judge is configured)"
+
+
+class RunAllForm(forms.Form):
+    """Run all: how many runs the workers replay at once, and whether they grade each."""
+
+    concurrency = forms.IntegerField(
+        min_value=MIN_CONCURRENCY,
+        max_value=MAX_CONCURRENCY,
+        initial=DEFAULT_CONCURRENCY,
+        label="Runs at once",
+    )
+    grade = forms.ChoiceField(initial=RunAll.Grading.AI, label="Grade each run")
+    max_runs = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="How many runs",
+        help_text="An infinite test never runs out of runs: say how many to run.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["grade"].choices = [  # type: ignore[attr-defined]
+            (RunAll.Grading.AI.value, f"with {grader_words()}"),
+            (RunAll.Grading.NONE.value, "no, end them ungraded"),
+        ]
 
 
 class StopForm(forms.Form):

@@ -14,7 +14,7 @@ from typing import Any
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from tests_app.models import Grade, ReplayStep, TestInvocation
+from tests_app.models import Grade, ReplayStep, RunAll, TestInvocation
 
 # A transcript longer than this is cut (the export has all of it); keeps the page bounded.
 MAX_TURNS_SHOWN = 200
@@ -134,6 +134,16 @@ def newest_open_invocation(*, test_id: Any) -> TestInvocation | None:
     """What the page's Stop acts on: stopping any open invocation stops the whole test."""
     return (
         TestInvocation.objects.filter(test_id=test_id, status__in=OPEN_STATUSES)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def newest_run_all(*, test_id: Any) -> RunAll | None:
+    """The test's run-all: the active one, else the last one (the page says how it ended)."""
+    return (
+        RunAll.objects.select_related("started_by")
+        .filter(test_id=test_id)
         .order_by("-created_at")
         .first()
     )

@@ -2,8 +2,15 @@
 
 Controls are plain forms POSTed (with CSRF) to one view that looks their name up in ``CONTROLS``;
 each calls one service and redirects back (post/redirect/get), so every page works without
-JavaScript. Domain errors become a message on the page rather than an error body; a test the user
-may not see is a 404, as in the API.
+JavaScript. Domain errors become a message on the page rather than an error body, in the page's
+own words (``pages/words.py``); a test the user may not see is a 404, as in the API.
+
+Run all and Retry failed call the same services as the API's run_all and retry; the page follows
+a run-all through the test's websocket (the live part refreshes on its events), with its progress,
+pace and time left (``pages/progress.py``). Stop asks first: a dialog with JavaScript, else a
+confirmation page at the control's own address (GET); it stops the test's newest open invocation,
+which stops the whole test and any run-all driving it. A control's address reached by GET (after
+logging back in) changes nothing and goes back to the test.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from django.views.decorators.http import require_GET
 from tests_app import judges
 from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
-from tests_app.models import Test
+from tests_app.models import RunAll, Test
 from tests_app.pages import charts, progress, reads, words
 from tests_app.pages import compare as compare_words
 from tests_app.pages.forms import (
@@ -39,9 +46,11 @@ from tests_app.pages.forms import (
     ArchiveForm,
     InvocationForm,
     RegradeForm,
+    RunAllForm,
     SearchForm,
     StartForm,
     StopForm,
+    grader_words,
 )
 from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors import agreement, analytics
@@ -64,6 +73,8 @@ from tests_app.services.claiming import claim_next_run
 from tests_app.services.ending import end_invocation
 from tests_app.services.exporting import export_test
 from tests_app.services.regrading import regrade_invocation
+from tests_app.services.retrying import retry_runs
+from tests_app.services.run_all import start_run_all
 from tests_app.services.running import request_replay
 from tests_app.services.stopping import stop_invocation
 
@@ -258,7 +269,12 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         item for item in open_invocations if item.pk != getattr(invocation, "pk", None)
     ]
     summary = detail.get("status_summary") or {}
-    since = test.started_at if test.status == Test.Status.RUNNING else None
+    run_all = reads.newest_run_all(test_id=test.pk)
+    run_all_active = run_all is not None and run_all.status == RunAll.Status.ACTIVE
+    # The pace of a run-all is its own; without one, the test's since its first claim.
+    since = None
+    if test.status == Test.Status.RUNNING:
+        since = run_all.created_at if run_all_active and run_all else test.started_at
     run_progress = progress.measure(
         by_status=summary.get("by_status") or {},
         since=since,
@@ -292,9 +308,19 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "transcript": reads.transcript(invocation=invocation) if invocation else [],
         "grades": reads.grades(invocation=invocation) if invocation else [],
         "show_controls": bool(detail.get("show_controls")),
+        "run_all": run_all,
+        "run_all_active": run_all_active,
+        "run_all_finish": words.finish_reason(run_all.finish_reason) if run_all else "",
+        "run_all_form": RunAllForm(),
+        "grader_words": grader_words(),
+        "can_retry": can_operate
+        and not test.is_archived
+        and test.status != Test.Status.STOPPED
+        and bool((summary.get("by_status") or {}).get("failed")),
         "end_label": END_LABELS[judges.default_source()],
         "can_regrade": can_operate and not test.is_archived,
         "can_archive": can_operate,
+        "regrade_note": words.regrade_note(invocation.status) if invocation else "",
         "regrade_form": RegradeForm(initial={"invocation_id": invocation.pk} if invocation else {}),
         "websocket_path": f"/ws/tests/{test.pk}/",
         "last_seq": test.event_seq,
@@ -390,6 +416,50 @@ def _stop(request: HttpRequest, test: Test) -> tuple[str, Any]:
     )
 
 
+def _form_problems(form: Any) -> str:
+    return "; ".join(
+        f"{form.fields[name].label or name}: {' '.join(str(e) for e in errors)}"
+        if name in form.fields
+        else " ".join(str(e) for e in errors)
+        for name, errors in form.errors.items()
+    )
+
+
+def _run_all(request: HttpRequest, test: Test) -> tuple[str, Any]:
+    form = RunAllForm(request.POST)
+    if not form.is_valid():
+        raise ValidationFailed(f"Run all did not start. {_form_problems(form)}")
+    run_all = start_run_all(
+        actor=_actor(request),
+        test_id=test.pk,
+        concurrency=form.cleaned_data["concurrency"],
+        grade=form.cleaned_data["grade"],
+        max_runs=form.cleaned_data["max_runs"],
+    )
+    grading = (
+        f"each graded by {grader_words()}"
+        if run_all.grade == RunAll.Grading.AI
+        else "ended without a grade"
+    )
+    return (
+        f"Run all started: up to {run_all.concurrency} runs at once, {grading}. Progress shows "
+        "below as it happens; it carries on if you leave this page.",
+        None,
+    )
+
+
+def _retry(request: HttpRequest, test: Test) -> tuple[str, Any]:
+    requeued = retry_runs(actor=_actor(request), test_id=test.pk, statuses=["failed"])
+    if not requeued:
+        return "No failed run to retry.", None
+    runs = f"{requeued} failed run{'s are' if requeued > 1 else ' is'}"
+    return (
+        f"{runs} back in the queue, their earlier attempts kept below. Run all, or Next run, "
+        "replays them.",
+        None,
+    )
+
+
 def _archive(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = ArchiveForm(request.POST)
     archived = form.is_valid() and bool(form.cleaned_data["archived"])
@@ -408,13 +478,7 @@ def _export(request: HttpRequest, test: Test) -> tuple[str, Any]:
 def _regrade(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = RegradeForm(request.POST)
     if not form.is_valid():
-        problems = "; ".join(
-            f"{form.fields[name].label or name}: {' '.join(str(e) for e in errors)}"
-            if name in form.fields
-            else " ".join(str(e) for e in errors)
-            for name, errors in form.errors.items()
-        )
-        raise ValidationFailed(f"The regrade was not saved. {problems}")
+        raise ValidationFailed(f"The regrade was not saved. {_form_problems(form)}")
     # The form names an invocation; it must belong to the test of this URL.
     if (
         reads.invocation_of_test(test_id=test.pk, invocation_id=form.cleaned_data["invocation_id"])
@@ -441,6 +505,8 @@ CONTROLS: dict[str, Callable[[HttpRequest, Test], tuple[str, Any]]] = {
     "run": _run_replay,
     "end": _end_with_grade,
     "stop": _stop,
+    "run-all": _run_all,
+    "retry": _retry,
     "archive": _archive,
     "export": _export,
     "regrade": _regrade,
