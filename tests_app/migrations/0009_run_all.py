@@ -1,11 +1,39 @@
 """Run-all (issue 20): the row that holds a run-all's state, and the run-all that claimed an
-invocation. At most one active run-all per test, enforced by a partial unique index."""
+invocation. At most one active run-all per test, enforced by a partial unique index.
+
+SQLite rebuilds the invocations table to drop the column again (backwards), which fails on the
+turn count triggers (0008) that read it: there they are dropped before and made again after.
+"""
+
+import importlib
 
 import django.db.models.deletion
 import django.utils.timezone
 import uuid
 from django.conf import settings
 from django.db import migrations, models
+
+
+def _step_triggers():
+    turn_counts = importlib.import_module("tests_app.migrations.0008_test_turn_counts")
+    creates = [
+        statement
+        for statement in turn_counts.SQLITE_FORWARD
+        if statement.strip().startswith("CREATE TRIGGER")
+    ]
+    return creates, turn_counts.SQLITE_REVERSE
+
+
+def drop_sqlite_triggers(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        for statement in _step_triggers()[1]:
+            schema_editor.execute(statement)
+
+
+def make_sqlite_triggers(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        for statement in _step_triggers()[0]:
+            schema_editor.execute(statement)
 
 
 class Migration(migrations.Migration):
@@ -15,6 +43,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(drop_sqlite_triggers, make_sqlite_triggers),
         migrations.CreateModel(
             name="RunAll",
             fields=[
@@ -144,4 +173,5 @@ class Migration(migrations.Migration):
                 name="run_all_max_runs_positive",
             ),
         ),
+        migrations.RunPython(make_sqlite_triggers, drop_sqlite_triggers),
     ]

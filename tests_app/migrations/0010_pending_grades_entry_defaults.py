@@ -3,11 +3,39 @@ benchmark entries start with no messages rather than null and take the next posi
 given.
 
 The counter starts from the grades that are pending now.
+
+SQLite rebuilds a table to add a column that is not null, which drops the table's triggers and
+fails on the views that read it: there, the analytics views (0002) and the day count triggers
+(0007) are dropped before the tables change and made again after, as 0006 does.
 """
+
+import importlib
 
 from django.db import migrations, models
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+
+
+def _sqlite_dependents():
+    """The statements that make and drop the views and triggers on the tests table."""
+    analytics = importlib.import_module("tests_app.migrations.0002_analytics")
+    day_counts = importlib.import_module("tests_app.migrations.0007_test_day_count_targets")
+    return (
+        [*analytics.SQLITE_FORWARD, *day_counts.SQLITE_CREATE],
+        [*analytics.SQLITE_REVERSE, *day_counts.SQLITE_DROP],
+    )
+
+
+def drop_sqlite_dependents(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        for statement in _sqlite_dependents()[1]:
+            schema_editor.execute(statement)
+
+
+def make_sqlite_dependents(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        for statement in _sqlite_dependents()[0]:
+            schema_editor.execute(statement)
 
 
 def count_pending_grades(apps, schema_editor):
@@ -30,6 +58,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(drop_sqlite_dependents, make_sqlite_dependents),
         migrations.AddField(
             model_name="test",
             name="pending_grades",
@@ -49,5 +78,6 @@ class Migration(migrations.Migration):
                 blank=True, help_text="Order within the benchmark; empty: after the last entry."
             ),
         ),
+        migrations.RunPython(make_sqlite_dependents, drop_sqlite_dependents),
         migrations.RunPython(count_pending_grades, migrations.RunPython.noop),
     ]
