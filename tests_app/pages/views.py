@@ -74,7 +74,7 @@ from tests_app.services.ending import end_invocation
 from tests_app.services.exporting import export_test
 from tests_app.services.regrading import regrade_invocation
 from tests_app.services.retrying import retry_runs
-from tests_app.services.run_all import start_run_all
+from tests_app.services.run_all import active_run_all, start_run_all
 from tests_app.services.running import request_replay
 from tests_app.services.stopping import stop_invocation
 
@@ -402,6 +402,11 @@ def _stop(request: HttpRequest, test: Test) -> tuple[str, Any]:
     if invocation_id is None:
         # Stopping any open invocation stops the whole test: the page's Stop names none.
         newest = reads.newest_open_invocation(test_id=test.pk)
+        if newest is None and active_run_all(test_id=test.pk) is not None:
+            # A run-all between its claims has nothing open for a moment; stop needs one.
+            raise InvalidTransition(
+                "Run all is between two runs: press Stop test again in a moment."
+            )
         if newest is None:
             raise InvalidTransition("Nothing is running in this test, so there is nothing to stop.")
         invocation_id = newest.pk
