@@ -322,6 +322,8 @@ class InvalidatesTestCachesMixin:
 @admin.register(Department)
 class DepartmentAdmin(InvalidatesTestCachesMixin, DepartmentScopedAdmin):
     department_path = "pk"  # operators see their departments; memberships are staff's
+    # Counted rows lose the model's default order (GROUP BY); lists and autocompletes page by it.
+    ordering = ("name",)
     list_display = ("name", "slug", "member_count", "eval_count", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -415,6 +417,8 @@ class EvalAdmin(InvalidatesTestCachesMixin, DepartmentScopedAdmin):
     department_path = "department"
     operators_may_edit = True
     list_display = ("name", "department", "rubric", "benchmark_count", "updated_at")
+    # Counted rows lose the model's default order (GROUP BY); lists and autocompletes page by it.
+    ordering = ("name",)
     list_filter = (("department", ScopedRelatedFilter),)
     search_fields = ("name", "description", "department__name")
     autocomplete_fields = ("department", "rubric")
@@ -624,6 +628,8 @@ class BenchmarkImportForm(forms.Form):
 class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, DepartmentScopedAdmin):
     department_path = "eval__department"
     operators_may_edit = True
+    # Counted rows lose the model's default order (GROUP BY); lists and autocompletes page by it.
+    ordering = ("name",)
     form = BenchmarkForm
     change_list_template = "admin/tests_app/benchmark/change_list.html"
     list_display = (

@@ -267,3 +267,16 @@ def test_no_admin_shows_an_operator_another_departments_rows(
         if model is Department:
             rows = rows.filter(pk=support.pk)  # they see Research, their own
         assert not rows.exists(), model.__name__
+
+
+def test_autocomplete_offers_an_operator_only_their_departments_rows(
+    operator: Any, two_departments: dict[str, Any]
+) -> None:
+    client = logged_in(operator)
+    response = client.get(
+        "/admin/autocomplete/",
+        {"app_label": "tests_app", "model_name": "benchmark", "field_name": "eval", "term": ""},
+    )
+    assert response.status_code == 200
+    ids = {item["id"] for item in response.json()["results"]}
+    assert ids == {str(two_departments["ours"].eval_id)}
