@@ -135,7 +135,12 @@ def test_retry_failed_then_run_all_again(
 
 
 def test_stop_asks_for_confirmation_then_stops_the_run_all(
-    page: Any, browser_server: DaphneServer, staff: Any, research: Any, fake_model: FakeModel
+    page: Any,
+    browser_server: DaphneServer,
+    staff: Any,
+    research: Any,
+    fake_model: FakeModel,
+    artifacts: Path,
 ) -> None:
     fake_model.delay_s = 1.0  # each turn takes a second: there is time to stop
     benchmark = factories.make_benchmark(
@@ -156,6 +161,7 @@ def test_stop_asks_for_confirmation_then_stops_the_run_all(
     dialog = page.locator("#stop-dialog")
     dialog.wait_for(state="visible")
     assert "A stopped test cannot be resumed" in dialog.inner_text()
+    page.screenshot(path=str(artifacts / "test-page-stop-dialog.png"))
     page.locator("#dialog-cancel-stop").click()
     dialog.wait_for(state="hidden")
     test.refresh_from_db()

@@ -16,6 +16,12 @@ from tests_app.services.starting import start_test
 pytestmark = pytest.mark.django_db
 
 
+def messages_of(html: str) -> str:
+    """The text of the page's messages (ids elsewhere in the page may contain any digits)."""
+    found = re.search(r'<ul class="messages"[^>]*>(.*?)</ul>', html, re.DOTALL)
+    return found.group(1) if found else ""
+
+
 def logged_in(user: Any) -> Client:
     client = Client()
     client.force_login(user)
@@ -84,7 +90,7 @@ def test_a_second_run_all_is_refused_in_plain_words(started: Test, operator: Any
         f"/tests/{started.pk}/run-all/", {"concurrency": "3", "grade": "none"}, follow=True
     ).content.decode()
     assert "Run all is already running this test (started by Olive Operator)" in text
-    assert "409" not in text
+    assert "409" not in messages_of(text)
     assert RunAll.objects.filter(test=started).count() == 1
 
 
@@ -174,3 +180,13 @@ def test_a_failed_run_says_why_it_cannot_be_regraded(started: Test, operator: An
     page = page_of(client, started)
     assert "This run failed, so there is nothing to grade: retry the failed runs" in page
     assert "end it before regrading" not in page
+
+
+def test_a_run_queued_by_run_all_is_not_offered_to_run_again(started: Test, operator: Any) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/run-all/", {"concurrency": "1", "grade": "none"})
+    tick_run_all(run_all_id=RunAll.objects.get(test=started).pk)  # its replay stays queued
+    page = page_of(client, started)
+    assert 'id="control-run"' not in page
+    assert "the replay is queued and starts when a worker is free" in page
+    assert "up to 1 run at once" in page

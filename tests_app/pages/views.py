@@ -447,7 +447,8 @@ def _run_all(request: HttpRequest, test: Test) -> tuple[str, Any]:
         else "ended without a grade"
     )
     return (
-        f"Run all started: up to {run_all.concurrency} runs at once, {grading}. Progress shows "
+        f"Run all started: up to {run_all.concurrency} run{'s' if run_all.concurrency > 1 else ''} "
+        f"at once, {grading}. Progress shows "
         "below as it happens; it carries on if you leave this page.",
         None,
     )
