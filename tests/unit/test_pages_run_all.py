@@ -76,6 +76,16 @@ def test_run_all_drives_the_test_to_the_end_through_the_services(
     assert 'id="control-run-all"' not in page
 
 
+def test_a_viewer_follows_a_run_all_without_its_controls(
+    started: Test, operator: Any, viewer: Any
+) -> None:
+    logged_in(operator).post(f"/tests/{started.pk}/run-all/", {"concurrency": "2", "grade": "none"})
+    page = page_of(logged_in(viewer), started)
+    assert "Run all is running this test" in page
+    assert "Stop test ends it sooner" not in page
+    assert 'id="control-stop"' not in page
+
+
 def test_a_second_run_all_is_refused_in_plain_words(started: Test, operator: Any) -> None:
     client = logged_in(operator)
     client.post(f"/tests/{started.pk}/run-all/", {"concurrency": "3", "grade": "none"})
