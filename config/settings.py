@@ -113,7 +113,8 @@ CSRF_TRUSTED_ORIGINS = _env_list(
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # Django's admin, on a site that also lets department operators in (tests_app/admin_site.py).
+    "tests_app.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -156,6 +157,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tests_app.pages.context.navigation",
             ],
         },
     },

@@ -1,6 +1,9 @@
-"""The Django admin for operators.
+"""The Django admin for staff and department operators.
 
-Operators maintain departments, memberships, rubrics, evals and benchmarks here. Everything a test
+Staff maintain departments, memberships, rubrics, evals and benchmarks here, under Django's own
+permissions. Operators (not staff) see the rows of the departments they operate and maintain
+their evals, targets, benchmarks and entries; everything else is staff only (docs/admin.md,
+``DepartmentScopedAdmin``). Everything a test
 produces (runs, invocations, steps, grades, exports) is read-only: those rows and their status
 fields only change through ``tests_app.services``, so the admin shows them and offers actions that
 call the services (archive / unarchive), never a form that writes a status.
@@ -16,9 +19,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Model, QuerySet, Subquery
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
@@ -44,8 +50,15 @@ from tests_app.models import (
     TestTurnCount,
     Upload,
 )
+from tests_app.selectors import scope
 from tests_app.services.api_keys import issue_key, revoke_keys
-from tests_app.services.importing import message_problems
+from tests_app.services.importing import (
+    BenchmarkFileInvalid,
+    bad_lines_report,
+    import_benchmark_file,
+    imported_summary,
+    message_problems,
+)
 
 User = get_user_model()
 
@@ -97,7 +110,111 @@ class UuidSearchMixin:
         return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
 
 
-class ReadOnlyAdmin(UuidSearchMixin, admin.ModelAdmin):
+def _operated_departments(request: HttpRequest) -> list[uuid.UUID] | None:
+    """The departments a non-staff user operates, or None for staff (Django's permissions)."""
+    if request.user.is_staff:
+        return None
+    if not request.user.is_authenticated:
+        return []  # the login page asks too
+    return scope.operable_department_ids(request.user) or []
+
+
+def _department_id_of(obj: Model, path: str) -> Any:
+    """The id of the department that ``path`` (a lookup such as ``eval__department``) reaches."""
+    *hops, last = path.split("__")
+    for hop in hops:
+        obj = getattr(obj, hop)
+    return obj.pk if last == "pk" else getattr(obj, f"{last}_id")
+
+
+class DepartmentScopedAdmin(admin.ModelAdmin):
+    """Staff keep Django's permissions; an operator sees the rows of the departments they
+    operate (``department_path`` leads from a row to its department) and changes them only where
+    ``operators_may_edit``. Without a path, operators see nothing, unless the rows are shared by
+    every department (``shared_with_operators``, rubrics), which they may read.
+
+    Rows outside those departments are not in the queryset, so their pages are "not found" like
+    in the API, and the choices of a row's foreign keys are scoped the same way, so a forged form
+    cannot point a benchmark at another department's eval.
+    """
+
+    department_path: str | None = None
+    shared_with_operators = False
+    operators_may_edit = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        departments = _operated_departments(request)
+        if departments is None:
+            return queryset
+        if self.department_path is None:
+            return queryset if self.shared_with_operators else queryset.none()
+        return queryset.filter(**{f"{self.department_path}__in": departments})
+
+    def _operates(self, request: HttpRequest, obj: Any = None) -> bool:
+        departments = _operated_departments(request) or []
+        if not departments:
+            return False
+        if self.department_path is None:
+            return self.shared_with_operators
+        if obj is None:
+            return True
+        return _department_id_of(obj, self.department_path) in departments
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        if request.user.is_staff:
+            return super().has_module_permission(request)
+        return self._operates(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if request.user.is_staff:
+            return super().has_view_permission(request, obj)
+        return self._operates(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        if request.user.is_staff:
+            return super().has_add_permission(request)
+        return self.operators_may_edit and self._operates(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if request.user.is_staff:
+            return super().has_change_permission(request, obj)
+        return self.operators_may_edit and self._operates(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if request.user.is_staff:
+            return super().has_delete_permission(request, obj)
+        return self.operators_may_edit and self._operates(request, obj)
+
+    def formfield_for_foreignkey(
+        self, db_field: Any, request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelChoiceField | None:
+        related = self.admin_site._registry.get(db_field.related_model)
+        if (
+            _operated_departments(request) is not None
+            and isinstance(related, DepartmentScopedAdmin)
+            and related.department_path is not None
+        ):
+            kwargs["queryset"] = related.get_queryset(request)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ScopedRelatedFilter(admin.RelatedFieldListFilter):
+    """A list filter on a related row that offers an operator only the rows they may see (the
+    stock filter lists every department, eval or test by name)."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
+        related = model_admin.admin_site._registry.get(field.related_model)
+        if _operated_departments(request) is None or not isinstance(related, DepartmentScopedAdmin):
+            return super().field_choices(field, request, model_admin)
+        return field.get_choices(
+            include_blank=False,
+            ordering=self.field_admin_ordering(field, request, model_admin),
+            limit_choices_to={"pk__in": related.get_queryset(request).values("pk")},
+        )
+
+
+class ReadOnlyAdmin(UuidSearchMixin, DepartmentScopedAdmin):
     """Rows written by services: viewable, never added, edited or deleted here.
 
     Deleting a run or a grade would leave the test's counters wrong, and deleting a test would
@@ -132,6 +249,12 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # An operator reaches an inline only through a parent already scoped to their departments.
+        if not request.user.is_staff:
+            return bool(_operated_departments(request))
+        return super().has_view_permission(request, obj)
 
     def bounded_queryset(self, request: HttpRequest, parent: Model) -> QuerySet[Any]:
         fk_name = self.fk_name or _fk_name(self.model, type(parent))
@@ -197,7 +320,10 @@ class InvalidatesTestCachesMixin:
 
 
 @admin.register(Department)
-class DepartmentAdmin(InvalidatesTestCachesMixin, admin.ModelAdmin):
+class DepartmentAdmin(InvalidatesTestCachesMixin, DepartmentScopedAdmin):
+    department_path = "pk"  # operators see their departments; memberships are staff's
+    # Counted rows lose the model's default order (GROUP BY); lists and autocompletes page by it.
+    ordering = ("name",)
     list_display = ("name", "slug", "member_count", "eval_count", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -273,7 +399,9 @@ class RubricForm(forms.ModelForm):
 
 
 @admin.register(Rubric)
-class RubricAdmin(InvalidatesTestCachesMixin, admin.ModelAdmin):
+class RubricAdmin(InvalidatesTestCachesMixin, DepartmentScopedAdmin):
+    # Shared by every department's evals: operators read them, staff change them.
+    shared_with_operators = True
     form = RubricForm
     list_display = ("name", "pass_threshold", "criteria_count", "updated_at")
     search_fields = ("name", "description")
@@ -285,9 +413,13 @@ class RubricAdmin(InvalidatesTestCachesMixin, admin.ModelAdmin):
 
 
 @admin.register(Eval)
-class EvalAdmin(InvalidatesTestCachesMixin, admin.ModelAdmin):
+class EvalAdmin(InvalidatesTestCachesMixin, DepartmentScopedAdmin):
+    department_path = "department"
+    operators_may_edit = True
     list_display = ("name", "department", "rubric", "benchmark_count", "updated_at")
-    list_filter = ("department",)
+    # Counted rows lose the model's default order (GROUP BY); lists and autocompletes page by it.
+    ordering = ("name",)
+    list_filter = (("department", ScopedRelatedFilter),)
     search_fields = ("name", "description", "department__name")
     autocomplete_fields = ("department", "rubric")
     list_select_related = ("department", "rubric")
@@ -321,6 +453,26 @@ class BenchmarkEntryInline(admin.StackedInline):
     readonly_fields = ("turns",)
     extra = 0
     show_change_link = True
+
+    # The benchmark around these entries is already one of the operator's departments.
+    def _operator(self, request: HttpRequest) -> bool | None:
+        return None if request.user.is_staff else bool(_operated_departments(request))
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = self._operator(request)
+        return super().has_view_permission(request, obj) if allowed is None else allowed
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = self._operator(request)
+        return super().has_add_permission(request, obj) if allowed is None else allowed
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = self._operator(request)
+        return super().has_change_permission(request, obj) if allowed is None else allowed
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = self._operator(request)
+        return super().has_delete_permission(request, obj) if allowed is None else allowed
 
 
 class TargetForm(forms.ModelForm):
@@ -373,9 +525,12 @@ class TargetForm(forms.ModelForm):
 
 
 @admin.register(Target)
-class TargetAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdmin):
+class TargetAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, DepartmentScopedAdmin):
     """Targets of each department. Tests keep a snapshot of their target taken at start, so an
     edit here changes only the tests started afterwards."""
+
+    department_path = "department"
+    operators_may_edit = True
 
     form = TargetForm
     list_display = (
@@ -389,7 +544,7 @@ class TargetAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdmin)
         "price_out",
         "updated_at",
     )
-    list_filter = ("kind", "department")
+    list_filter = ("kind", ("department", ScopedRelatedFilter))
     search_fields = ("name", "model", "base_url", "department__name")
     autocomplete_fields = ("department",)
     list_select_related = ("department",)
@@ -439,9 +594,44 @@ class BenchmarkForm(forms.ModelForm):
         return cleaned
 
 
+class BenchmarkImportForm(forms.Form):
+    """What ``manage.py import_benchmark`` takes, as a form; the import itself is the service's."""
+
+    file = forms.FileField(
+        label="JSONL file",
+        help_text='One conversation a line: {"messages": [...], "title": "..."} (OpenAI chat '
+        "format). Every line is checked first; nothing is imported unless all are good.",
+    )
+    eval = forms.ModelChoiceField(queryset=Eval.objects.none())
+    name = forms.CharField(
+        required=False,
+        max_length=Benchmark._meta.get_field("name").max_length,
+        help_text="Default: the file's name without its extension.",
+    )
+    target = forms.ModelChoiceField(
+        queryset=Target.objects.none(),
+        required=False,
+        label="Default target",
+        help_text="A target of the eval's department. Default: that department's offline "
+        "reference target.",
+    )
+
+    def __init__(
+        self, *args: Any, evals: QuerySet[Eval], targets: QuerySet[Target], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["eval"].queryset = evals  # type: ignore[attr-defined]
+        self.fields["target"].queryset = targets  # type: ignore[attr-defined]
+
+
 @admin.register(Benchmark)
-class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdmin):
+class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, DepartmentScopedAdmin):
+    department_path = "eval__department"
+    operators_may_edit = True
+    # Counted rows lose the model's default order (GROUP BY); lists and autocompletes page by it.
+    ordering = ("name",)
     form = BenchmarkForm
+    change_list_template = "admin/tests_app/benchmark/change_list.html"
     list_display = (
         "name",
         "eval",
@@ -452,7 +642,11 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdm
         "replay_mode",
         "updated_at",
     )
-    list_filter = ("replay_mode", "eval__department", "eval")
+    list_filter = (
+        "replay_mode",
+        ("eval__department", ScopedRelatedFilter),
+        ("eval", ScopedRelatedFilter),
+    )
     search_fields = ("name", "eval__name")
     autocomplete_fields = ("eval", "default_target")
     list_select_related = ("eval__department", "default_target")
@@ -466,6 +660,57 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdm
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Benchmark]:
         return super().get_queryset(request).annotate(entry_total=Count("entries"))
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_jsonl_view),
+                name="tests_app_benchmark_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_jsonl_view(self, request: HttpRequest) -> HttpResponse:
+        """A new benchmark from a JSONL file: ``import_benchmark``'s service, checks and words."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        site = self.admin_site._registry
+        form = BenchmarkImportForm(
+            request.POST or None,
+            request.FILES or None,
+            evals=site[Eval].get_queryset(request).select_related("department").order_by("name"),
+            targets=site[Target].get_queryset(request).order_by("name"),
+        )
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                benchmark = import_benchmark_file(
+                    eval=form.cleaned_data["eval"],
+                    name=form.cleaned_data["name"] or upload.name.rsplit(".", 1)[0],
+                    file=upload,
+                    target=form.cleaned_data["target"],
+                )
+            except BenchmarkFileInvalid as error:
+                form.add_error("file", bad_lines_report(error))
+            except DomainError as error:
+                # The service's sentence, beside the field it is about when it names one.
+                field = next((name for name in error.fields or {} if name in form.fields), None)
+                form.add_error(field, error.detail)
+            else:
+                cache_tags.invalidate_on_commit(*cache_tags.all_tags())
+                self.message_user(request, imported_summary(benchmark), messages.SUCCESS)
+                return redirect(reverse("admin:tests_app_benchmark_change", args=[benchmark.pk]))
+        return TemplateResponse(
+            request,
+            "admin/tests_app/benchmark/import_jsonl.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Import a benchmark from a JSONL file",
+                "form": form,
+            },
+        )
 
     def get_inlines(
         self, request: HttpRequest, obj: Any
@@ -486,17 +731,25 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, admin.ModelAdm
     @admin.display(description="all entries")
     def entries_link(self, obj: Any) -> str:
         if obj is None or obj._state.adding:
-            return "Save the benchmark first; then add entries below or import a JSONL file."
+            return (
+                "Save the benchmark first, then add entries below; or create it from a file "
+                "with Import JSONL on the list of benchmarks."
+            )
         return _changelist_link(
             BenchmarkEntry, f"Open the {obj.entry_total} entries as a list", benchmark=obj.pk
         )
 
 
 @admin.register(BenchmarkEntry)
-class BenchmarkEntryAdmin(UuidSearchMixin, admin.ModelAdmin):
+class BenchmarkEntryAdmin(UuidSearchMixin, DepartmentScopedAdmin):
+    department_path = "benchmark__eval__department"
+    operators_may_edit = True
     form = BenchmarkEntryForm
     list_display = ("__str__", "benchmark", "position", "turns", "updated_at")
-    list_filter = ("benchmark__eval__department", "benchmark__eval")
+    list_filter = (
+        ("benchmark__eval__department", ScopedRelatedFilter),
+        ("benchmark__eval", ScopedRelatedFilter),
+    )
     search_fields = ("title", "benchmark__name")
     autocomplete_fields = ("benchmark",)
     list_select_related = ("benchmark",)
@@ -570,6 +823,7 @@ def _set_archived(
 @admin.register(Test)
 class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
     ARCHIVE_LIMIT = 1000  # the archive endpoint's own bound
+    department_path = "department"
 
     list_display = (
         "short_id",
@@ -587,7 +841,13 @@ class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
         "created_by",
         "created_at",
     )
-    list_filter = ("status", "is_archived", "infinite_mode", "department", "eval")
+    list_filter = (
+        "status",
+        "is_archived",
+        "infinite_mode",
+        ("department", ScopedRelatedFilter),
+        ("eval", ScopedRelatedFilter),
+    )
     search_fields = (
         "benchmark__name",
         "eval__name",
@@ -641,6 +901,8 @@ class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
 
     def has_archive_permission(self, request: HttpRequest) -> bool:
         # The service checks the caller's departments again; this only hides the action.
+        if not request.user.is_staff:
+            return bool(_operated_departments(request))
         return bool(request.user.has_perm("tests_app.change_test"))
 
     @admin.action(description="Archive the selected tests", permissions=["archive"])
@@ -682,6 +944,7 @@ class TestAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
 
 @admin.register(TestRun)
 class TestRunAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
+    department_path = "test__department"
     list_display = (
         "__str__",
         "test_link",
@@ -692,7 +955,7 @@ class TestRunAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
         "passed",
         "updated_at",
     )
-    list_filter = ("status", "passed", "test__department")
+    list_filter = ("status", "passed", ("test__department", ScopedRelatedFilter))
     search_fields = ("entry__title", "test__benchmark__name")
     autocomplete_fields = ("test", "entry", "latest_invocation")
     list_select_related = ("test", "entry")
@@ -732,6 +995,7 @@ class GradeInline(ReadOnlyInline):
 
 @admin.register(TestInvocation)
 class TestInvocationAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
+    department_path = "test__department"
     list_display = (
         "short_id",
         "test_link",
@@ -771,6 +1035,7 @@ class TestInvocationAdmin(BoundedInlinesMixin, ReadOnlyAdmin):
 
 @admin.register(ReplayStep)
 class ReplayStepAdmin(ReadOnlyAdmin):
+    department_path = "invocation__test__department"
     list_display = ("__str__", "invocation", "latency_ms", "prompt_tokens", "completion_tokens")
     search_fields = ("input", "output")
     autocomplete_fields = ("invocation",)
@@ -782,6 +1047,7 @@ class ReplayStepAdmin(ReadOnlyAdmin):
 
 @admin.register(Grade)
 class GradeAdmin(ReadOnlyAdmin):
+    department_path = "invocation__test__department"
     list_display = ("__str__", "invocation", "source", "status", "score", "passed", "created_at")
     list_filter = ("source", "status", "passed")
     search_fields = ("feedback", "reason")
@@ -815,6 +1081,7 @@ class GradeAdmin(ReadOnlyAdmin):
 
 @admin.register(Upload)
 class UploadAdmin(ReadOnlyAdmin):
+    department_path = "test__department"
     list_display = (
         "file_name",
         "test",
@@ -851,6 +1118,8 @@ class UploadAdmin(ReadOnlyAdmin):
 class RunAllAdmin(ReadOnlyAdmin):
     """Run-alls are started from the API or the pages and ended by their ticks or by stop."""
 
+    department_path = "test__department"
+
     list_display = (
         "__str__",
         "test",
@@ -865,6 +1134,7 @@ class RunAllAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "grade")
     autocomplete_fields = ("test", "started_by")
+    ordering = ("-created_at",)
     list_select_related = ("test", "started_by")
     show_full_result_count = False
 

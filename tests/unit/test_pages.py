@@ -27,6 +27,12 @@ from tests_app.services.starting import start_test
 pytestmark = pytest.mark.django_db
 
 
+def messages_of(html: str) -> str:
+    """The text of the page's messages (ids elsewhere in the page may contain any digits)."""
+    found = re.search(r'<ul class="messages"[^>]*>(.*?)</ul>', html, re.DOTALL)
+    return found.group(1) if found else ""
+
+
 def logged_in(user: Any) -> Client:
     client = Client()
     client.force_login(user)
@@ -101,7 +107,7 @@ def test_search_lists_visible_tests_with_facets(
 def test_search_archived_toggle(started: Test, operator: Any) -> None:
     Test.objects.filter(pk=started.pk).update(is_archived=True)
     client = logged_in(operator)
-    assert "No tests match" in client.get("/tests/").content.decode()
+    assert "No active tests" in client.get("/tests/").content.decode()
     archived = client.get("/tests/", {"archived": "archived"}).content.decode()
     assert started.benchmark.name in archived
     assert "archived</span>" in archived
@@ -154,14 +160,14 @@ def test_next_form_claims_a_run(started: Test, operator: Any) -> None:
     assert invocation.run.status == TestRun.Status.CLAIMED
     page = client.get(response["Location"]).content.decode()
     assert 'id="control-run"' in page
-    stop = rf'value="{invocation.pk}">\s*<button type="submit" class="danger" id="control-stop"'
-    assert re.search(stop, page)  # stop acts on the open invocation
+    assert 'id="control-stop"' in page  # something is open, so it can be stopped
     assert "Claimed run 1 of 2" in page
 
 
 def test_controls_take_only_post_and_only_their_names(started: Test, operator: Any) -> None:
     client = logged_in(operator)
-    assert client.get(f"/tests/{started.pk}/next/").status_code == 405
+    response = client.get(f"/tests/{started.pk}/next/")
+    assert (response.status_code, response["Location"]) == (302, detail_url(started))
     assert client.post(f"/tests/{started.pk}/delete/").status_code == 404
     assert client.get(f"/tests/{started.pk}/delete/").status_code == 404
     assert not TestInvocation.objects.filter(test=started).exists()
@@ -399,7 +405,7 @@ def test_detail_page_queries_do_not_grow_with_the_test(
         return len(queries)
 
     many = queries_for(40)
-    assert many == queries_for(3)
+    assert many == queries_for(4)  # both still running, so both measure their pace
     assert many <= 20
 
 
@@ -472,3 +478,151 @@ def test_huge_runs_offset_shows_an_empty_page_of_runs(started: Test, operator: A
     assert response.context["runs_offset"] == 1_000_000_000
     # The link back to the newest runs is still there.
     assert response.context["runs_previous"] is not None
+
+
+def test_a_control_pressed_after_the_session_expired_ends_on_the_test_page(
+    started: Test, operator: Any
+) -> None:
+    client = Client()
+    response = client.post(f"/tests/{started.pk}/next/")
+    login_url = response["Location"]
+    assert login_url.startswith("/accounts/login/?next=")
+    response = client.post(
+        login_url, {"username": operator.username, "password": "correct-horse-battery"}, follow=True
+    )
+    assert response.redirect_chain[-1] == (detail_url(started), 302)
+    assert response.status_code == 200
+    assert "Nothing was changed: press the button again" in response.content.decode()
+    assert not TestInvocation.objects.filter(test=started).exists()
+
+
+def test_end_is_named_after_what_will_grade(
+    started: Test, operator: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    replayed_invocation(started, operator, django_capture_on_commit_callbacks)
+    settings.JUDGE_MODEL = ""
+    page = logged_in(operator).get(detail_url(started)).content.decode()
+    assert ">End with reference grade</button>" in page
+    assert "AI grade" not in page
+    settings.JUDGE_MODEL = "some-judge"
+    page = logged_in(operator).get(detail_url(started)).content.decode()
+    assert ">End with AI grade</button>" in page
+
+
+def test_list_per_page_says_what_it_shows_and_orders(
+    benchmark: Any, operator: Any, support: Any
+) -> None:
+    actor = Actor(user=operator)
+    tests = [start_test(actor=actor, benchmark_id=benchmark.pk) for _ in range(12)]
+    other = factories.make_benchmark(department=benchmark.eval.department, name="Aardvark bench")
+    first = start_test(actor=actor, benchmark_id=other.pk)
+    client = logged_in(operator)
+
+    page = client.get("/tests/").content.decode()
+    assert re.search(r'<option value="20" selected>20</option>', page)
+    assert page.count("<tr data-test-id=") == 13
+    # Rows of one benchmark differ by their test id, target, starter and time.
+    assert f"test {str(tests[0].pk)[:8]}" in page
+    assert "by Olive Operator" in page
+
+    page = client.get("/tests/", {"page_size": "10"}).content.decode()
+    assert page.count("<tr data-test-id=") == 10
+    assert re.search(r'<option value="10" selected>10</option>', page)
+
+    rows = re.findall(r'<tr data-test-id="([^"]+)"', client.get("/tests/").content.decode())
+    assert rows[0] == str(first.pk)  # newest first
+    rows = re.findall(
+        r'<tr data-test-id="([^"]+)"', client.get("/tests/", {"order": "oldest"}).content.decode()
+    )
+    assert rows[0] == str(tests[0].pk)
+    page = client.get("/tests/", {"order": "benchmark"}).content.decode()
+    assert re.findall(r'<tr data-test-id="([^"]+)"', page)[0] == str(first.pk)
+    assert re.search(r'<option value="benchmark" selected>', page)
+    assert "not valid" in client.get("/tests/", {"order": "sideways"}, follow=True).content.decode()
+
+
+def test_the_empty_list_blames_only_filters_that_are_set(operator: Any) -> None:
+    client = logged_in(operator)
+    page = client.get("/tests/").content.decode()
+    assert "No active tests" in page
+    assert "start one from a benchmark" in page
+    assert "these filters" not in page
+    page = client.get("/tests/", {"eval_search": "nothing"}).content.decode()
+    assert "No tests match these filters" in page
+    page = client.get("/tests/", {"archived": "all", "page_size": "50"}).content.decode()
+    assert "these filters" not in page
+
+
+def test_stop_asks_first_on_a_page_of_its_own_without_javascript(
+    started: Test, operator: Any
+) -> None:
+    client = logged_in(operator)
+    claimed = client.post(f"/tests/{started.pk}/next/")
+    page = client.get(claimed["Location"]).content.decode()
+    # The Stop control is a GET form to the confirmation page, and opens the dialog with JS.
+    assert re.search(
+        rf'<form method="get" action="/tests/{started.pk}/stop/" data-confirm-with="stop-dialog">',
+        page,
+    )
+    assert '<dialog id="stop-dialog"' in page
+    confirm = client.get(f"/tests/{started.pk}/stop/")
+    assert confirm.status_code == 200
+    text = confirm.content.decode()
+    assert "Stop this test of" in text
+    assert "A stopped test cannot be resumed" in text
+    started.refresh_from_db()
+    assert started.status == Test.Status.RUNNING  # asking changed nothing
+
+    response = client.post(f"/tests/{started.pk}/stop/", follow=True)
+    started.refresh_from_db()
+    assert started.status == Test.Status.STOPPED
+    assert TestInvocation.objects.get(test=started).status == TestInvocation.Status.STOPPED
+    text = response.content.decode()
+    assert "The test is stopped: replays in progress halt" in text
+    assert "409" not in messages_of(text)
+    assert "already stopped: there is nothing to stop" in (
+        client.get(f"/tests/{started.pk}/stop/").content.decode()
+    )
+
+
+def test_a_claimed_run_left_behind_is_shown_with_what_can_be_done(
+    started: Test, operator: Any
+) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/next/")
+    left_behind = TestInvocation.objects.get(test=started)
+    client.post(f"/tests/{started.pk}/next/")
+    page = client.get(detail_url(started)).content.decode()
+    item = re.search(
+        rf'<li data-invocation-id="{left_behind.pk}" data-status="created">(.*?)</li>',
+        page,
+        re.DOTALL,
+    )
+    assert item, page
+    assert "claimed by Olive Operator (browser) but not replayed yet" in item.group(1)
+    assert "Run it</button>" in item.group(1)
+    assert "Stop test stops all of them." in page
+
+
+def test_messages_are_in_a_staff_members_words(
+    started: Test, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/next/")
+    invocation = TestInvocation.objects.get(test=started)
+    # Ending a run that was not replayed yet.
+    response = client.post(
+        f"/tests/{started.pk}/end/",
+        {"invocation_id": invocation.pk, "run_id": invocation.run_id},
+        follow=True,
+    )
+    assert "This run has not been replayed yet: run it first." in response.content.decode()
+    client.post(f"/tests/{started.pk}/next/")
+    # Every run is claimed: nothing to claim, but the test is not finished.
+    text = client.post(f"/tests/{started.pk}/next/", follow=True).content.decode()
+    assert "No run is waiting to be claimed" in text
+    assert "409" not in messages_of(text)
+    assert "call next" not in text
+    client.post(f"/tests/{started.pk}/stop/")
+    text = client.post(f"/tests/{started.pk}/next/", follow=True).content.decode()
+    assert "This test is stopped, so nothing more runs in it." in text

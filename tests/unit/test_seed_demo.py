@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.test import Client
 
+from tests_app.actors import Actor
 from tests_app.api.authentication import user_for_key
 from tests_app.management.commands.seed_demo import LOCAL_BENCHMARK_NAME, LOCAL_TARGET_NAME
 from tests_app.models import (
@@ -22,6 +25,7 @@ from tests_app.models import (
     Rubric,
     count_user_turns,
 )
+from tests_app.services.starting import start_test
 
 pytestmark = pytest.mark.django_db
 
@@ -198,3 +202,45 @@ def test_without_the_local_model_nothing_about_it_is_seeded(
     assert not Benchmark.objects.filter(name=LOCAL_BENCHMARK_NAME).exists()
     assert Benchmark.objects.count() == 3
     assert "AI grades: the offline reference comparison" in output
+
+
+def test_the_printed_block_is_framed_so_it_stands_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = seed(monkeypatch).splitlines()
+    assert lines[0] == lines[-1]
+    assert set(lines[0]) == {"="}
+    assert any(PASSWORD_PATTERN.search(line) for line in lines[1:-1])
+    assert any(KEY_PATTERN.search(line) for line in lines[1:-1])
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_CALL = re.compile(r"^api (benchmark/search|test/search) '(\{.*\})'", re.MULTILINE)
+
+
+def test_the_readme_searches_find_something_with_the_printed_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's first agent call, and its test search, work with the key ``make run``
+    prints (the key's user sees only its own departments)."""
+    key = printed_key(seed(monkeypatch))
+    operator = User.objects.get(username="operator")
+    benchmark = Benchmark.objects.get(name="Abstract summaries")
+    start_test(actor=Actor(user=operator), benchmark_id=benchmark.pk)
+    calls = dict(README_CALL.findall(README.read_text()))
+    assert set(calls) == {"benchmark/search", "test/search"}
+    client = Client()
+    for path, body in calls.items():
+        response = client.post(
+            f"/api/v5/artifacts/{path}",
+            data=body,
+            content_type="application/json",
+            headers={"X-Api-Key": key},
+        )
+        assert response.status_code == 200, response.content
+        assert response.json()["total_count"] >= 1, (path, body)
+
+
+def test_the_readme_imports_into_an_eval_of_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(monkeypatch)
+    match = re.search(r'import_benchmark \S+ --eval "([^"]+)"', README.read_text())
+    assert match
+    assert Eval.objects.filter(name=match.group(1)).exists()

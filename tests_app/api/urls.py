@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 from tests_app.api.discovery_views import UploadDownloadView
 from tests_app.api.errors import not_found_view
 from tests_app.api.judge_views import JudgeViewSet
-from tests_app.api.schema import RedocView, SchemaView, SwaggerView
+from tests_app.api.schema import RedocView, SchemaView, SwaggerView, redoc_bundle
 from tests_app.api.views import BenchmarkViewSet, TestViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -31,6 +31,7 @@ urlpatterns = [
         csp_update({"style-src": ["'unsafe-inline'"]})(RedocView.as_view(url_name="schema")),
         name="redoc",
     ),
+    path("redoc/redoc.standalone.js", redoc_bundle, name="redoc-bundle"),
     # Anything else under /api/ answers in the one error body, also with DEBUG on (where Django
     # would otherwise render its HTML technical 404 page instead of calling handler404).
     re_path(r"^.*$", csrf_exempt(not_found_view), name="api-not-found"),

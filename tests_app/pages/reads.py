@@ -14,7 +14,7 @@ from typing import Any
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from tests_app.models import Grade, ReplayStep, TestInvocation
+from tests_app.models import Grade, ReplayStep, RunAll, TestInvocation
 
 # A transcript longer than this is cut (the export has all of it); keeps the page bounded.
 MAX_TURNS_SHOWN = 200
@@ -104,6 +104,45 @@ def invocation_of_test(*, test_id: Any, invocation_id: Any) -> TestInvocation | 
 def newest_invocation(*, test_id: Any) -> TestInvocation | None:
     return (
         TestInvocation.objects.select_related("run", "run__entry", "actor")
+        .filter(test_id=test_id)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+OPEN_STATUSES = (
+    TestInvocation.Status.CREATED,
+    TestInvocation.Status.RUNNING,
+    TestInvocation.Status.REPLAYED,
+)
+# The open invocations listed on a test page; more is said as a count.
+MAX_OPEN_SHOWN = 10
+
+
+def open_invocations(*, test_id: Any) -> tuple[list[TestInvocation], bool]:
+    """The test's invocations not yet ended, failed or stopped, oldest first (the one waiting
+    longest is the first to deal with), and whether there are more than shown."""
+    rows = list(
+        TestInvocation.objects.select_related("run", "run__entry", "actor")
+        .filter(test_id=test_id, status__in=OPEN_STATUSES)
+        .order_by("created_at")[: MAX_OPEN_SHOWN + 1]
+    )
+    return rows[:MAX_OPEN_SHOWN], len(rows) > MAX_OPEN_SHOWN
+
+
+def newest_open_invocation(*, test_id: Any) -> TestInvocation | None:
+    """What the page's Stop acts on: stopping any open invocation stops the whole test."""
+    return (
+        TestInvocation.objects.filter(test_id=test_id, status__in=OPEN_STATUSES)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def newest_run_all(*, test_id: Any) -> RunAll | None:
+    """The test's run-all: the active one, else the last one (the page says how it ended)."""
+    return (
+        RunAll.objects.select_related("started_by")
         .filter(test_id=test_id)
         .order_by("-created_at")
         .first()

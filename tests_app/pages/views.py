@@ -2,8 +2,15 @@
 
 Controls are plain forms POSTed (with CSRF) to one view that looks their name up in ``CONTROLS``;
 each calls one service and redirects back (post/redirect/get), so every page works without
-JavaScript. Domain errors become a message on the page rather than an error body; a test the user
-may not see is a 404, as in the API.
+JavaScript. Domain errors become a message on the page rather than an error body, in the page's
+own words (``pages/words.py``); a test the user may not see is a 404, as in the API.
+
+Run all and Retry failed call the same services as the API's run_all and retry; the page follows
+a run-all through the test's websocket (the live part refreshes on its events), with its progress,
+pace and time left (``pages/progress.py``). Stop asks first: a dialog with JavaScript, else a
+confirmation page at the control's own address (GET); it stops the test's newest open invocation,
+which stops the whole test and any run-all driving it. A control's address reached by GET (after
+logging back in) changes nothing and goes back to the test.
 """
 
 from __future__ import annotations
@@ -21,24 +28,29 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
-    HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from tests_app import judges
 from tests_app.actors import Actor
 from tests_app.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
-from tests_app.models import Test
-from tests_app.pages import charts, reads
+from tests_app.models import RunAll, Test
+from tests_app.pages import charts, progress, reads, words
 from tests_app.pages import compare as compare_words
 from tests_app.pages.forms import (
+    PAGE_SIZE_DEFAULT,
     ArchiveForm,
     InvocationForm,
     RegradeForm,
+    RunAllForm,
     SearchForm,
     StartForm,
+    StopForm,
+    grader_words,
 )
 from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors import agreement, analytics
@@ -61,10 +73,14 @@ from tests_app.services.claiming import claim_next_run
 from tests_app.services.ending import end_invocation
 from tests_app.services.exporting import export_test
 from tests_app.services.regrading import regrade_invocation
+from tests_app.services.retrying import retry_runs
+from tests_app.services.run_all import active_run_all, start_run_all
 from tests_app.services.running import request_replay
 from tests_app.services.stopping import stop_invocation
 
 RUNS_PAGE_SIZE = 25
+# "End" is named after what will grade: an AI only when a judge is configured (docs/judges.md).
+END_LABELS = {"ai": "End with AI grade", "reference": "End with reference grade"}
 BENCHMARKS_PAGE_SIZE = 50
 
 
@@ -104,14 +120,15 @@ def test_list(request: HttpRequest) -> HttpResponse:
     params = request.GET.copy()
     if params:
         # Absent choices mean the defaults, as on the unfiltered page.
-        params.setdefault("page_size", "20")
+        params.setdefault("page_size", str(PAGE_SIZE_DEFAULT))
         params.setdefault("archived", "active")
+        params.setdefault("order", "newest")
     form = SearchForm(params or None)
     result: Any = None
     if form.is_bound and not form.is_valid():
         messages.error(request, "Some filters are not valid; they were ignored.")
     data = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    page_size = data.get("page_size") or 20
+    page_size = data.get("page_size") or PAGE_SIZE_DEFAULT
     offset = data.get("offset") or 0
     try:
         result = search_tests(
@@ -126,6 +143,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             is_archived=form.is_archived() if data else False,
             page_size=page_size,
             page_offset=offset,
+            order=data.get("order") or "newest",
         )
     except DomainError as error:
         messages.error(request, error.detail)
@@ -170,6 +188,7 @@ def test_list(request: HttpRequest) -> HttpResponse:
             if offset + page_size < total
             else None,
             "selected_archived": data.get("archived") or "active",
+            "filtered": form.narrows(),
             "can_start": operable_department_ids(request.user) != [],
         },
     )
@@ -244,7 +263,24 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
     if invocation is None:
         invocation = reads.newest_invocation(test_id=test.pk)
     can_operate = can_operate_department(request.user, test.department_id)
+    # The page's other open invocations, each with what can be done with it.
+    open_invocations, more_open = reads.open_invocations(test_id=test.pk)
+    open_invocations = [
+        item for item in open_invocations if item.pk != getattr(invocation, "pk", None)
+    ]
     summary = detail.get("status_summary") or {}
+    run_all = reads.newest_run_all(test_id=test.pk)
+    run_all_active = run_all is not None and run_all.status == RunAll.Status.ACTIVE
+    # The pace of a run-all is its own; without one, the test's since its first claim.
+    since = None
+    if test.status == Test.Status.RUNNING:
+        since = run_all.created_at if run_all_active and run_all else test.started_at
+    run_progress = progress.measure(
+        by_status=summary.get("by_status") or {},
+        since=since,
+        finished_since=progress.finished_since(test_id=test.pk, since=since) if since else 0,
+        now=timezone.now(),
+    )
     query = request.GET.copy()
     query.pop("runs_offset", None)
     total_runs = summary.get("total_runs") or 0
@@ -254,6 +290,7 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "compare_with": _compare_with(request, test),
         "detail": detail,
         "summary": summary,
+        "progress": run_progress,
         "status_chart": charts.status_bar(summary.get("by_status") or {}),
         "status_legend": charts.status_legend(summary.get("by_status") or {}),
         "runs": detail.get("runs") or [],
@@ -266,11 +303,24 @@ def test_detail(request: HttpRequest, test_id: uuid.UUID) -> HttpResponse:
         "exports": (detail.get("resources") or {}).get("exports") or [],
         "invocation": invocation,
         "pinned_invocation": pinned_invocation,
+        "open_invocations": open_invocations,
+        "more_open_invocations": more_open,
         "transcript": reads.transcript(invocation=invocation) if invocation else [],
         "grades": reads.grades(invocation=invocation) if invocation else [],
         "show_controls": bool(detail.get("show_controls")),
+        "run_all": run_all,
+        "run_all_active": run_all_active,
+        "run_all_finish": words.finish_reason(run_all.finish_reason) if run_all else "",
+        "run_all_form": RunAllForm(),
+        "grader_words": grader_words(),
+        "can_retry": can_operate
+        and not test.is_archived
+        and test.status != Test.Status.STOPPED
+        and bool((summary.get("by_status") or {}).get("failed")),
+        "end_label": END_LABELS[judges.default_source()],
         "can_regrade": can_operate and not test.is_archived,
         "can_archive": can_operate,
+        "regrade_note": words.regrade_note(invocation.status) if invocation else "",
         "regrade_form": RegradeForm(initial={"invocation_id": invocation.pk} if invocation else {}),
         "websocket_path": f"/ws/tests/{test.pk}/",
         "last_seq": test.event_seq,
@@ -347,13 +397,73 @@ def _end_with_grade(request: HttpRequest, test: Test) -> tuple[str, Any]:
 
 
 def _stop(request: HttpRequest, test: Test) -> tuple[str, Any]:
-    form = _invocation_form(request)
-    invocation_id = form.cleaned_data["invocation_id"]
+    form = StopForm(request.POST)
+    invocation_id = form.cleaned_data["invocation_id"] if form.is_valid() else None
+    if invocation_id is None:
+        # Stopping any open invocation stops the whole test: the page's Stop names none.
+        newest = reads.newest_open_invocation(test_id=test.pk)
+        if newest is None and active_run_all(test_id=test.pk) is not None:
+            # A run-all between its claims has nothing open for a moment; stop needs one.
+            raise InvalidTransition(
+                "Run all is between two runs: press Stop test again in a moment."
+            )
+        if newest is None:
+            raise InvalidTransition("Nothing is running in this test, so there is nothing to stop.")
+        invocation_id = newest.pk
     outcome = stop_invocation(actor=_actor(request), invocation_id=invocation_id)
     if not outcome.success:
         # The API answers success=false; on a page it is an error message like the others.
         raise InvalidTransition(outcome.message or "Nothing to stop.")
-    return outcome.message or "The test is stopped.", invocation_id
+    return (
+        "The test is stopped: replays in progress halt before their next turn, and no more runs "
+        "are claimed.",
+        invocation_id,
+    )
+
+
+def _form_problems(form: Any) -> str:
+    return "; ".join(
+        f"{form.fields[name].label or name}: {' '.join(str(e) for e in errors)}"
+        if name in form.fields
+        else " ".join(str(e) for e in errors)
+        for name, errors in form.errors.items()
+    )
+
+
+def _run_all(request: HttpRequest, test: Test) -> tuple[str, Any]:
+    form = RunAllForm(request.POST)
+    if not form.is_valid():
+        raise ValidationFailed(f"Run all did not start. {_form_problems(form)}")
+    run_all = start_run_all(
+        actor=_actor(request),
+        test_id=test.pk,
+        concurrency=form.cleaned_data["concurrency"],
+        grade=form.cleaned_data["grade"],
+        max_runs=form.cleaned_data["max_runs"],
+    )
+    grading = (
+        f"each graded by {grader_words()}"
+        if run_all.grade == RunAll.Grading.AI
+        else "ended without a grade"
+    )
+    return (
+        f"Run all started: up to {run_all.concurrency} run{'s' if run_all.concurrency > 1 else ''} "
+        f"at once, {grading}. Progress shows "
+        "below as it happens; it carries on if you leave this page.",
+        None,
+    )
+
+
+def _retry(request: HttpRequest, test: Test) -> tuple[str, Any]:
+    requeued = retry_runs(actor=_actor(request), test_id=test.pk, statuses=["failed"])
+    if not requeued:
+        return "No failed run to retry.", None
+    runs = f"{requeued} failed run{'s are' if requeued > 1 else ' is'}"
+    return (
+        f"{runs} back in the queue, their earlier attempts kept below. Run all, or Next run, "
+        "replays them.",
+        None,
+    )
 
 
 def _archive(request: HttpRequest, test: Test) -> tuple[str, Any]:
@@ -374,13 +484,7 @@ def _export(request: HttpRequest, test: Test) -> tuple[str, Any]:
 def _regrade(request: HttpRequest, test: Test) -> tuple[str, Any]:
     form = RegradeForm(request.POST)
     if not form.is_valid():
-        problems = "; ".join(
-            f"{form.fields[name].label or name}: {' '.join(str(e) for e in errors)}"
-            if name in form.fields
-            else " ".join(str(e) for e in errors)
-            for name, errors in form.errors.items()
-        )
-        raise ValidationFailed(f"The regrade was not saved. {problems}")
+        raise ValidationFailed(f"The regrade was not saved. {_form_problems(form)}")
     # The form names an invocation; it must belong to the test of this URL.
     if (
         reads.invocation_of_test(test_id=test.pk, invocation_id=form.cleaned_data["invocation_id"])
@@ -398,12 +502,17 @@ def _regrade(request: HttpRequest, test: Test) -> tuple[str, Any]:
     return "Your grade is stored; the earlier grade is kept in the history.", grade.invocation_id
 
 
+# Controls that ask before acting: with JavaScript a dialog on the test page, without it this page.
+CONFIRMATIONS = {"stop": "tests_app/test_stop_confirm.html"}
+
 # Each control calls one service and names the message to show and the invocation to follow.
 CONTROLS: dict[str, Callable[[HttpRequest, Test], tuple[str, Any]]] = {
     "next": _claim_next,
     "run": _run_replay,
     "end": _end_with_grade,
     "stop": _stop,
+    "run-all": _run_all,
+    "retry": _retry,
     "archive": _archive,
     "export": _export,
     "regrade": _regrade,
@@ -414,18 +523,24 @@ CONTROLS: dict[str, Callable[[HttpRequest, Test], tuple[str, Any]]] = {
 def test_control(request: HttpRequest, test_id: uuid.UUID, action: str) -> HttpResponse:
     """Run one control on a visible test; show its outcome or its domain error as a message."""
     control = CONTROLS.get(action)
-    # An unknown name is no page at all, whatever the method; the controls take only POST.
+    # An unknown name is no page at all, whatever the method; the controls act only on POST.
     if control is None:
         raise Http404("No such control.")
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
     test = _visible_test_or_404(request, test_id)
+    if request.method != "POST" and action in CONFIRMATIONS:
+        # Without JavaScript, a control that asks first is a link to its confirmation page.
+        return render(request, CONFIRMATIONS[action], {"test": test})
+    if request.method != "POST":
+        # A control's address is reached by GET after logging back in (the login page's "next"
+        # after a session expired mid-click): go back to the test, having changed nothing.
+        messages.info(request, "Nothing was changed: press the button again if you still want to.")
+        return _back_to_test(test.pk)
     try:
         message, invocation_id = control(request, test)
     except NotFound as error:
         raise Http404(error.detail) from error
     except DomainError as error:
-        messages.error(request, error.detail)
+        messages.error(request, words.for_staff(control=action, error=error, test=test))
         return _back_to_test(test.pk, request.POST.get("invocation_id"))
     messages.success(request, message)
     return _back_to_test(test.pk, invocation_id)

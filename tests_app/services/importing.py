@@ -7,10 +7,11 @@ file is imported whole or not at all. Blank lines are skipped (they still count 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from django.db import transaction
 
@@ -188,6 +189,37 @@ def import_benchmark(
             batch_size=BULK_BATCH_SIZE,
         )
     return benchmark
+
+
+def import_benchmark_file(
+    *, eval: Eval, name: str, file: IO[bytes], target: Target | None = None
+) -> Benchmark:
+    """``import_benchmark`` from a binary file (a path opened by the command, an upload in the
+    admin): UTF-8, with or without a byte order mark; other bytes are a validation error."""
+    text = io.TextIOWrapper(file, encoding="utf-8-sig")
+    try:
+        return import_benchmark(eval=eval, name=name, lines=text, target=target)
+    except UnicodeDecodeError as error:
+        raise ValidationFailed(
+            f"The file is not UTF-8 text: {error.reason}.", code="not_utf8"
+        ) from error
+    finally:
+        text.detach()  # the caller owns the file and closes it
+
+
+def bad_lines_report(error: BenchmarkFileInvalid) -> list[str]:
+    """The sentences that report a file's bad lines: a summary, then one per line."""
+    return [error.detail, *(str(line_error) for line_error in error.line_errors)]
+
+
+def imported_summary(benchmark: Benchmark) -> str:
+    """What an import made, in one sentence (the command prints it, the admin shows it)."""
+    target = benchmark.default_target
+    return (
+        f"Imported benchmark {benchmark.name!r} ({benchmark.pk}) into eval "
+        f"{benchmark.eval.name!r}: {benchmark.entries.count()} entries, default target "
+        f"{target.name!r} ({target.kind})."
+    )
 
 
 def _json_type(value: Any) -> str:

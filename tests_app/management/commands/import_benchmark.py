@@ -16,7 +16,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tests_app.errors import DomainError
 from tests_app.models import Eval, Target
-from tests_app.services.importing import BenchmarkFileInvalid, import_benchmark
+from tests_app.services.importing import (
+    BenchmarkFileInvalid,
+    bad_lines_report,
+    import_benchmark_file,
+    imported_summary,
+)
 
 # How many evals an "unknown eval" error lists as a hint.
 EVAL_HINT_LIMIT = 20
@@ -42,27 +47,17 @@ class Command(BaseCommand):
         name = options["name"] or path.stem
         target = self._target(eval_, options["target_name"]) if options["target_name"] else None
         try:
-            with path.open(encoding="utf-8-sig") as lines:
-                benchmark = import_benchmark(eval=eval_, name=name, lines=lines, target=target)
+            with path.open("rb") as file:
+                benchmark = import_benchmark_file(eval=eval_, name=name, file=file, target=target)
         except OSError as error:
             raise CommandError(f"Cannot read {path}: {error.strerror or error}") from error
-        except UnicodeDecodeError as error:
-            raise CommandError(f"{path} is not UTF-8 text: {error.reason}") from error
         except BenchmarkFileInvalid as error:
-            listing = "\n".join(f"  {line_error}" for line_error in error.line_errors)
-            raise CommandError(
-                f"{path}: {len(error.line_errors)} bad line(s); nothing was imported.\n{listing}"
-            ) from error
+            summary, *lines = bad_lines_report(error)
+            listing = "\n".join(f"  {line}" for line in lines)
+            raise CommandError(f"{path}: {summary}\n{listing}") from error
         except DomainError as error:
             raise CommandError(f"{path}: {error.detail}") from error
-        entries = benchmark.entries.count()
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Imported benchmark {benchmark.name!r} ({benchmark.pk}) into eval "
-                f"{eval_.name!r}: {entries} entries, default target "
-                f"{benchmark.default_target.name!r} ({benchmark.default_target.kind})."
-            )
-        )
+        self.stdout.write(self.style.SUCCESS(imported_summary(benchmark)))
 
     def _eval(self, name: str) -> Eval:
         matches = list(Eval.objects.select_related("department").filter(name=name)[:2])

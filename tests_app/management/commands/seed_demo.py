@@ -32,6 +32,7 @@ from tests_app.services.importing import message_problems
 from tests_app.services.targets import reference_target
 
 DEMO_KEY_NAME = "demo"
+FRAME_WIDTH = 78
 SYSTEM_SUPPORT = (
     "You are a customer-support agent for Northwind Outfitters, an online outdoor-gear shop. "
     "Refund policy: unworn items within 30 days get a full refund to the original payment method; "
@@ -529,4 +530,7 @@ class Command(BaseCommand):
                 else "the offline reference comparison (no JUDGE_MODEL; not an AI)"
             ),
         ]
-        self.stdout.write("\n".join(lines))
+        # Framed, so that the password and the key stand out from the install and server output
+        # around them (``make run`` prints this block last, right before serving).
+        frame = "=" * FRAME_WIDTH
+        self.stdout.write("\n".join([frame, *lines, frame]))

@@ -128,3 +128,18 @@
 
   connect();
 }());
+
+/* A control that asks first (data-confirm-with="<dialog id>") opens its dialog instead of going to
+ * its confirmation page; the dialog's own form does the POST. Delegated, because the live part of
+ * the page is replaced when it refreshes. */
+(function () {
+  "use strict";
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var dialogId = form && form.dataset ? form.dataset.confirmWith : null;
+    var dialog = dialogId ? document.getElementById(dialogId) : null;
+    if (!dialog || typeof dialog.showModal !== "function") { return; }
+    event.preventDefault();
+    dialog.showModal();
+  });
+}());
