@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,11 +17,16 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp.client import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests import factories
 from tests.fake_model import FakeModel
-from tests.integration.daphne import DaphneServer, daphne_server_fixture  # noqa: F401
+from tests.integration.daphne import (  # noqa: F401
+    REPOSITORY,
+    DaphneServer,
+    daphne_server_fixture,
+)
 from tests_app.models import Test, TestInvocation
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db")]
@@ -270,3 +276,38 @@ def test_no_key_or_a_bad_key_is_refused_with_401(
         assert refused.headers["WWW-Authenticate"] == 'Bearer realm="api"'
     assert bearer.status_code == 200
     assert bearer.json()["result"]["serverInfo"]["name"] == "replaybench"
+
+
+def test_the_stdio_bridge_forwards_to_the_server_with_the_key(
+    daphne_server: DaphneServer, research: Any, viewer: Any
+) -> None:
+    benchmark = factories.make_benchmark(department=research, entries=1, name="Bridged")
+    _, key = factories.make_api_key(viewer)
+    parameters = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "tests_app.mcp.stdio"],
+        env={"REPLAYBENCH_URL": daphne_server.http_url, "REPLAYBENCH_API_KEY": key},
+        cwd=str(REPOSITORY),
+    )
+
+    async def run() -> dict[str, Any]:
+        async with stdio_client(parameters) as streams, ClientSession(*streams) as session:
+            initialized = await session.initialize()
+            listed = await session.list_tools()
+            found = answer(await session.call_tool("search_benchmarks", {"search": "bridged"}))
+            refused = tool_error(
+                await session.call_tool("start_test", {"benchmark_id": str(benchmark.pk)})
+            )
+            return {
+                "instructions": initialized.instructions,
+                "tools": {tool.name for tool in listed.tools},
+                "found": found,
+                "refused": refused,
+            }
+
+    seen = asyncio.run(run())
+
+    assert "search_benchmarks" in (seen["instructions"] or "")
+    assert seen["tools"] == TOOL_NAMES
+    assert [item["id"] for item in seen["found"]["benchmarks"]] == [str(benchmark.pk)]
+    assert seen["refused"]["code"] == "permission_denied"
