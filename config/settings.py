@@ -259,6 +259,8 @@ REPLAY_HEARTBEAT_TIMEOUT = _env_int("REPLAY_HEARTBEAT_TIMEOUT", 60)
 REPLAY_START_TIMEOUT = 60
 REPLAY_MAX_ATTEMPTS = 3
 REAPER_INTERVAL_S = 15
+# An active run-all not ticked this long is ticked by the sweep (a worker died before ticking it).
+RUN_ALL_STALL_TIMEOUT = 60
 ANALYTICS_REFRESH_INTERVAL_S = 300
 # Concurrent model calls allowed per target (model + base_url) across all workers; 0: no cap.
 TARGET_MAX_CONCURRENCY = _env_int("TARGET_MAX_CONCURRENCY", 32)

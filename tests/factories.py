@@ -176,6 +176,15 @@ class GradeFactory(factory.django.DjangoModelFactory[models.Grade]):
     feedback = "Good."
 
 
+class RunAllFactory(factory.django.DjangoModelFactory[models.RunAll]):
+    class Meta:
+        model = models.RunAll
+
+    test = factory.SubFactory(TestFactory)
+    concurrency = 2
+    started_by = factory.LazyAttribute(lambda o: o.test.created_by)
+
+
 class UploadFactory(factory.django.DjangoModelFactory[models.Upload]):
     class Meta:
         model = models.Upload

@@ -35,6 +35,7 @@ from tests_app.models import (
     Membership,
     ReplayStep,
     Rubric,
+    RunAll,
     Target,
     Test,
     TestDayCount,
@@ -844,6 +845,28 @@ class UploadAdmin(ReadOnlyAdmin):
     @admin.display(description="download")
     def download(self, obj: Upload) -> str:
         return format_html('<a href="/api/v5/uploads/{}/download">{}</a>', obj.pk, obj.file_name)
+
+
+@admin.register(RunAll)
+class RunAllAdmin(ReadOnlyAdmin):
+    """Run-alls are started from the API or the pages and ended by their ticks or by stop."""
+
+    list_display = (
+        "__str__",
+        "test",
+        "status",
+        "concurrency",
+        "grade",
+        "max_runs",
+        "started_by",
+        "created_at",
+        "finished_at",
+        "finish_reason",
+    )
+    list_filter = ("status", "grade")
+    autocomplete_fields = ("test", "started_by")
+    list_select_related = ("test", "started_by")
+    show_full_result_count = False
 
 
 @admin.register(TestDayCount)

@@ -199,9 +199,14 @@ class Benchmark(BaseModel):
 
 class BenchmarkEntry(BaseModel):
     benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="entries")
-    position = models.PositiveIntegerField()
+    # Left empty, the entry goes after the benchmark's last one (see save).
+    position = models.PositiveIntegerField(
+        blank=True, help_text="Order within the benchmark; empty: after the last entry."
+    )
     title = models.CharField(max_length=300, blank=True)
-    messages = models.JSONField(help_text="The recorded conversation in OpenAI chat format.")
+    messages = models.JSONField(
+        default=list, help_text="The recorded conversation in OpenAI chat format."
+    )
     # Number of user turns, kept with the messages so lists need not parse them.
     turns = models.PositiveIntegerField(default=0, editable=False)
 
@@ -216,10 +221,23 @@ class BenchmarkEntry(BaseModel):
         return self.title or f"Entry {self.position}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.position is None:
+            # Numbered here so that every writer (the admin and its inline, imports, a shell)
+            # gets the same rule. Two entries saved at once may pick the same number: the unique
+            # constraint then refuses the second rather than ordering them silently.
+            self.position = next_entry_position(self.benchmark_id)
         self.turns = count_user_turns(self.messages)
         if kwargs.get("update_fields") is not None and "messages" in kwargs["update_fields"]:
             kwargs["update_fields"] = {*kwargs["update_fields"], "turns"}
         super().save(*args, **kwargs)
+
+
+def next_entry_position(benchmark_id: Any) -> int:
+    """One after the benchmark's last entry (1 for the first)."""
+    last = BenchmarkEntry.objects.filter(benchmark_id=benchmark_id).aggregate(
+        last=models.Max("position")
+    )["last"]
+    return (last or 0) + 1
 
 
 def count_user_turns(messages: Any) -> int:
@@ -268,6 +286,9 @@ class Test(BaseModel):
     graded_runs = models.PositiveIntegerField(default=0)
     passed_runs = models.PositiveIntegerField(default=0)
     score_sum = models.FloatField(default=0)
+    # Grades asked of the judge and not yet settled (done or failed): a client that saw
+    # test.completed waits until this is 0 for the last grades (docs/realtime.md).
+    pending_grades = models.PositiveIntegerField(default=0)
     # The last sequence number given to a realtime event of this test.
     event_seq = models.PositiveBigIntegerField(default=0, editable=False)
 
@@ -367,11 +388,26 @@ class TestInvocation(BaseModel):
     error = models.TextField(blank=True)
     stop_requested = models.BooleanField(default=False)
     steps_count = models.PositiveIntegerField(default=0)
+    # The run-all that claimed it, if one did; null for an agent's or a browser's own claim.
+    run_all = models.ForeignKey(
+        "RunAll",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="invocations",
+        db_index=False,
+    )
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["test", "-created_at"], name="invocation_test_created_idx"),
+            # Only the few invocations a run-all claimed: its in-flight count and its runs.
+            models.Index(
+                fields=["run_all", "status"],
+                name="invocation_run_all_idx",
+                condition=Q(run_all__isnull=False),
+            ),
             models.Index(fields=["status", "heartbeat_at"], name="invocation_heartbeat_idx"),
             models.Index(fields=["status", "enqueued_at"], name="invocation_enqueued_idx"),
             # get's current invocation: the newest one not yet ended. Few invocations are open
@@ -386,6 +422,69 @@ class TestInvocation(BaseModel):
 
     def __str__(self) -> str:
         return f"Invocation {str(self.id)[:8]} ({self.status})"
+
+
+class RunAll(BaseModel):
+    """Workers driving a whole test: they claim, replay and end its pending runs through the
+    same services agents use, at most ``concurrency`` at once (tests_app.services.run_all).
+
+    Its state is here rather than in a worker, so that it survives worker restarts: whoever ticks
+    it (a replay that finished, the sweep) reads what to do from this row and its invocations.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        FINISHED = "finished"
+        STOPPED = "stopped"
+
+    class Grading(models.TextChoices):
+        AI = "ai", "The configured judge (the offline reference grader without one)"
+        NONE = "none", "Ended ungraded"
+
+    test = models.ForeignKey(Test, on_delete=models.CASCADE, related_name="run_alls")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    concurrency = models.PositiveSmallIntegerField()
+    grade = models.CharField(max_length=8, choices=Grading.choices, default=Grading.AI)
+    max_runs = models.PositiveIntegerField(null=True, blank=True)
+    # Invocations are claimed as this user, through this client: the starter's, so that scope
+    # and the record say who drove them.
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client = models.CharField(
+        max_length=16, choices=TestInvocation.Client.choices, default=TestInvocation.Client.BROWSER
+    )
+    # When it was last ticked: the sweep ticks an active run-all whose tick is older than
+    # RUN_ALL_STALL_TIMEOUT, so one whose worker died is not stranded.
+    ticked_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "run-all"
+        constraints = [
+            # One at a time per test: a second start is a 409 (and this is the backstop).
+            models.UniqueConstraint(
+                fields=["test"], condition=Q(status="active"), name="run_all_one_active_per_test"
+            ),
+            models.CheckConstraint(
+                condition=Q(concurrency__gte=1) & Q(concurrency__lte=64),
+                name="run_all_concurrency_1_64",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_runs__isnull=True) | Q(max_runs__gte=1),
+                name="run_all_max_runs_positive",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["ticked_at"], name="run_all_active_idx", condition=Q(status="active")
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Run-all {str(self.id)[:8]} ({self.status})"
 
 
 class ReplayStep(BaseModel):

@@ -15,7 +15,7 @@ from celery import shared_task
 from django.conf import settings
 
 from tests_app.outages import INFRASTRUCTURE_ERRORS
-from tests_app.services import grading, refresh, replay, sweep
+from tests_app.services import grading, refresh, replay, run_all, sweep
 
 # Replays and grades: safe to deliver twice (their services claim the work with a conditional
 # update) and retried only when the database or Redis blinked. They are acknowledged as they
@@ -38,11 +38,32 @@ LONG_TASK_OPTIONS: dict[str, Any] = {
 @shared_task(name="tests_app.tasks.replay_invocation", **LONG_TASK_OPTIONS)
 def replay_invocation(invocation_id: str) -> None:
     replay.replay_invocation(invocation_id=invocation_id)
+    # A run-all's replay moves its run-all on (ends it, claims the next); should this worker die
+    # first, the sweep ticks the run-all instead.
+    run_all.tick_after_replay(invocation_id=invocation_id)
 
 
 @shared_task(name="tests_app.tasks.grade_invocation", **LONG_TASK_OPTIONS)
 def grade_invocation(grade_id: str) -> None:
     grading.grade(grade_id=grade_id)
+
+
+# Short and idempotent: a tick delivered twice claims nothing the first did not leave room for,
+# and a lost one is redone by the sweep.
+@shared_task(
+    name="tests_app.tasks.tick_run_all",
+    ignore_result=True,
+    acks_late=True,
+    soft_time_limit=120,
+    time_limit=180,
+    autoretry_for=INFRASTRUCTURE_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def tick_run_all(run_all_id: str) -> None:
+    run_all.tick_run_all(run_all_id=run_all_id)
 
 
 # Periodic and cheap: a lost round is simply redone by the next beat, so no retries.

@@ -72,7 +72,8 @@ def invocation_ids(invocation: TestInvocation) -> dict[str, str]:
     }
 
 
-# The 11 operations of the Test API reference, by the names docs and the OpenAPI schema use.
+# The 11 operations of the Test API reference and the added ones, by the names docs and the
+# OpenAPI schema use.
 TEST_OPERATIONS = [
     "get",
     "archive",
@@ -86,4 +87,6 @@ TEST_OPERATIONS = [
     "stop",
     "search",
     "compare",
+    "run_all",
+    "retry",
 ]

@@ -193,9 +193,14 @@ def test_request_bodies_refuse_unknown_fields_as_the_server_does(schema: dict[st
     components = schema["components"]["schemas"]
     requests = [name for name in components if name.endswith("InputRequest")]
     # The eleven bodies of the Test API (refresh takes none), benchmark/search, judge/agreement,
-    # compare.
-    assert {"JudgeAgreementInputRequest", "CompareTestInputRequest"} <= set(requests)
-    assert len(requests) == 13
+    # compare, run_all, retry.
+    assert {
+        "JudgeAgreementInputRequest",
+        "CompareTestInputRequest",
+        "RunAllTestInputRequest",
+        "RetryTestInputRequest",
+    } <= set(requests)
+    assert len(requests) == 15
     for name in requests:
         assert components[name]["additionalProperties"] is False, name
     # What end refuses across fields, the schema says too.

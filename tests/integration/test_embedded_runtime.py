@@ -252,3 +252,77 @@ def test_the_server_sweeps_its_own_stranded_replays(embedded_server: dict[str, A
 
     assert (status, run_status) == ("failed", "pending")
     assert error.startswith("worker lost")
+
+
+def wait_until_completed_and_graded(server: dict[str, Any], test_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status, detail = post(server, "/api/v5/artifacts/test/get", {"test_id": test_id})
+        assert status == 200, detail
+        summary = detail["status_summary"]
+        if detail["status"] == "completed" and summary["graded"] == summary["total_runs"]:
+            return detail
+        time.sleep(0.5)
+    pytest.fail(f"The test did not complete with every run graded: {detail['status_summary']}")
+
+
+def test_run_all_drives_a_demo_test_on_the_servers_threads(
+    embedded_server: dict[str, Any],
+) -> None:
+    _, found = post(embedded_server, "/api/v5/artifacts/benchmark/search", {})
+    benchmark = found["benchmarks"][0]
+    _, started = post(
+        embedded_server, "/api/v5/artifacts/test/start", {"benchmark_id": benchmark["id"]}
+    )
+
+    status, body = post(
+        embedded_server,
+        "/api/v5/artifacts/test/run_all",
+        {"test_id": started["test_id"], "concurrency": 4},
+    )
+
+    assert status == 200, body
+    # LOCAL_MODEL is off here: the offline reference grader grades, and the answer says so.
+    assert (body["status"], body["concurrency"], body["grader"]) == ("active", 4, "reference")
+    detail = wait_until_completed_and_graded(embedded_server, started["test_id"])
+    assert detail["status_summary"]["total_runs"] == (
+        benchmark["entries"] * benchmark["runs_per_entry"]
+    )
+    assert all(run["status"] == "completed" for run in detail["runs"])
+
+
+def test_the_server_ticks_a_run_all_its_earlier_life_left_stalled(
+    embedded_server: dict[str, Any],
+) -> None:
+    """A run-all whose last tick was lost with the server process (here, one from long ago) is
+    moved on by the server's own sweep and drives its test to the end."""
+    _, found = post(embedded_server, "/api/v5/artifacts/benchmark/search", {})
+    _, started = post(
+        embedded_server,
+        "/api/v5/artifacts/test/start",
+        {"benchmark_id": found["benchmarks"][0]["id"]},
+    )
+    test_id = uuid.UUID(started["test_id"]).hex
+    long_ago = "2000-01-01 00:00:00"
+    with sqlite3.connect(embedded_server["data_dir"] / "replaybench.sqlite3", timeout=20) as db:
+        (starter,) = db.execute(
+            "SELECT created_by_id FROM tests_app_test WHERE id = ?", (test_id,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO tests_app_runall (id, created_at, updated_at, test_id, status,"
+            " concurrency, grade, max_runs, started_by_id, client, ticked_at, finished_at,"
+            " finish_reason) VALUES (?, ?, ?, ?, 'active', 2, 'ai', NULL, ?, 'agent', ?, NULL, '')",
+            (uuid.uuid4().hex, long_ago, long_ago, test_id, starter, long_ago),
+        )
+
+    wait_until_completed_and_graded(embedded_server, started["test_id"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sqlite3.connect(embedded_server["data_dir"] / "replaybench.sqlite3", timeout=20) as db:
+            rows = db.execute(
+                "SELECT status, finish_reason FROM tests_app_runall WHERE test_id = ?", (test_id,)
+            ).fetchall()
+        if rows != [("active", "")]:
+            break
+        time.sleep(0.5)
+    assert rows == [("finished", "completed")]

@@ -41,6 +41,7 @@ def world(research: Any, operator: Any, settings: Any, tmp_path: Any) -> dict[st
     step = factories.ReplayStepFactory.create(invocation=invocation, turn=1, output="Answer one.")
     grade = factories.GradeFactory.create(invocation=invocation, feedback="Matches the reference.")
     upload = factories.UploadFactory.create(test=test, file_name="export-1.zip")
+    run_all = factories.RunAllFactory.create(test=test, started_by=operator)
     api_key, _ = factories.make_api_key(operator, name="laptop")
     return {
         "department": research,
@@ -56,6 +57,7 @@ def world(research: Any, operator: Any, settings: Any, tmp_path: Any) -> dict[st
         "step": step,
         "grade": grade,
         "upload": upload,
+        "run_all": run_all,
         "api_key": api_key,
         "user": operator,
     }

@@ -9,9 +9,12 @@ from rest_framework import viewsets
 from tests_app.api.compare_views import CompareActions
 from tests_app.api.discovery_views import DiscoveryActions
 from tests_app.api.lifecycle_views import BenchmarkActions, LifecycleActions
+from tests_app.api.run_all_views import RunAllActions
 
 
-class TestViewSet(LifecycleActions, DiscoveryActions, CompareActions, viewsets.ViewSet):
+class TestViewSet(
+    LifecycleActions, DiscoveryActions, CompareActions, RunAllActions, viewsets.ViewSet
+):
     __test__ = False
 
 

@@ -37,6 +37,9 @@ EventType = Literal[
     "grade.failed",
     "test.completed",
     "test.stopped",
+    "test.retried",
+    "run_all.started",
+    "run_all.finished",
 ]
 
 # A send gets this long from the layer; beyond it the event is dropped (and logged), not the work.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests_app.models import Test, TestInvocation
+from tests_app.models import RunAll, Test, TestInvocation
 from tests_app.selectors.test_detail import OPEN_INVOCATION_STATUSES, status_summary
 
 
@@ -41,6 +41,21 @@ def current_invocation(*, test: Test) -> dict[str, Any] | None:
     }
 
 
+def active_run_all(*, test: Test) -> dict[str, Any] | None:
+    """The run-all driving the test, or None."""
+    run_all = RunAll.objects.filter(test=test, status=RunAll.Status.ACTIVE).first()
+    if run_all is None:
+        return None
+    return {
+        "id": str(run_all.pk),
+        "status": run_all.status,
+        "concurrency": run_all.concurrency,
+        "grade": run_all.grade,
+        "max_runs": run_all.max_runs,
+        "created_at": _iso(run_all.created_at),
+    }
+
+
 def build_snapshot(*, test_id: uuid.UUID | str) -> dict[str, Any]:
     # The summary reads the benchmark's runs per entry.
     test = Test.objects.select_related("benchmark").get(pk=test_id)
@@ -52,4 +67,8 @@ def build_snapshot(*, test_id: uuid.UUID | str) -> dict[str, Any]:
         "is_archived": test.is_archived,
         "status_summary": status_summary(test),
         "current_invocation": current_invocation(test=test),
+        # Grades still with the judge: the test's result is final once it is completed and
+        # this is 0 (docs/realtime.md).
+        "pending_grades": test.pending_grades,
+        "run_all": active_run_all(test=test),
     }

@@ -81,13 +81,16 @@ def _pending_runs(test_id: uuid.UUID) -> QuerySet[TestRun]:
     return queryset
 
 
-def _new_invocation(*, actor: Actor, test_id: uuid.UUID) -> TestInvocation:
+def _new_invocation(
+    *, actor: Actor, test_id: uuid.UUID, run_all_id: uuid.UUID | None
+) -> TestInvocation:
     now = timezone.now()
     return TestInvocation(
         id=uuid.uuid4(),
         test_id=test_id,
         client=actor.client,
         actor=actor.user,
+        run_all_id=run_all_id,
         created_at=now,
         updated_at=now,
     )
@@ -167,12 +170,14 @@ def _claim_sql() -> tuple[str, tuple[Field[Any, Any], ...]]:
     return sql, fields
 
 
-def _claim_statement(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
+def _claim_statement(
+    *, actor: Actor, test_id: uuid.UUID, run_all_id: uuid.UUID | None = None
+) -> Claim | _Miss:
     """Claim in one statement, which also checks that the caller may operate the test and that
     it is open: NO_FREE_RUN covers those cases too, which the caller then tells apart."""
     sql, fields = _claim_sql()
     operable = operable_department_ids(actor.user)  # None: every department (staff)
-    invocation = _new_invocation(actor=actor, test_id=test_id)
+    invocation = _new_invocation(actor=actor, test_id=test_id, run_all_id=run_all_id)
     parameters = {
         **{
             f"value_{index}": field.get_db_prep_save(getattr(invocation, field.attname), connection)
@@ -209,12 +214,12 @@ def _claim_statement(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
 # --- other databases (SQLite): the same steps as ORM statements ------------------------------
 
 
-def _claim_orm(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
+def _claim_orm(*, actor: Actor, test_id: uuid.UUID, run_all_id: uuid.UUID | None) -> Claim | _Miss:
     with transaction.atomic():
         run = _pending_runs(test_id).first()
         if run is None:
             return _Miss.NO_FREE_RUN
-        invocation = _new_invocation(actor=actor, test_id=test_id)
+        invocation = _new_invocation(actor=actor, test_id=test_id, run_all_id=run_all_id)
         now = invocation.created_at
         opened = Test.objects.filter(
             pk=test_id, status__in=[Test.Status.PENDING, Test.Status.RUNNING], is_archived=False
@@ -244,13 +249,15 @@ def _claim_orm(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
     return Claim(invocation=invocation, run=run, total_runs=int(total_runs))
 
 
-def _claim(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
+def _claim(*, actor: Actor, test_id: uuid.UUID, run_all_id: uuid.UUID | None) -> Claim | _Miss:
     if connection.vendor == "postgresql":
-        return _claim_statement(actor=actor, test_id=test_id)
-    return _claim_orm(actor=actor, test_id=test_id)
+        return _claim_statement(actor=actor, test_id=test_id, run_all_id=run_all_id)
+    return _claim_orm(actor=actor, test_id=test_id, run_all_id=run_all_id)
 
 
-def _claim_in_new_cycle(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
+def _claim_in_new_cycle(
+    *, actor: Actor, test_id: uuid.UUID, run_all_id: uuid.UUID | None
+) -> Claim | _Miss:
     """Infinite mode: add the next cycle of runs unless a free pending run exists, and claim.
 
     The test row lock serializes cycle creation (one new cycle, not one per caller). Runs that
@@ -267,12 +274,15 @@ def _claim_in_new_cycle(*, actor: Actor, test_id: uuid.UUID) -> Claim | _Miss:
                 total_runs=F("total_runs") + len(runs),
                 updated_at=timezone.now(),
             )
-        return _claim(actor=actor, test_id=test_id)
+        return _claim(actor=actor, test_id=test_id, run_all_id=run_all_id)
 
 
-def claim_next_run(*, actor: Actor, test_id: uuid.UUID) -> Claim:
+def claim_next_run(
+    *, actor: Actor, test_id: uuid.UUID, run_all_id: uuid.UUID | None = None
+) -> Claim:
     """Claim the next pending run of a test for ``actor`` and create its invocation (created).
 
+    ``run_all_id``: the run-all claiming on the actor's behalf, recorded on the invocation.
     The first claim moves the test pending → running. Raises NotFound, PermissionDenied, and
     InvalidTransition (409) for an archived, stopped or completed test, or when no run is pending
     in a test that is not in infinite mode.
@@ -280,7 +290,7 @@ def claim_next_run(*, actor: Actor, test_id: uuid.UUID) -> Claim:
     if connection.vendor == "postgresql":
         # The common case in one statement: it claims only for a caller who may operate an open
         # test. Anything else (an error to explain, a new cycle to add) takes the path below.
-        outcome = _claim_statement(actor=actor, test_id=test_id)
+        outcome = _claim_statement(actor=actor, test_id=test_id, run_all_id=run_all_id)
         if isinstance(outcome, Claim):
             return outcome
 
@@ -288,9 +298,9 @@ def claim_next_run(*, actor: Actor, test_id: uuid.UUID) -> Claim:
     require_operator(user=actor.user, department_id=test.department_id)
     _refuse_unless_claimable(test)
 
-    outcome = _claim(actor=actor, test_id=test.pk)
+    outcome = _claim(actor=actor, test_id=test.pk, run_all_id=run_all_id)
     if outcome is _Miss.NO_FREE_RUN and test.infinite_mode:
-        outcome = _claim_in_new_cycle(actor=actor, test_id=test.pk)
+        outcome = _claim_in_new_cycle(actor=actor, test_id=test.pk, run_all_id=run_all_id)
     if outcome is _Miss.TEST_CLOSED:
         # A stop or archive committed after our first check; say which.
         _refuse_unless_claimable(Test.objects.get(pk=test.pk))

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from tests_app import judges, tasks
@@ -127,6 +128,9 @@ def end_invocation(
                 actor=actor.user,
             )
             enqueue_on_commit(tasks.grade_invocation, new_grade.pk)
+            # Settled (done or failed) by the grading service, which counts it down.
+            Test.objects.filter(pk=test.pk).update(pending_grades=F("pending_grades") + 1)
+            locked_test.pending_grades += 1
 
         Test.objects.filter(pk=test.pk, current_invocation=invocation.pk).update(
             current_invocation=None, updated_at=now

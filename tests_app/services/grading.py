@@ -67,8 +67,9 @@ def _store(grade: Grade, verdict: Verdict) -> None:
         if stored != 1:
             logger.info("Grade %s was settled meanwhile; dropping this result", grade.pk)
             return
+        pending_grades = test_state.count_settled_grade(test_id=grade.invocation.test_id)
         grade.refresh_from_db()
-        test_state.complete_grade(grade=grade)
+        test_state.complete_grade(grade=grade, pending_grades=pending_grades)
 
 
 def _fail(grade: Grade, error: str, *, kind: str) -> None:
@@ -81,6 +82,7 @@ def _fail(grade: Grade, error: str, *, kind: str) -> None:
             updated_at=timezone.now(),
         )
         if failed == 1:
+            pending_grades = test_state.count_settled_grade(test_id=grade.invocation.test_id)
             cache_tags.invalidate_on_commit(cache_tags.detail_tag(grade.invocation.test_id))
             publish_on_commit(
                 test_id=grade.invocation.test_id,
@@ -89,6 +91,7 @@ def _fail(grade: Grade, error: str, *, kind: str) -> None:
                 run_id=grade.invocation.run_id,
                 grade_id=str(grade.pk),
                 error=error[:MAX_FEEDBACK_TEXT],
+                pending_grades=pending_grades,
             )
 
 

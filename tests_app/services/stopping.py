@@ -13,6 +13,7 @@ from tests_app.errors import NotFound
 from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.realtime.events import publish_on_commit
 from tests_app.selectors.scope import can_see_department, require_operator
+from tests_app.services.run_all import stop_run_alls_of_test
 from tests_app.services.test_state import lock_test
 
 STOPPABLE_INVOCATION_STATUSES = (
@@ -82,6 +83,8 @@ def stop_invocation(*, actor: Actor, invocation_id: uuid.UUID) -> StopResult:
             publish_on_commit(
                 test_id=invocation.test_id, event_type="test.stopped", status=Test.Status.STOPPED
             )
+            # A run-all driving the test ends with it, and its other replays halt too.
+            stop_run_alls_of_test(test_id=invocation.test_id, now=now)
     invocation.status = TestInvocation.Status.STOPPED
     invocation.stop_requested = True
     invocation.ended_at = now

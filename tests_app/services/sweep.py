@@ -16,6 +16,9 @@ once (two beats, or a manual run) do the work once.
 * A grade still pending GRADE_TIMEOUT after it was created or its judge last started lost its
   task the same ways, or its worker died while the judge answered: it is enqueued again. Should
   the first judge still answer, the grade keeps whichever result is stored first.
+* An active run-all not ticked for RUN_ALL_STALL_TIMEOUT is ticked: the worker whose replay
+  would have ticked it died, or its tick was lost. A reaped invocation's run-all is ticked at
+  once, so that it claims the run that went back to pending.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from django.utils import timezone
 
 from tests_app import tasks
 from tests_app.background import enqueue_on_commit
-from tests_app.models import Grade, Test, TestInvocation, TestRun
+from tests_app.models import Grade, RunAll, Test, TestInvocation, TestRun
 from tests_app.realtime.events import publish_on_commit
 from tests_app.services import test_state
 
@@ -52,10 +55,10 @@ def reap_stale_invocations() -> int:
     candidates = list(
         TestInvocation.objects.filter(_stale(cutoff), status=TestInvocation.Status.RUNNING)
         .order_by("heartbeat_at")
-        .values_list("pk", "test_id", "run_id", "heartbeat_at")[:REAP_BATCH]
+        .values_list("pk", "test_id", "run_id", "heartbeat_at", "run_all_id")[:REAP_BATCH]
     )
     reaped = 0
-    for invocation_id, test_id, run_id, heartbeat_at in candidates:
+    for invocation_id, test_id, run_id, heartbeat_at, run_all_id in candidates:
         since = heartbeat_at.isoformat() if heartbeat_at else "never"
         error = f"worker lost: heartbeat stale since {since}"
         now = timezone.now()
@@ -91,6 +94,8 @@ def reap_stale_invocations() -> int:
             )
             if not requeued:
                 test_state.maybe_complete_test(test=test)
+            if run_all_id is not None:
+                enqueue_on_commit(tasks.tick_run_all, run_all_id)
         logger.warning("Reaped invocation %s (%s); requeued: %s", invocation_id, error, requeued)
     return reaped
 
@@ -129,6 +134,27 @@ def enqueue_stranded_grades() -> int:
     return enqueued
 
 
-def sweep() -> tuple[int, int, int]:
-    """Every part: (invocations reaped, replays enqueued again, grades enqueued again)."""
-    return reap_stale_invocations(), enqueue_unstarted_invocations(), enqueue_stranded_grades()
+def tick_stalled_run_alls() -> int:
+    """Tick the active run-alls not ticked for RUN_ALL_STALL_TIMEOUT; returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUN_ALL_STALL_TIMEOUT)
+    stalled = RunAll.objects.filter(status=RunAll.Status.ACTIVE, ticked_at__lt=cutoff)
+    ticked = 0
+    for run_all_id in stalled.order_by("ticked_at").values_list("pk", flat=True)[:REAP_BATCH]:
+        # Another sweep may have come first: only an update wins.
+        if stalled.filter(pk=run_all_id).update(ticked_at=timezone.now()) != 1:
+            continue
+        enqueue_on_commit(tasks.tick_run_all, run_all_id)
+        ticked += 1
+        logger.info("Run-all %s had not moved on; ticked", run_all_id)
+    return ticked
+
+
+def sweep() -> tuple[int, int, int, int]:
+    """Every part: (invocations reaped, replays enqueued again, grades enqueued again, run-alls
+    ticked)."""
+    return (
+        reap_stale_invocations(),
+        enqueue_unstarted_invocations(),
+        enqueue_stranded_grades(),
+        tick_stalled_run_alls(),
+    )

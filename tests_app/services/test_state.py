@@ -73,8 +73,24 @@ def maybe_complete_test(*, test: Test) -> bool:
     test.status = Test.Status.COMPLETED
     test.finished_at = now
     cache_tags.invalidate_on_commit(cache_tags.detail_tag(test.pk))
-    publish_on_commit(test_id=test.pk, event_type="test.completed", status=test.status)
+    # Grades asked for with end may still be on their way: a client waits for those too.
+    publish_on_commit(
+        test_id=test.pk,
+        event_type="test.completed",
+        status=test.status,
+        pending_grades=test.pending_grades,
+    )
     return True
+
+
+def count_settled_grade(*, test_id: uuid.UUID | str) -> int:
+    """A pending grade became done or failed: one fewer pending on its test; returns how many
+    are left. Inside the transaction that settled it, so the count moves with the grade."""
+    # The floor keeps a grade made pending outside end (by hand) from driving it below zero.
+    Test.objects.filter(pk=test_id, pending_grades__gt=0).update(
+        pending_grades=F("pending_grades") - 1
+    )
+    return int(Test.objects.values_list("pending_grades", flat=True).get(pk=test_id))
 
 
 def count_completed_run(*, test_id: uuid.UUID | str) -> None:
@@ -120,16 +136,21 @@ def make_grade_current(*, grade: Grade) -> None:
     )
 
 
-def complete_grade(*, grade: Grade) -> None:
+def complete_grade(*, grade: Grade, pending_grades: int | None = None) -> None:
     """A grade just became ``done``: make it current and tell the socket (after commit).
 
     Every source of grades (agent, judge, human) ends here, so the counters and the
     ``grade.completed`` event cannot disagree.
     """
     make_grade_current(grade=grade)
+    if pending_grades is None:
+        pending_grades = Test.objects.values_list("pending_grades", flat=True).get(
+            pk=grade.invocation.test_id
+        )
     publish_on_commit(
         test_id=grade.invocation.test_id,
         event_type="grade.completed",
+        pending_grades=pending_grades,
         invocation_id=grade.invocation_id,
         run_id=grade.invocation.run_id,
         grade_id=str(grade.pk),
