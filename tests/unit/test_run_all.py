@@ -455,3 +455,31 @@ def test_an_entry_starts_with_no_messages_and_takes_the_next_position(benchmark:
         benchmark=factories.BenchmarkFactory.create(), messages=factories.conversation(1)
     )
     assert first.position == 1
+
+
+def test_events_that_carry_pending_grades_are_numbered_with_the_count(
+    operator: Any,
+    benchmark: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # Numbered in the transaction that moved the count, so a client that keeps the count of the
+    # last event it saw (by seq) holds the current one.
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(realtime_events, "send_event", lambda **event: sent.append(event))
+    test = new_test(operator, benchmark)
+    with django_capture_on_commit_callbacks(execute=True):
+        start_run_all(actor=agent(operator), test_id=test.pk, concurrency=2)
+
+    counted = [event for event in sent if "pending_grades" in event]
+    assert {event["event_type"] for event in counted} == {
+        "grade.completed",
+        "test.completed",
+        "run_all.finished",
+    }
+    seqs = [event["seq"] for event in counted]
+    assert None not in seqs
+    last = max(counted, key=lambda event: event["seq"])
+    assert last["pending_grades"] == 0
+    test.refresh_from_db()
+    assert test.pending_grades == 0

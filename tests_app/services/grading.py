@@ -67,9 +67,9 @@ def _store(grade: Grade, verdict: Verdict) -> None:
         if stored != 1:
             logger.info("Grade %s was settled meanwhile; dropping this result", grade.pk)
             return
-        pending_grades = test_state.count_settled_grade(test_id=grade.invocation.test_id)
+        test_state.count_settled_grade(test_id=grade.invocation.test_id)
         grade.refresh_from_db()
-        test_state.complete_grade(grade=grade, pending_grades=pending_grades)
+        test_state.complete_grade(grade=grade)
 
 
 def _fail(grade: Grade, error: str, *, kind: str) -> None:
@@ -82,11 +82,15 @@ def _fail(grade: Grade, error: str, *, kind: str) -> None:
             updated_at=timezone.now(),
         )
         if failed == 1:
-            pending_grades = test_state.count_settled_grade(test_id=grade.invocation.test_id)
+            test_state.count_settled_grade(test_id=grade.invocation.test_id)
+            pending_grades, seq = test_state.pending_grades_and_seq(
+                test_id=grade.invocation.test_id
+            )
             cache_tags.invalidate_on_commit(cache_tags.detail_tag(grade.invocation.test_id))
             publish_on_commit(
                 test_id=grade.invocation.test_id,
                 event_type="grade.failed",
+                seq=seq,
                 invocation_id=grade.invocation_id,
                 run_id=grade.invocation.run_id,
                 grade_id=str(grade.pk),

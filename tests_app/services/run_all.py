@@ -38,7 +38,7 @@ from tests_app.selectors.scope import get_visible_test, require_operator
 
 # Modules rather than names: ending and running import the tasks, which import this module.
 from tests_app.services import claiming, ending, running
-from tests_app.services.test_state import lock_test
+from tests_app.services.test_state import lock_test, pending_grades_and_seq
 
 logger = logging.getLogger(__name__)
 
@@ -196,14 +196,16 @@ def _finish(run_all: RunAll, *, test: Test, status: str, reason: str) -> None:
         status=status, finish_reason=reason, finished_at=now, ticked_at=now, updated_at=now
     )
     run_all.status, run_all.finish_reason, run_all.finished_at = status, reason, now
+    pending_grades, seq = pending_grades_and_seq(test_id=test.pk)
     publish_on_commit(
         test_id=test.pk,
         event_type="run_all.finished",
+        seq=seq,
         run_all_id=str(run_all.pk),
         status=status,
         reason=reason,
         claimed_runs=claimed_run_count(run_all.pk),
-        pending_grades=Test.objects.values_list("pending_grades", flat=True).get(pk=test.pk),
+        pending_grades=pending_grades,
     )
     logger.info("Run-all %s %s: %s", run_all.pk, status, reason)
 
@@ -249,7 +251,7 @@ def tick_run_all(*, run_all_id: uuid.UUID | str) -> RunAll | None:
 
     with transaction.atomic():
         test = lock_test(run_all.test_id)
-        run_all = RunAll.objects.select_for_update().select_related("started_by").get(pk=run_all.pk)
+        run_all = RunAll.objects.select_for_update().get(pk=run_all.pk)
         if run_all.status != RunAll.Status.ACTIVE:
             return run_all
         if test.status == Test.Status.STOPPED:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from tests_app import cache_tags
 from tests_app.errors import InvalidTransition
 from tests_app.models import Grade, Test, TestRun
-from tests_app.realtime.events import publish_on_commit
+from tests_app.realtime.events import next_seq, publish_on_commit
 
 UNFINISHED_RUN_STATUSES = (
     TestRun.Status.PENDING,
@@ -74,23 +74,35 @@ def maybe_complete_test(*, test: Test) -> bool:
     test.finished_at = now
     cache_tags.invalidate_on_commit(cache_tags.detail_tag(test.pk))
     # Grades asked for with end may still be on their way: a client waits for those too.
+    pending_grades, seq = pending_grades_and_seq(test_id=test.pk)
     publish_on_commit(
         test_id=test.pk,
         event_type="test.completed",
+        seq=seq,
         status=test.status,
-        pending_grades=test.pending_grades,
+        pending_grades=pending_grades,
     )
     return True
 
 
-def count_settled_grade(*, test_id: uuid.UUID | str) -> int:
-    """A pending grade became done or failed: one fewer pending on its test; returns how many
-    are left. Inside the transaction that settled it, so the count moves with the grade."""
+def count_settled_grade(*, test_id: uuid.UUID | str) -> None:
+    """A pending grade became done or failed: one fewer pending on its test. Inside the
+    transaction that settled it, so the count moves with the grade."""
     # The floor keeps a grade made pending outside end (by hand) from driving it below zero.
     Test.objects.filter(pk=test_id, pending_grades__gt=0).update(
         pending_grades=F("pending_grades") - 1
     )
-    return int(Test.objects.values_list("pending_grades", flat=True).get(pk=test_id))
+
+
+def pending_grades_and_seq(*, test_id: uuid.UUID | str) -> tuple[int, int]:
+    """The test's pending grades now, and the seq of the event that will say so.
+
+    The seq is taken here, under the test row lock that the count's writers hold too, rather
+    than after commit: events that carry the count then reach clients in the order the count
+    moved, so the last one a client saw is the current count."""
+    seq = next_seq(test_id)
+    pending = Test.objects.values_list("pending_grades", flat=True).get(pk=test_id)
+    return int(pending), seq
 
 
 def count_completed_run(*, test_id: uuid.UUID | str) -> None:
@@ -136,20 +148,18 @@ def make_grade_current(*, grade: Grade) -> None:
     )
 
 
-def complete_grade(*, grade: Grade, pending_grades: int | None = None) -> None:
+def complete_grade(*, grade: Grade) -> None:
     """A grade just became ``done``: make it current and tell the socket (after commit).
 
     Every source of grades (agent, judge, human) ends here, so the counters and the
     ``grade.completed`` event cannot disagree.
     """
     make_grade_current(grade=grade)
-    if pending_grades is None:
-        pending_grades = Test.objects.values_list("pending_grades", flat=True).get(
-            pk=grade.invocation.test_id
-        )
+    pending_grades, seq = pending_grades_and_seq(test_id=grade.invocation.test_id)
     publish_on_commit(
         test_id=grade.invocation.test_id,
         event_type="grade.completed",
+        seq=seq,
         pending_grades=pending_grades,
         invocation_id=grade.invocation_id,
         run_id=grade.invocation.run_id,
