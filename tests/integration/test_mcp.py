@@ -27,7 +27,7 @@ from tests.integration.daphne import (  # noqa: F401
     DaphneServer,
     daphne_server_fixture,
 )
-from tests_app.models import Test, TestInvocation
+from tests_app.models import Test, TestInvocation, TestRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db")]
 
@@ -42,6 +42,8 @@ TOOL_NAMES = {
     "get_test",
     "search_tests",
     "compare_tests",
+    "run_all",
+    "retry_failed",
     "export_test",
 }
 
@@ -189,6 +191,53 @@ def test_an_agent_runs_a_whole_test_through_mcp(
     assert stored.actor_id == operator.pk
     assert Test.objects.get(pk=detail["test"]["id"]).status == Test.Status.COMPLETED
     assert len(fake_model.chat_requests()) == 2
+
+
+def test_run_all_and_retry_failed_drive_a_test_as_mcp(
+    daphne_server: DaphneServer, celery_worker: Any, research: Any, operator: Any
+) -> None:
+    benchmark = factories.make_benchmark(department=research, entries=3, turns=1)
+    _, key = factories.make_api_key(operator)
+
+    async def scenario(session: ClientSession) -> dict[str, Any]:
+        started = answer(await session.call_tool("start_test", {"benchmark_id": str(benchmark.pk)}))
+        test_id = started["test_id"]
+        running = answer(await session.call_tool("run_all", {"test_id": test_id, "concurrency": 2}))
+        again = tool_error(await session.call_tool("run_all", {"test_id": test_id}))
+        # Nothing tells an MCP client that it is over but get_test: poll it, as an agent would.
+        for _ in range(600):
+            detail = answer(
+                await session.call_tool("get_test", {"test_id": test_id, "runs_page_size": 10})
+            )
+            if detail["status"] == "completed":
+                break
+            await asyncio.sleep(0.1)
+        # One run fails after the fact; retry_failed puts it back to pending.
+        await asyncio.to_thread(
+            lambda: TestRun.objects.filter(test_id=test_id, ordinal=1).update(
+                status=TestRun.Status.FAILED
+            )
+        )
+        retried = answer(await session.call_tool("retry_failed", {"test_id": test_id}))
+        return {"running": running, "again": again, "detail": detail, "retried": retried}
+
+    seen = with_session(daphne_server, key, scenario)
+
+    assert seen["running"]["status"] == "active"
+    assert seen["running"]["concurrency"] == 2
+    assert seen["running"]["grader"] == "reference"
+    # Still driving the test, or already done with it: either way a second one is refused.
+    assert seen["again"]["code"] in {"run_all_active", "test_completed"}
+    detail = seen["detail"]
+    assert detail["status"] == "completed"
+    assert detail["status_summary"]["graded"] == 3
+    assert {invocation["client"] for invocation in detail["invocations"]} == {"mcp"}
+    assert seen["retried"] == {"requeued_count": 1}
+    test_id = detail["test"]["id"]
+    assert TestRun.objects.get(test_id=test_id, ordinal=1).status == TestRun.Status.PENDING
+    assert set(TestInvocation.objects.filter(test_id=test_id).values_list("client", flat=True)) == {
+        "mcp"
+    }
 
 
 def test_an_outsider_sees_nothing_of_research(

@@ -20,6 +20,7 @@ from tests_app.actors import Actor
 from tests_app.api import compare_serializers as compare_s
 from tests_app.api import discovery_serializers as discovery_s
 from tests_app.api import lifecycle_serializers as lifecycle_s
+from tests_app.api import run_all_serializers as run_all_s
 from tests_app.api.base import StrictSerializer
 from tests_app.mcp.schemas import request_schema
 from tests_app.selectors.benchmarks import search_benchmarks
@@ -34,6 +35,8 @@ from tests_app.selectors.test_detail import download_url, get_test_detail
 from tests_app.services.claiming import claim_next_run
 from tests_app.services.ending import end_invocation
 from tests_app.services.exporting import export_test
+from tests_app.services.retrying import retry_runs
+from tests_app.services.run_all import grader_name, start_run_all
 from tests_app.services.running import request_replay
 from tests_app.services.starting import start_test
 from tests_app.services.stopping import stop_invocation
@@ -221,6 +224,33 @@ def _compare_tests(actor: Actor, data: dict[str, Any]) -> Any:
 
 
 @_in_thread
+def _run_all(actor: Actor, data: dict[str, Any]) -> Any:
+    run_all = start_run_all(
+        actor=actor,
+        test_id=data["test_id"],
+        concurrency=data["concurrency"],
+        grade=data["grade"],
+        max_runs=data["max_runs"],
+    )
+    return run_all_s.RunAllTestResponseSerializer(
+        {
+            "test_id": run_all.test_id,
+            "status": run_all.status,
+            "concurrency": run_all.concurrency,
+            "run_all_id": run_all.pk,
+            "grader": grader_name(run_all.grade),
+            "max_runs": run_all.max_runs,
+        }
+    ).data
+
+
+@_in_thread
+def _retry_failed(actor: Actor, data: dict[str, Any]) -> Any:
+    requeued = retry_runs(actor=actor, test_id=data["test_id"], statuses=data["statuses"])
+    return run_all_s.RetryTestResponseSerializer({"requeued_count": requeued}).data
+
+
+@_in_thread
 def _export_test(actor: Actor, data: dict[str, Any]) -> Any:
     result = export_test(actor=actor, test_id=data["test_id"])
     return {
@@ -393,6 +423,32 @@ TOOLS: list[Tool] = [
         handler=_compare_tests,
         endpoint="test/compare",
         read_only=True,
+    ),
+    Tool(
+        name="run_all",
+        title="Run every pending run",
+        description=(
+            "Let the server's workers claim, replay and end every pending run of a test, "
+            "concurrency at once, grading each (grade='ai': the configured judge, or the offline "
+            "reference grader; 'none': ungraded), until none is pending or max_runs were "
+            "claimed. Returns at once; poll get_test until its status is completed. Fails with "
+            "code run_all_active when one already drives the test."
+        ),
+        input_serializer=run_all_s.RunAllTestInputSerializer,
+        handler=_run_all,
+        endpoint="test/run_all",
+    ),
+    Tool(
+        name="retry_failed",
+        title="Retry failed runs",
+        description=(
+            "Put a test's failed runs (and stopped ones, with statuses=['failed', 'stopped']) "
+            "back to pending, keeping their invocations as history; a completed test runs "
+            "again. Answers requeued_count; then next_run or run_all runs them."
+        ),
+        input_serializer=run_all_s.RetryTestInputSerializer,
+        handler=_retry_failed,
+        endpoint="test/retry",
     ),
     Tool(
         name="export_test",
