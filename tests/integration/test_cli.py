@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests import factories
+from tests.fake_model import FakeModel
 from tests.integration.daphne import (  # noqa: F401
     REPOSITORY,
     DaphneServer,
@@ -23,8 +24,11 @@ from tests.integration.daphne import (  # noqa: F401
     free_port,
 )
 from tests_app.cli.main import app
+from tests_app.models import Test, TestInvocation
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db")]
+
+ENTRIES = 8  # enough for a drop on every entry to be significant (Wilcoxon's exact p < 0.05)
 
 
 def run_cli(server: DaphneServer, key: str, *args: str) -> Any:
@@ -153,3 +157,111 @@ def test_the_console_script_exits_2_when_the_server_cannot_be_reached() -> None:
     assert "REPLAYBENCH_API_KEY" in no_key.stderr
     assert gate.returncode == 2
     assert gate.stdout == ""
+
+
+# --- run_all: start --run-all --wait and the gate ----------------------------------------------
+
+
+def fake_model_target(department: Any, fake_model: FakeModel) -> Any:
+    # Its answers ("Echo: ...") differ from the recorded ones: the offline grade scores them low.
+    return factories.target_from_config(
+        department,
+        {"kind": "openai", "model": "fake-model", "base_url": fake_model.base_url},
+        name="echo model",
+    )
+
+
+def test_start_runs_all_and_waits_for_the_grades(
+    daphne_server: DaphneServer, celery_worker: Any, research: Any, operator: Any
+) -> None:
+    benchmark = factories.make_benchmark(department=research, entries=3, turns=2)
+    _, key = factories.make_api_key(operator)
+
+    started = run_cli(
+        daphne_server,
+        key,
+        "start",
+        str(benchmark.pk),
+        "--run-all",
+        "--concurrency",
+        "2",
+        "--wait",
+        "--json",
+    )
+
+    assert started.exit_code == 0, started.output
+    answer = json.loads(started.stdout)
+    test = Test.objects.get(pk=answer["test_id"])
+    assert test.status == Test.Status.COMPLETED
+    assert answer["summary"]["status"] == "completed"
+    assert answer["summary"]["graded"] == 3
+    # The reference target answers with the recorded replies: the offline grade is perfect.
+    assert answer["summary"]["mean_score"] == pytest.approx(1.0)
+    assert TestInvocation.objects.filter(test=test, status="ended").count() == 3
+
+
+def test_gate_exits_1_on_a_regression(
+    daphne_server: DaphneServer,
+    celery_worker: Any,
+    fake_model: FakeModel,
+    research: Any,
+    operator: Any,
+) -> None:
+    benchmark = factories.make_benchmark(department=research, entries=ENTRIES, turns=1)
+    baseline = factories.make_graded_test(benchmark, [[(1.0, True)]] * ENTRIES)
+    target = fake_model_target(research, fake_model)
+    _, key = factories.make_api_key(operator)
+
+    gated = run_cli(
+        daphne_server,
+        key,
+        "gate",
+        "--benchmark",
+        str(benchmark.pk),
+        "--target",
+        str(target.pk),
+        "--baseline",
+        str(baseline.pk),
+        "--no-new-failures",
+        "--json",
+    )
+
+    assert gated.exit_code == 1, gated.output
+    verdict = json.loads(gated.stdout)
+    assert verdict["worse"] is True
+    assert verdict["exit_code"] == 1
+    assert verdict["baseline_test_id"] == str(baseline.pk)
+    candidate = Test.objects.get(pk=verdict["candidate_test_id"])
+    assert candidate.target_id == target.pk
+    assert verdict["entries_compared"] == ENTRIES
+    assert verdict["mean_score_delta"] < -0.02
+    assert verdict["p_value"] < 0.05
+    assert len(verdict["new_failures"]) == ENTRIES
+    assert len(verdict["reasons"]) == 2
+    assert len(fake_model.chat_requests()) == ENTRIES
+
+
+def test_gate_exits_0_when_the_candidate_is_not_worse(
+    daphne_server: DaphneServer, celery_worker: Any, research: Any, operator: Any
+) -> None:
+    benchmark = factories.make_benchmark(department=research, entries=ENTRIES, turns=1)
+    # A baseline a little worse than what the reference target will score (1.0 everywhere).
+    baseline = factories.make_graded_test(benchmark, [[(0.9, True)]] * ENTRIES)
+    _, key = factories.make_api_key(operator)
+
+    gated = run_cli(
+        daphne_server,
+        key,
+        "gate",
+        "--benchmark",
+        str(benchmark.pk),
+        "--target",
+        str(benchmark.default_target_id),
+        "--baseline",
+        str(baseline.pk),
+        "--no-new-failures",
+    )
+
+    assert gated.exit_code == 0, gated.output
+    assert "not worse than the baseline" in gated.stdout
+    assert "candidate against baseline" in gated.stdout

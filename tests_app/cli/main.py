@@ -121,12 +121,12 @@ def start_test(
     target_id: str | None,
     run_all: bool,
     concurrency: int | None,
-    grade: bool = True,
 ) -> dict[str, Any]:
     started = client.post("test/start", {"benchmark_id": benchmark_id, "target_id": target_id})
     answer: dict[str, Any] = {"test_id": started["test_id"]}
     if run_all:
-        body: dict[str, Any] = {"test_id": started["test_id"], "grade": grade}
+        # Every run graded: by the configured judge, else the offline reference grader.
+        body: dict[str, Any] = {"test_id": started["test_id"], "grade": "ai"}
         if concurrency is not None:
             body["concurrency"] = concurrency
         answer["run_all"] = client.post("test/run_all", body)
