@@ -204,12 +204,18 @@ def test_run_all_and_retry_failed_drive_a_test_as_mcp(
         test_id = started["test_id"]
         running = answer(await session.call_tool("run_all", {"test_id": test_id, "concurrency": 2}))
         again = tool_error(await session.call_tool("run_all", {"test_id": test_id}))
-        # Nothing tells an MCP client that it is over but get_test: poll it, as an agent would.
+        # Nothing tells an MCP client that it is over but get_test: poll it, as an agent would,
+        # until every run finished and no grade is pending (grades may land after the last run).
         for _ in range(600):
             detail = answer(
                 await session.call_tool("get_test", {"test_id": test_id, "runs_page_size": 10})
             )
-            if detail["status"] == "completed":
+            pending = [
+                item
+                for item in detail["invocations"]
+                if (item["grade"] or {}).get("status") == "pending"
+            ]
+            if detail["status"] == "completed" and not pending:
                 break
             await asyncio.sleep(0.1)
         # One run fails after the fact; retry_failed puts it back to pending.

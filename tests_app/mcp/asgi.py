@@ -93,7 +93,7 @@ class McpApplication:
         try:
             user = await database_sync_to_async(authenticate)(scope, headers)
         except Exception as refusal:  # a refusal, an outage (503): the API's one error body
-            response = exception_handler(refusal, {"view": "mcp"})
+            response = exception_handler(refusal, {"view": self})
             refused_headers = {}
             if response.has_header("Retry-After"):
                 refused_headers["Retry-After"] = response["Retry-After"]

@@ -6,7 +6,6 @@ endpoint's schema and input serializer, and answer the REST error body as a tool
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import mcp_types as types
@@ -19,9 +18,6 @@ from tests_app.actors import CLIENT_MCP, Actor
 from tests_app.api.errors import error_body, exception_handler
 from tests_app.mcp.instructions import INSTRUCTIONS
 from tests_app.mcp.tools import TOOLS, TOOLS_BY_NAME, Tool
-
-logger = logging.getLogger(__name__)
-
 
 _RENDERER = ORJSONRenderer()
 
@@ -53,10 +49,10 @@ def _result(body: Any, *, is_error: bool = False) -> types.CallToolResult:
     )
 
 
-def _error(exc: Exception, tool_name: str) -> types.CallToolResult:
+def _error(exc: Exception, tool: Tool) -> types.CallToolResult:
     # The API's one handler: domain errors, validation errors, outages (503) and anything
     # unexpected (logged, a 500 body) come out in the REST body.
-    response = exception_handler(exc, {"view": tool_name})
+    response = exception_handler(exc, {"view": tool})
     return _result(response.data, is_error=True)
 
 
@@ -89,7 +85,7 @@ async def _call_tool(
         data = tool.parse(dict(params.arguments or {}))
         answer = await tool.handler(actor, data)
     except Exception as exc:  # every error becomes the REST error body
-        return _error(exc, tool.name)
+        return _error(exc, tool)
     return _result(answer)
 
 
