@@ -22,6 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests import factories
 from tests.fake_model import FakeModel
+from tests.integration import test_embedded_runtime as embedded
 from tests.integration.daphne import (  # noqa: F401
     REPOSITORY,
     DaphneServer,
@@ -30,6 +31,8 @@ from tests.integration.daphne import (  # noqa: F401
 from tests_app.models import Test, TestInvocation, TestRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db")]
+
+embedded_server = embedded.embedded_server  # the `make run` server fixture, shared
 
 TOOL_NAMES = {
     "search_benchmarks",
@@ -366,3 +369,41 @@ def test_the_stdio_bridge_forwards_to_the_server_with_the_key(
     assert seen["tools"] == TOOL_NAMES
     assert [item["id"] for item in seen["found"]["benchmarks"]] == [str(benchmark.pk)]
     assert seen["refused"]["code"] == "permission_denied"
+
+
+def test_the_embedded_server_of_make_run_serves_mcp(embedded_server: dict[str, Any]) -> None:
+    """`make run`'s runtime: SQLite, replays on the server's threads, no Redis."""
+    server = DaphneServer(host="127.0.0.1", port=int(embedded_server["base"].rsplit(":", 1)[1]))
+
+    async def scenario(session: ClientSession) -> dict[str, Any]:
+        found = answer(await session.call_tool("search_benchmarks", {}))
+        benchmark_id = found["benchmarks"][0]["id"]
+        test_id = answer(await session.call_tool("start_test", {"benchmark_id": benchmark_id}))[
+            "test_id"
+        ]
+        claim = answer(await session.call_tool("next_run", {"test_id": test_id}))
+        answer(
+            await session.call_tool(
+                "run_replay",
+                {
+                    "test_id": test_id,
+                    "test_invocation_id": claim["invocation_id"],
+                    "run_id": claim["run_id"],
+                },
+            )
+        )
+        waited = answer(
+            await session.call_tool(
+                "wait_for_invocation",
+                {"test_id": test_id, "invocation_id": claim["invocation_id"]},
+            )
+        )
+        return {"found": found, "waited": waited}
+
+    seen = with_session(server, embedded_server["key"], scenario)
+
+    assert seen["found"]["total_count"] >= 1
+    waited = seen["waited"]
+    assert (waited["status"], waited["settled"], waited["client"]) == ("replayed", True, "mcp")
+    assert waited["steps"]
+    assert all(step["output"] for step in waited["steps"])
