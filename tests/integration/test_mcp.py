@@ -27,6 +27,7 @@ from tests.integration.daphne import (  # noqa: F401
     REPOSITORY,
     DaphneServer,
     daphne_server_fixture,
+    post_api,
 )
 from tests_app.models import Test, TestInvocation, TestRun
 
@@ -247,6 +248,55 @@ def test_run_all_and_retry_failed_drive_a_test_as_mcp(
     assert set(TestInvocation.objects.filter(test_id=test_id).values_list("client", flat=True)) == {
         "mcp"
     }
+
+
+def test_read_tools_answer_what_the_rest_endpoints_answer(
+    daphne_server: DaphneServer, research: Any, operator: Any
+) -> None:
+    benchmark = factories.make_benchmark(department=research, entries=2)
+    baseline = factories.make_graded_test(benchmark, [[(0.9, True)], [(0.7, True)]])
+    candidate = factories.make_graded_test(benchmark, [[(0.5, False)], [(0.7, True)]])
+    running = factories.TestFactory.create(benchmark=benchmark, status=Test.Status.RUNNING)
+    invocation = factories.TestInvocationFactory.create(
+        run__test=running, status=TestInvocation.Status.RUNNING
+    )
+    _, key = factories.make_api_key(operator)
+    compare_body = {"test_ids": [str(baseline.pk), str(candidate.pk)]}
+    search_body = {"page_size": 5}
+
+    async def scenario(session: ClientSession) -> dict[str, Any]:
+        return {
+            "compare": answer(await session.call_tool("compare_tests", compare_body)),
+            "search": answer(await session.call_tool("search_tests", search_body)),
+            # Before get, whose resources list the exports.
+            "export": answer(await session.call_tool("export_test", {"test_id": str(baseline.pk)})),
+            "get": answer(await session.call_tool("get_test", {"test_id": str(baseline.pk)})),
+        }
+
+    async def stop(session: ClientSession) -> dict[str, Any]:
+        arguments = {"invocation_id": str(invocation.pk)}
+        return answer(await session.call_tool("stop_invocation", arguments))
+
+    seen = with_session(daphne_server, key, scenario)
+
+    assert seen["compare"] == post_api(daphne_server, key, "compare", compare_body)[1]
+    assert seen["compare"]["deltas"][0]["mean_score_delta"] == pytest.approx(-0.2)
+    assert seen["search"] == post_api(daphne_server, key, "search", search_body)[1]
+    assert seen["search"]["total_count"] == 3
+    assert seen["get"] == post_api(daphne_server, key, "get", {"test_id": str(baseline.pk)})[1]
+    export = seen["export"]
+    assert export["download_url"] == f"/api/v5/uploads/{export['upload_id']}/download"
+    assert export["file_name"].endswith(".zip")
+    assert export["row_count"] > 0
+    with httpx.Client(base_url=daphne_server.http_url, timeout=30) as http:
+        download = http.get(export["download_url"], headers={"X-Api-Key": key})
+    assert download.status_code == 200
+    assert download.content[:2] == b"PK"
+    stopped = with_session(daphne_server, key, stop)
+    assert (stopped["invocation_id"], stopped["success"]) == (str(invocation.pk), True)
+    assert "The test is stopped too" in stopped["message"]
+    assert TestInvocation.objects.get(pk=invocation.pk).status == TestInvocation.Status.STOPPED
+    assert Test.objects.get(pk=running.pk).status == Test.Status.STOPPED
 
 
 def test_an_outsider_sees_nothing_of_research(
