@@ -59,7 +59,7 @@ def _error(exc: Exception, tool: Tool) -> types.CallToolResult:
 async def _list_tools(
     ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
-    # The first listing generates the OpenAPI schema (about a second): off the event loop.
+    # The first listing generates the OpenAPI schema, which takes a while: off the event loop.
     tools = await sync_to_async(_listing, thread_sensitive=False)(TOOLS)
     return types.ListToolsResult(tools=tools)
 

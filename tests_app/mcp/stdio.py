@@ -26,7 +26,7 @@ from tests_app.mcp.instructions import INSTRUCTIONS
 URL_VARIABLE = "REPLAYBENCH_URL"
 KEY_VARIABLE = "REPLAYBENCH_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
-# wait_for_invocation holds a call for up to a minute; leave it room.
+# wait_for_invocation holds a call while a replay runs; leave it room.
 READ_TIMEOUT_S = 120
 
 

@@ -42,8 +42,8 @@ from tests_app.services.starting import start_test
 from tests_app.services.stopping import stop_invocation
 
 WAIT_LIMIT_S = 60
-# How often wait_for_invocation reads the status: the database is the truth, and one indexed
-# read a second per waiting agent costs less than holding a channel-layer subscription.
+# How often wait_for_invocation reads the status: the database is the truth, and a small
+# indexed read now and then per waiting agent costs less than a channel-layer subscription.
 WAIT_POLL_S = 0.5
 
 Handler = Callable[[Actor, dict[str, Any]], Awaitable[Any]]
