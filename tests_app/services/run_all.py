@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -295,7 +296,7 @@ def tick_after_replay(*, invocation_id: uuid.UUID | str) -> None:
         tick_run_all(run_all_id=run_all_id)
 
 
-def stop_run_alls_of_test(*, test_id: uuid.UUID, now: Any) -> list[uuid.UUID]:
+def stop_run_alls_of_test(*, test_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
     """The test was stopped: its active run-all stops, and so do the replays it has in flight
     (cooperatively, at their next turn, as stop does). Runs in the caller's transaction, which
     holds the test lock. Returns the invocations it stopped."""
