@@ -15,12 +15,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.base-installed: requirements/base.txt | $(BIN)/python
+# The project itself, editable and without dependencies (the pins above are the dependencies),
+# for its console scripts: replaybench and replaybench-mcp (docs/agents.md).
+$(VENV)/.base-installed: requirements/base.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements/base.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.dev-installed: requirements/dev.txt | $(BIN)/python
+$(VENV)/.dev-installed: requirements/dev.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(VENV)/.base-installed $@
 
 # The optional local model (docs/local-model.md), without dependencies: see the file's header.

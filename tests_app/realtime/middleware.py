@@ -86,7 +86,7 @@ def _own_origin(scope: dict[str, Any]) -> _Origin | None:
     domain, _ = split_domain_port(host)
     if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
         return None
-    secure = scope.get("scheme") == "wss"
+    secure = scope.get("scheme") in ("wss", "https")  # the MCP endpoint checks HTTP requests
     proxy_header = settings.SECURE_PROXY_SSL_HEADER
     if proxy_header is not None:
         # HTTP_X_FORWARDED_PROTO names the handshake header x-forwarded-proto.

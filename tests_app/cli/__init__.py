@@ -1,0 +1,1 @@
+"""replaybench's command-line client (docs/agents.md)."""

@@ -1,0 +1,3 @@
+from tests_app.cli.main import main
+
+main()
