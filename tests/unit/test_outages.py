@@ -35,7 +35,7 @@ def failing(error: Exception) -> Callable[..., Any]:
 def test_an_api_call_that_meets_an_outage_is_503_with_the_error_body(
     client_for: Any, operator: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
-    monkeypatch.setattr("tests_app.api.discovery_views.search_tests", failing(error))
+    monkeypatch.setattr("tests_app.api.operations.search_tests", failing(error))
 
     response = post(client_for(operator), "search", {})
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tests_app.api import compare_serializers as s
+from tests_app.api import operations
+from tests_app.api.authentication import actor_from_request
 from tests_app.api.base import error_responses, parse_body
-from tests_app.selectors.compare import compare_tests
 
 
 class CompareActions:
@@ -29,7 +28,4 @@ class CompareActions:
     @action(detail=False, methods=["post"])
     def compare(self, request: Request) -> Response:
         data = parse_body(s.CompareTestInputSerializer, request)
-        comparison = compare_tests(user=request.user, **data)
-        # Plain data in the documented shape, rendered by orjson as get's is (a test compares it
-        # with CompareTestResponseSerializer's rendering).
-        return Response(asdict(comparison))
+        return Response(operations.compare(actor_from_request(request), data))

@@ -18,13 +18,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tests_app.api import discovery_serializers as s
+from tests_app.api import operations
 from tests_app.api import schema as _schema_extensions  # noqa: F401  # registers auth schemes
 from tests_app.api.authentication import actor_from_request
 from tests_app.api.base import error_responses, parse_body
 from tests_app.selectors.docs import get_test_docs
-from tests_app.selectors.search import search_tests
 from tests_app.selectors.uploads import get_visible_upload
-from tests_app.services.exporting import export_test
 from tests_app.services.refresh import refresh
 
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
@@ -44,8 +43,7 @@ class DiscoveryActions:
     @action(detail=False, methods=["post"])
     def search(self, request: Request) -> Response:
         data = parse_body(s.SearchTestInputSerializer, request)
-        result = search_tests(actor=actor_from_request(request), **data)
-        return Response(s.SearchTestResponseSerializer(result).data)
+        return Response(operations.search(actor_from_request(request), data))
 
     @extend_schema(
         summary="Get Test Docs Endpoint",
@@ -94,8 +92,7 @@ class DiscoveryActions:
     @action(detail=False, methods=["post"])
     def export(self, request: Request) -> Response:
         data = parse_body(s.ExportTestInputSerializer, request)
-        result = export_test(actor=actor_from_request(request), test_id=data["test_id"])
-        return Response(s.ExportTestResponseSerializer(result).data)
+        return Response(operations.export(actor_from_request(request), data))
 
 
 class AnyAcceptNegotiation(BaseContentNegotiation):

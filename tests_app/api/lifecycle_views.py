@@ -12,16 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tests_app.api import lifecycle_serializers as s
+from tests_app.api import operations
 from tests_app.api.authentication import actor_from_request
 from tests_app.api.base import error_responses, parse_body
-from tests_app.selectors.benchmarks import search_benchmarks
-from tests_app.selectors.test_detail import get_test_detail
 from tests_app.services.archiving import set_archived
-from tests_app.services.claiming import claim_next_run
-from tests_app.services.ending import end_invocation
-from tests_app.services.running import request_replay
-from tests_app.services.starting import start_test
-from tests_app.services.stopping import stop_invocation
 
 
 class LifecycleActions:
@@ -37,13 +31,7 @@ class LifecycleActions:
     @action(detail=False, methods=["post"])
     def start(self, request: Request) -> Response:
         data = parse_body(s.StartTestInputSerializer, request)
-        test = start_test(
-            actor=actor_from_request(request),
-            benchmark_id=data["benchmark_id"],
-            infinite_mode=data["infinite_mode"],
-            target_id=data["target_id"],
-        )
-        return Response(s.StartTestResponseSerializer({"test_id": test.pk}).data)
+        return Response(operations.start(actor_from_request(request), data))
 
     @extend_schema(
         summary="Next Test",
@@ -57,17 +45,7 @@ class LifecycleActions:
     @action(detail=False, methods=["post"])
     def next(self, request: Request) -> Response:
         data = parse_body(s.NextTestInputSerializer, request)
-        claim = claim_next_run(actor=actor_from_request(request), test_id=data["test_id"])
-        # The shape of NextTestResponseSerializer, built directly: next is the hottest endpoint.
-        return Response(
-            {
-                "invocation_id": str(claim.invocation.pk),
-                "run_id": str(claim.run.pk),
-                "current_run": claim.run.ordinal,
-                "total_runs": claim.total_runs,
-                "cycle": claim.run.cycle,
-            }
-        )
+        return Response(operations.next_run(actor_from_request(request), data))
 
     @extend_schema(
         summary="Run Test",
@@ -81,20 +59,7 @@ class LifecycleActions:
     @action(detail=False, methods=["post"])
     def run(self, request: Request) -> Response:
         data = parse_body(s.RunTestInputSerializer, request)
-        invocation = request_replay(
-            actor=actor_from_request(request),
-            test_id=data["test_id"],
-            invocation_id=data["test_invocation_id"],
-            run_id=data["run_id"],
-        )
-        # The shape of RunTestResponseSerializer, built directly (as for next).
-        return Response(
-            {
-                "test_id": str(invocation.test_id),
-                "invocation_id": str(invocation.pk),
-                "run_id": str(invocation.run_id),
-            }
-        )
+        return Response(operations.run(actor_from_request(request), data))
 
     @extend_schema(
         summary="End Test",
@@ -109,29 +74,7 @@ class LifecycleActions:
     @action(detail=False, methods=["post"])
     def end(self, request: Request) -> Response:
         data = parse_body(s.EndTestInputSerializer, request)
-        result = end_invocation(
-            actor=actor_from_request(request),
-            test_id=data["test_id"],
-            invocation_id=data["test_invocation_id"],
-            run_id=data["run_id"],
-            grade=data["grade"],
-            score=data.get("score"),
-            passed=data.get("passed"),
-            feedback=data.get("feedback"),
-        )
-        grade = result.grade
-        finished = grade is not None and grade.status == grade.Status.DONE
-        return Response(
-            s.EndTestResponseSerializer(
-                {
-                    "invocation_id": result.invocation.pk,
-                    "grade_id": grade.pk if grade is not None else None,
-                    "score": grade.score if finished and grade else None,
-                    "passed": grade.passed if finished and grade else None,
-                    "feedback": grade.feedback if finished and grade else None,
-                }
-            ).data
-        )
+        return Response(operations.end(actor_from_request(request), data))
 
     @extend_schema(
         summary="Stop Test",
@@ -145,18 +88,7 @@ class LifecycleActions:
     @action(detail=False, methods=["post"])
     def stop(self, request: Request) -> Response:
         data = parse_body(s.StopTestInputSerializer, request)
-        result = stop_invocation(
-            actor=actor_from_request(request), invocation_id=data["invocation_id"]
-        )
-        return Response(
-            s.StopTestResponseSerializer(
-                {
-                    "invocation_id": result.invocation.pk,
-                    "success": result.success,
-                    "message": result.message,
-                }
-            ).data
-        )
+        return Response(operations.stop(actor_from_request(request), data))
 
     @extend_schema(
         summary="Get Test Artifact",
@@ -171,17 +103,7 @@ class LifecycleActions:
     def get_test(self, request: Request) -> Response:
         # Named get_test: a viewset method called "get" would answer every GET request.
         data = parse_body(s.GetTestInputSerializer, request)
-        # The selector's data is already the documented shape, and orjson renders its ids and
-        # timestamps: walking ~800 nested objects through GetTestArtifactResponseSerializer cost
-        # more than the whole query budget.
-        detail = get_test_detail(
-            user=request.user,
-            test_id=data["test_id"],
-            runs_page_size=data.get("runs_page_size"),
-            runs_page_offset=data.get("runs_page_offset"),
-            wire=True,
-        )
-        return Response(detail)
+        return Response(operations.get(actor_from_request(request), data))
 
     @extend_schema(
         summary="Archive Test Artifacts",
@@ -210,16 +132,4 @@ class BenchmarkActions:
     @action(detail=False, methods=["post"])
     def search(self, request: Request) -> Response:
         data = parse_body(s.BenchmarkSearchInputSerializer, request)
-        page = search_benchmarks(
-            user=request.user,
-            search=data.get("search"),
-            eval_ids=data.get("eval_ids"),
-            department_ids=data.get("department_ids"),
-            page_size=data["page_size"],
-            page_offset=data["page_offset"],
-        )
-        return Response(
-            s.BenchmarkSearchResponseSerializer(
-                {"benchmarks": page.benchmarks, "total_count": page.total_count}
-            ).data
-        )
+        return Response(operations.benchmark_search(actor_from_request(request), data))

@@ -7,11 +7,10 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from tests_app.api import operations
 from tests_app.api import run_all_serializers as s
 from tests_app.api.authentication import actor_from_request
 from tests_app.api.base import error_responses, parse_body
-from tests_app.services.retrying import retry_runs
-from tests_app.services.run_all import grader_name, start_run_all
 
 
 class RunAllActions:
@@ -34,25 +33,7 @@ class RunAllActions:
     @action(detail=False, methods=["post"])
     def run_all(self, request: Request) -> Response:
         data = parse_body(s.RunAllTestInputSerializer, request)
-        run_all = start_run_all(
-            actor=actor_from_request(request),
-            test_id=data["test_id"],
-            concurrency=data["concurrency"],
-            grade=data["grade"],
-            max_runs=data["max_runs"],
-        )
-        return Response(
-            s.RunAllTestResponseSerializer(
-                {
-                    "test_id": run_all.test_id,
-                    "status": run_all.status,
-                    "concurrency": run_all.concurrency,
-                    "run_all_id": run_all.pk,
-                    "grader": grader_name(run_all.grade),
-                    "max_runs": run_all.max_runs,
-                }
-            ).data
-        )
+        return Response(operations.run_all(actor_from_request(request), data))
 
     @extend_schema(
         summary="Retry Test",
@@ -70,7 +51,4 @@ class RunAllActions:
     @action(detail=False, methods=["post"])
     def retry(self, request: Request) -> Response:
         data = parse_body(s.RetryTestInputSerializer, request)
-        requeued = retry_runs(
-            actor=actor_from_request(request), test_id=data["test_id"], statuses=data["statuses"]
-        )
-        return Response(s.RetryTestResponseSerializer({"requeued_count": requeued}).data)
+        return Response(operations.retry(actor_from_request(request), data))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -20,26 +20,16 @@ from tests_app.actors import Actor
 from tests_app.api import compare_serializers as compare_s
 from tests_app.api import discovery_serializers as discovery_s
 from tests_app.api import lifecycle_serializers as lifecycle_s
+from tests_app.api import operations
 from tests_app.api import run_all_serializers as run_all_s
 from tests_app.api.base import StrictSerializer
 from tests_app.mcp.schemas import request_schema
-from tests_app.selectors.benchmarks import search_benchmarks
-from tests_app.selectors.compare import compare_tests
 from tests_app.selectors.invocations import (
     SETTLED_STATUSES,
     get_visible_invocation,
     invocation_steps,
 )
-from tests_app.selectors.search import search_tests
-from tests_app.selectors.test_detail import download_url, get_test_detail
-from tests_app.services.claiming import claim_next_run
-from tests_app.services.ending import end_invocation
-from tests_app.services.exporting import export_test
-from tests_app.services.retrying import retry_runs
-from tests_app.services.run_all import grader_name, start_run_all
-from tests_app.services.running import request_replay
-from tests_app.services.starting import start_test
-from tests_app.services.stopping import stop_invocation
+from tests_app.selectors.test_detail import download_url
 
 WAIT_LIMIT_S = 60
 # How often wait_for_invocation reads the status: the database is the truth, and a small
@@ -80,64 +70,7 @@ def _in_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(function)
 
 
-# --- handlers (each mirrors its REST view) -----------------------------------------------------
-
-
-@_in_thread
-def _search_benchmarks(actor: Actor, data: dict[str, Any]) -> Any:
-    page = search_benchmarks(
-        user=actor.user,
-        search=data.get("search"),
-        eval_ids=data.get("eval_ids"),
-        department_ids=data.get("department_ids"),
-        page_size=data["page_size"],
-        page_offset=data["page_offset"],
-    )
-    return lifecycle_s.BenchmarkSearchResponseSerializer(
-        {"benchmarks": page.benchmarks, "total_count": page.total_count}
-    ).data
-
-
-@_in_thread
-def _start_test(actor: Actor, data: dict[str, Any]) -> Any:
-    test = start_test(
-        actor=actor,
-        benchmark_id=data["benchmark_id"],
-        infinite_mode=data["infinite_mode"],
-        target_id=data["target_id"],
-    )
-    return lifecycle_s.StartTestResponseSerializer({"test_id": test.pk}).data
-
-
-@_in_thread
-def _next_run(actor: Actor, data: dict[str, Any]) -> Any:
-    claim = claim_next_run(actor=actor, test_id=data["test_id"])
-    return lifecycle_s.NextTestResponseSerializer(
-        {
-            "invocation_id": claim.invocation.pk,
-            "run_id": claim.run.pk,
-            "current_run": claim.run.ordinal,
-            "total_runs": claim.total_runs,
-            "cycle": claim.run.cycle,
-        }
-    ).data
-
-
-@_in_thread
-def _run_replay(actor: Actor, data: dict[str, Any]) -> Any:
-    invocation = request_replay(
-        actor=actor,
-        test_id=data["test_id"],
-        invocation_id=data["test_invocation_id"],
-        run_id=data["run_id"],
-    )
-    return lifecycle_s.RunTestResponseSerializer(
-        {
-            "test_id": invocation.test_id,
-            "invocation_id": invocation.pk,
-            "run_id": invocation.run_id,
-        }
-    ).data
+# --- the handlers of their own (the others are the endpoints' operations) -------------------
 
 
 async def _wait_for_invocation(actor: Actor, data: dict[str, Any]) -> Any:
@@ -165,98 +98,9 @@ async def _wait_for_invocation(actor: Actor, data: dict[str, Any]) -> Any:
     }
 
 
-@_in_thread
-def _end_invocation(actor: Actor, data: dict[str, Any]) -> Any:
-    result = end_invocation(
-        actor=actor,
-        test_id=data["test_id"],
-        invocation_id=data["test_invocation_id"],
-        run_id=data["run_id"],
-        grade=data["grade"],
-        score=data.get("score"),
-        passed=data.get("passed"),
-        feedback=data.get("feedback"),
-    )
-    grade = result.grade
-    finished = grade is not None and grade.status == grade.Status.DONE
-    return lifecycle_s.EndTestResponseSerializer(
-        {
-            "invocation_id": result.invocation.pk,
-            "grade_id": grade.pk if grade is not None else None,
-            "score": grade.score if finished and grade else None,
-            "passed": grade.passed if finished and grade else None,
-            "feedback": grade.feedback if finished and grade else None,
-        }
-    ).data
-
-
-@_in_thread
-def _stop_invocation(actor: Actor, data: dict[str, Any]) -> Any:
-    result = stop_invocation(actor=actor, invocation_id=data["invocation_id"])
-    return lifecycle_s.StopTestResponseSerializer(
-        {
-            "invocation_id": result.invocation.pk,
-            "success": result.success,
-            "message": result.message,
-        }
-    ).data
-
-
-@_in_thread
-def _get_test(actor: Actor, data: dict[str, Any]) -> Any:
-    return get_test_detail(
-        user=actor.user,
-        test_id=data["test_id"],
-        runs_page_size=data.get("runs_page_size"),
-        runs_page_offset=data.get("runs_page_offset"),
-        wire=True,
-    )
-
-
-@_in_thread
-def _search_tests(actor: Actor, data: dict[str, Any]) -> Any:
-    return discovery_s.SearchTestResponseSerializer(search_tests(actor=actor, **data)).data
-
-
-@_in_thread
-def _compare_tests(actor: Actor, data: dict[str, Any]) -> Any:
-    return asdict(compare_tests(user=actor.user, **data))
-
-
-@_in_thread
-def _run_all(actor: Actor, data: dict[str, Any]) -> Any:
-    run_all = start_run_all(
-        actor=actor,
-        test_id=data["test_id"],
-        concurrency=data["concurrency"],
-        grade=data["grade"],
-        max_runs=data["max_runs"],
-    )
-    return run_all_s.RunAllTestResponseSerializer(
-        {
-            "test_id": run_all.test_id,
-            "status": run_all.status,
-            "concurrency": run_all.concurrency,
-            "run_all_id": run_all.pk,
-            "grader": grader_name(run_all.grade),
-            "max_runs": run_all.max_runs,
-        }
-    ).data
-
-
-@_in_thread
-def _retry_failed(actor: Actor, data: dict[str, Any]) -> Any:
-    requeued = retry_runs(actor=actor, test_id=data["test_id"], statuses=data["statuses"])
-    return run_all_s.RetryTestResponseSerializer({"requeued_count": requeued}).data
-
-
-@_in_thread
 def _export_test(actor: Actor, data: dict[str, Any]) -> Any:
-    result = export_test(actor=actor, test_id=data["test_id"])
-    return {
-        **discovery_s.ExportTestResponseSerializer(result).data,
-        "download_url": download_url(result.upload_id),
-    }
+    body = operations.export(actor, data)
+    return {**body, "download_url": download_url(body["upload_id"])}
 
 
 # --- arguments that have no REST endpoint ----------------------------------------------------
@@ -307,7 +151,7 @@ TOOLS: list[Tool] = [
             "entries (recorded conversations) and its default target (the model under test)."
         ),
         input_serializer=lifecycle_s.BenchmarkSearchInputSerializer,
-        handler=_search_benchmarks,
+        handler=_in_thread(operations.benchmark_search),
         endpoint="benchmark/search",
         read_only=True,
     ),
@@ -320,7 +164,7 @@ TOOLS: list[Tool] = [
             "end_invocation until next_run fails with code test_completed. Operators only."
         ),
         input_serializer=lifecycle_s.StartTestInputSerializer,
-        handler=_start_test,
+        handler=_in_thread(operations.start),
         endpoint="test/start",
     ),
     Tool(
@@ -332,7 +176,7 @@ TOOLS: list[Tool] = [
             "Fails with code test_completed when no run is left."
         ),
         input_serializer=lifecycle_s.NextTestInputSerializer,
-        handler=_next_run,
+        handler=_in_thread(operations.next_run),
         endpoint="test/next",
     ),
     Tool(
@@ -344,7 +188,7 @@ TOOLS: list[Tool] = [
             "invocation_id of next_run as test_invocation_id."
         ),
         input_serializer=lifecycle_s.RunTestInputSerializer,
-        handler=_run_replay,
+        handler=_in_thread(operations.run),
         endpoint="test/run",
     ),
     Tool(
@@ -371,7 +215,7 @@ TOOLS: list[Tool] = [
             "as test_invocation_id."
         ),
         input_serializer=lifecycle_s.EndTestInputSerializer,
-        handler=_end_invocation,
+        handler=_in_thread(operations.end),
         endpoint="test/end",
     ),
     Tool(
@@ -382,7 +226,7 @@ TOOLS: list[Tool] = [
             "success=false with a message when it had already finished."
         ),
         input_serializer=lifecycle_s.StopTestInputSerializer,
-        handler=_stop_invocation,
+        handler=_in_thread(operations.stop),
         endpoint="test/stop",
     ),
     Tool(
@@ -393,7 +237,7 @@ TOOLS: list[Tool] = [
             "intervals), runs and invocations (newest first, paged) and their grades."
         ),
         input_serializer=lifecycle_s.GetTestInputSerializer,
-        handler=_get_test,
+        handler=_in_thread(operations.get),
         endpoint="test/get",
         read_only=True,
     ),
@@ -406,7 +250,7 @@ TOOLS: list[Tool] = [
             "with total_count and filter facets."
         ),
         input_serializer=discovery_s.SearchTestInputSerializer,
-        handler=_search_tests,
+        handler=_in_thread(operations.search),
         endpoint="test/search",
         read_only=True,
     ),
@@ -420,7 +264,7 @@ TOOLS: list[Tool] = [
             "page of entries with their change; only='regressions' lists just those."
         ),
         input_serializer=compare_s.CompareTestInputSerializer,
-        handler=_compare_tests,
+        handler=_in_thread(operations.compare),
         endpoint="test/compare",
         read_only=True,
     ),
@@ -435,7 +279,7 @@ TOOLS: list[Tool] = [
             "code run_all_active when one already drives the test."
         ),
         input_serializer=run_all_s.RunAllTestInputSerializer,
-        handler=_run_all,
+        handler=_in_thread(operations.run_all),
         endpoint="test/run_all",
     ),
     Tool(
@@ -447,7 +291,7 @@ TOOLS: list[Tool] = [
             "again. Answers requeued_count; then next_run or run_all runs them."
         ),
         input_serializer=run_all_s.RetryTestInputSerializer,
-        handler=_retry_failed,
+        handler=_in_thread(operations.retry),
         endpoint="test/retry",
     ),
     Tool(
@@ -458,7 +302,7 @@ TOOLS: list[Tool] = [
             "download_url, a path on this server to GET with the same API key."
         ),
         input_serializer=discovery_s.ExportTestInputSerializer,
-        handler=_export_test,
+        handler=_in_thread(_export_test),
         endpoint="test/export",
     ),
 ]
