@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from tests_app import tasks
@@ -100,53 +101,59 @@ def reap_stale_invocations() -> int:
     return reaped
 
 
+def _enqueue_again(
+    waiting: QuerySet[Any], *, stamp: str, task: Any, level: int, message: str
+) -> int:
+    """Enqueue ``task`` again for each row of ``waiting`` (oldest ``stamp`` first, a batch at a
+    time), each claimed by moving its ``stamp`` to now; returns how many."""
+    enqueued = 0
+    for pk in waiting.order_by(stamp).values_list("pk", flat=True)[:REAP_BATCH]:
+        # Another sweep, or the work starting, may have come first: only an update wins.
+        if waiting.filter(pk=pk).update(**{stamp: timezone.now()}) != 1:
+            continue
+        enqueue_on_commit(task, pk)
+        enqueued += 1
+        logger.log(level, message, pk)
+    return enqueued
+
+
 def enqueue_unstarted_invocations() -> int:
     """Enqueue again the replays requested more than REPLAY_START_TIMEOUT ago that have not
     started; returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.REPLAY_START_TIMEOUT)
-    unstarted = TestInvocation.objects.filter(
-        status=TestInvocation.Status.CREATED, enqueued_at__lt=cutoff
-    ).exclude(task_id="")
-    enqueued = 0
-    for invocation_id in unstarted.order_by("enqueued_at").values_list("pk", flat=True)[
-        :REAP_BATCH
-    ]:
-        # Another sweep, or the replay starting, may have come first: only an update wins.
-        if unstarted.filter(pk=invocation_id).update(enqueued_at=timezone.now()) != 1:
-            continue
-        enqueue_on_commit(tasks.replay_invocation, invocation_id)
-        enqueued += 1
-        logger.warning("Invocation %s waited for its replay; enqueued again", invocation_id)
-    return enqueued
+    return _enqueue_again(
+        TestInvocation.objects.filter(
+            status=TestInvocation.Status.CREATED, enqueued_at__lt=cutoff
+        ).exclude(task_id=""),
+        stamp="enqueued_at",
+        task=tasks.replay_invocation,
+        level=logging.WARNING,
+        message="Invocation %s waited for its replay; enqueued again",
+    )
 
 
 def enqueue_stranded_grades() -> int:
     """Enqueue again the grades left pending GRADE_TIMEOUT; returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.GRADE_TIMEOUT)
-    stranded = Grade.objects.filter(status=Grade.Status.PENDING, updated_at__lt=cutoff)
-    enqueued = 0
-    for grade_id in stranded.order_by("updated_at").values_list("pk", flat=True)[:REAP_BATCH]:
-        if stranded.filter(pk=grade_id).update(updated_at=timezone.now()) != 1:
-            continue
-        enqueue_on_commit(tasks.grade_invocation, grade_id)
-        enqueued += 1
-        logger.warning("Grade %s waited for its judge; enqueued again", grade_id)
-    return enqueued
+    return _enqueue_again(
+        Grade.objects.filter(status=Grade.Status.PENDING, updated_at__lt=cutoff),
+        stamp="updated_at",
+        task=tasks.grade_invocation,
+        level=logging.WARNING,
+        message="Grade %s waited for its judge; enqueued again",
+    )
 
 
 def tick_stalled_run_alls() -> int:
     """Tick the active run-alls not ticked for RUN_ALL_STALL_TIMEOUT; returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.RUN_ALL_STALL_TIMEOUT)
-    stalled = RunAll.objects.filter(status=RunAll.Status.ACTIVE, ticked_at__lt=cutoff)
-    ticked = 0
-    for run_all_id in stalled.order_by("ticked_at").values_list("pk", flat=True)[:REAP_BATCH]:
-        # Another sweep may have come first: only an update wins.
-        if stalled.filter(pk=run_all_id).update(ticked_at=timezone.now()) != 1:
-            continue
-        enqueue_on_commit(tasks.tick_run_all, run_all_id)
-        ticked += 1
-        logger.info("Run-all %s had not moved on; ticked", run_all_id)
-    return ticked
+    return _enqueue_again(
+        RunAll.objects.filter(status=RunAll.Status.ACTIVE, ticked_at__lt=cutoff),
+        stamp="ticked_at",
+        task=tasks.tick_run_all,
+        level=logging.INFO,
+        message="Run-all %s had not moved on; ticked",
+    )
 
 
 def sweep() -> tuple[int, int, int, int]:
