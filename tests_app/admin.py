@@ -127,6 +127,11 @@ def _department_id_of(obj: Model, path: str) -> Any:
     return obj.pk if last == "pk" else getattr(obj, f"{last}_id")
 
 
+def _registered_admin(site: admin.AdminSite, model: Any) -> Any:
+    """The ModelAdmin that ``site`` has for ``model``, or None."""
+    return site.get_model_admin(model) if site.is_registered(model) else None
+
+
 class DepartmentScopedAdmin(admin.ModelAdmin):
     """Staff keep Django's permissions; an operator sees the rows of the departments they
     operate (``department_path`` leads from a row to its department) and changes them only where
@@ -189,7 +194,7 @@ class DepartmentScopedAdmin(admin.ModelAdmin):
     def formfield_for_foreignkey(
         self, db_field: Any, request: HttpRequest, **kwargs: Any
     ) -> forms.ModelChoiceField | None:
-        related = self.admin_site._registry.get(db_field.related_model)
+        related = _registered_admin(self.admin_site, db_field.related_model)
         if (
             _operated_departments(request) is not None
             and isinstance(related, DepartmentScopedAdmin)
@@ -204,7 +209,7 @@ class ScopedRelatedFilter(admin.RelatedFieldListFilter):
     stock filter lists every department, eval or test by name)."""
 
     def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
-        related = model_admin.admin_site._registry.get(field.related_model)
+        related = _registered_admin(model_admin.admin_site, field.related_model)
         if _operated_departments(request) is None or not isinstance(related, DepartmentScopedAdmin):
             return super().field_choices(field, request, model_admin)
         return field.get_choices(
@@ -675,12 +680,15 @@ class BenchmarkAdmin(InvalidatesTestCachesMixin, UuidSearchMixin, DepartmentScop
         """A new benchmark from a JSONL file: ``import_benchmark``'s service, checks and words."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        site = self.admin_site._registry
+        site = self.admin_site
         form = BenchmarkImportForm(
             request.POST or None,
             request.FILES or None,
-            evals=site[Eval].get_queryset(request).select_related("department").order_by("name"),
-            targets=site[Target].get_queryset(request).order_by("name"),
+            evals=site.get_model_admin(Eval)
+            .get_queryset(request)
+            .select_related("department")
+            .order_by("name"),
+            targets=site.get_model_admin(Target).get_queryset(request).order_by("name"),
         )
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
@@ -1140,7 +1148,7 @@ class RunAllAdmin(ReadOnlyAdmin):
 
 
 @admin.register(TestDayCount)
-class TestDayCountAdmin(admin.ModelAdmin):
+class TestDayCountAdmin(ReadOnlyAdmin):
     """Derived counts, kept by database triggers (migration 0003): shown, never edited here."""
 
     list_display = ("day", "eval_id", "department_id", "is_archived", "count")
@@ -1149,18 +1157,9 @@ class TestDayCountAdmin(admin.ModelAdmin):
     ordering = ("-day",)
     show_full_result_count = False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(TestTurnCount)
-class TestTurnCountAdmin(admin.ModelAdmin):
+class TestTurnCountAdmin(ReadOnlyAdmin):
     """Derived counts, kept by database triggers (migration 0007): shown, never edited here."""
 
     list_display = (
@@ -1174,15 +1173,6 @@ class TestTurnCountAdmin(admin.ModelAdmin):
     )
     ordering = ("test_id", "cycle", "latency_ms")
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # --- API keys -------------------------------------------------------------------------------
