@@ -182,6 +182,27 @@ def test_stopping_a_run_all_from_the_page_stops_the_test_and_its_replays(
     assert "the test was stopped" in page
 
 
+def test_stop_between_two_claims_of_a_run_all_stops_the_test_with_nothing_open(
+    started: Test, operator: Any
+) -> None:
+    client = logged_in(operator)
+    client.post(f"/tests/{started.pk}/run-all/", {"concurrency": "2", "grade": "none"})
+    run_all = RunAll.objects.get(test=started)
+    # Not ticked yet: the run-all is active but has no invocation open, as between two claims.
+    assert not TestInvocation.objects.filter(test=started).exists()
+    text = client.post(f"/tests/{started.pk}/stop/", follow=True).content.decode()
+    assert "The test is stopped" in messages_of(text)
+    run_all.refresh_from_db()
+    started.refresh_from_db()
+    assert (run_all.status, started.status) == (RunAll.Status.STOPPED, Test.Status.STOPPED)
+    assert started.finished_at is not None
+    # A tick that comes afterwards claims nothing in the stopped test.
+    tick_run_all(run_all_id=run_all.pk)
+    assert not TestInvocation.objects.filter(test=started).exists()
+    again = client.post(f"/tests/{started.pk}/stop/", follow=True).content.decode()
+    assert "already stopped: there is nothing to stop" in messages_of(again)
+
+
 def test_a_failed_run_says_why_it_cannot_be_regraded(started: Test, operator: Any) -> None:
     client = logged_in(operator)
     client.post(f"/tests/{started.pk}/next/")

@@ -74,9 +74,9 @@ from tests_app.services.ending import end_invocation
 from tests_app.services.exporting import export_test
 from tests_app.services.regrading import regrade_invocation
 from tests_app.services.retrying import retry_runs
-from tests_app.services.run_all import active_run_all, start_run_all
+from tests_app.services.run_all import start_run_all
 from tests_app.services.running import request_replay
-from tests_app.services.stopping import stop_invocation
+from tests_app.services.stopping import stop_invocation, stop_test
 
 RUNS_PAGE_SIZE = 25
 # "End" is named after what will grade: an AI only when a judge is configured (docs/judges.md).
@@ -402,18 +402,17 @@ def _stop(request: HttpRequest, test: Test) -> tuple[str, Any]:
     if invocation_id is None:
         # Stopping any open invocation stops the whole test: the page's Stop names none.
         newest = reads.newest_open_invocation(test_id=test.pk)
-        if newest is None and active_run_all(test_id=test.pk) is not None:
-            # A run-all between its claims has nothing open for a moment; stop needs one.
-            raise InvalidTransition(
-                "Run all is between two runs: press Stop test again in a moment."
-            )
-        if newest is None:
-            raise InvalidTransition("Nothing is running in this test, so there is nothing to stop.")
-        invocation_id = newest.pk
-    outcome = stop_invocation(actor=_actor(request), invocation_id=invocation_id)
-    if not outcome.success:
-        # The API answers success=false; on a page it is an error message like the others.
-        raise InvalidTransition(outcome.message or "Nothing to stop.")
+        invocation_id = newest.pk if newest is not None else None
+    if invocation_id is None:
+        # Nothing open (a run-all between two claims, runs waiting for an agent): the test
+        # itself stops.
+        if not stop_test(actor=_actor(request), test_id=test.pk):
+            raise InvalidTransition(f"The test is already {test.status}: there is nothing to stop.")
+    else:
+        outcome = stop_invocation(actor=_actor(request), invocation_id=invocation_id)
+        if not outcome.success:
+            # The API answers success=false; on a page it is an error message like the others.
+            raise InvalidTransition(outcome.message or "Nothing to stop.")
     return (
         "The test is stopped: replays in progress halt before their next turn, and no more runs "
         "are claimed.",

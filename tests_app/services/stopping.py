@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -12,7 +13,7 @@ from tests_app.actors import Actor
 from tests_app.errors import NotFound
 from tests_app.models import Test, TestInvocation, TestRun
 from tests_app.realtime.events import publish_on_commit
-from tests_app.selectors.scope import can_see_department, require_operator
+from tests_app.selectors.scope import can_see_department, get_visible_test, require_operator
 from tests_app.services.run_all import stop_run_alls_of_test
 from tests_app.services.test_state import lock_test
 
@@ -66,12 +67,6 @@ def stop_invocation(*, actor: Actor, invocation_id: uuid.UUID) -> StopResult:
             pk=invocation.run_id,
             status__in=[TestRun.Status.PENDING, TestRun.Status.CLAIMED, TestRun.Status.RUNNING],
         ).update(status=TestRun.Status.STOPPED, updated_at=now)
-        test_stopped = Test.objects.filter(
-            pk=invocation.test_id, status__in=[Test.Status.PENDING, Test.Status.RUNNING]
-        ).update(status=Test.Status.STOPPED, finished_at=now, updated_at=now)
-        Test.objects.filter(pk=invocation.test_id, current_invocation=invocation.pk).update(
-            current_invocation=None
-        )
         publish_on_commit(
             test_id=invocation.test_id,
             event_type="run.stopped",
@@ -79,12 +74,11 @@ def stop_invocation(*, actor: Actor, invocation_id: uuid.UUID) -> StopResult:
             run_id=invocation.run_id,
             status=TestInvocation.Status.STOPPED,
         )
-        if test_stopped:
-            publish_on_commit(
-                test_id=invocation.test_id, event_type="test.stopped", status=Test.Status.STOPPED
-            )
-            # A run-all driving the test ends with it, and its other replays halt too.
-            stop_run_alls_of_test(test_id=invocation.test_id, now=now)
+        test_stopped = _stop_locked_test(test_id=invocation.test_id, now=now)
+        Test.objects.filter(pk=invocation.test_id, current_invocation=invocation.pk).update(
+            current_invocation=None
+        )
+
     invocation.status = TestInvocation.Status.STOPPED
     invocation.stop_requested = True
     invocation.ended_at = now
@@ -92,3 +86,25 @@ def stop_invocation(*, actor: Actor, invocation_id: uuid.UUID) -> StopResult:
     if test_stopped:
         message += " The test is stopped too, so next answers 409."
     return StopResult(invocation=invocation, success=True, message=message)
+
+
+def _stop_locked_test(*, test_id: uuid.UUID, now: datetime) -> bool:
+    """The test (locked by the caller) stops unless it had finished; a run-all driving it ends
+    with it, and its other replays halt too. False when it had already finished."""
+    stopped = Test.objects.filter(
+        pk=test_id, status__in=[Test.Status.PENDING, Test.Status.RUNNING]
+    ).update(status=Test.Status.STOPPED, finished_at=now, updated_at=now)
+    if stopped:
+        publish_on_commit(test_id=test_id, event_type="test.stopped", status=Test.Status.STOPPED)
+        stop_run_alls_of_test(test_id=test_id, now=now)
+    return bool(stopped)
+
+
+def stop_test(*, actor: Actor, test_id: uuid.UUID) -> bool:
+    """Stop a test that has nothing open to stop through ``stop_invocation`` (a run-all between
+    two claims, or runs that wait for an agent). False when it had already finished."""
+    test = get_visible_test(user=actor.user, test_id=test_id)
+    require_operator(user=actor.user, department_id=test.department_id)
+    with transaction.atomic():
+        lock_test(test.pk)
+        return _stop_locked_test(test_id=test.pk, now=timezone.now())
