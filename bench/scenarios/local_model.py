@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import urllib.request
 
-from bench.client import ApiError
-from bench.context import Context, parallel
+from bench.context import Context
 from bench.cpu import cpu_seconds, spent
 from bench.scenarios.claiming import start_test
-from bench.scenarios.replay import claim_everything, finished_count
+from bench.scenarios.replay import claim_everything, finished_count, send_runs
 from bench.seed import make_benchmark
 from bench.stats import Row
 
@@ -119,31 +117,9 @@ def run(context: Context) -> list[Row]:
     test_id = start_test(context, benchmark.pk)
     claims = claim_everything(context, test_id)
 
-    queue = list(claims)
-    lock = threading.Lock()
-    failures: list[int] = []
     cpu_before = cpu_seconds(context.runtime)
     started = time.perf_counter()
-
-    def sender(_: int) -> None:
-        client = context.client()
-        while True:
-            with lock:
-                if not queue:
-                    break
-                invocation_id, run_id = queue.pop()
-            try:
-                client.call(
-                    "run",
-                    {"test_id": test_id, "test_invocation_id": invocation_id, "run_id": run_id},
-                )
-            except ApiError as error:
-                with lock:
-                    failures.append(error.status)
-        client.close()
-
-    senders = threading.Thread(target=lambda: parallel(context.sizes.next_clients, sender))
-    senders.start()
+    sending = send_runs(context, test_id, claims)
     done = failed = 0
     deadline = started + 600
     with context.connect() as poller:
@@ -154,7 +130,8 @@ def run(context: Context) -> list[Row]:
             time.sleep(0.02)
     wall = time.perf_counter() - started
     cpu = spent(cpu_before, cpu_seconds(context.runtime))
-    senders.join()
+    sending.thread.join()
+    failures = sending.failures
 
     steps, latency_s, at_cap, errors = step_totals(context, test_id)
     model_s = latency_s / CONVERSATIONS

@@ -99,6 +99,50 @@ class Outcome:
         return 1000 * system / self.calls if self.cpu and self.calls else None
 
 
+@dataclass
+class Sending:
+    """run calls being sent from their own thread; see :func:`send_runs`."""
+
+    thread: threading.Thread
+    # HTTP statuses of the calls that failed.
+    failures: list[int]
+    # When the last call returned (empty until then).
+    finished_at: list[float]
+
+
+def send_runs(context: Context, test_id: str, claims: list[tuple[str, str]]) -> Sending:
+    """Send run for every claim from next_clients client threads, in the background: the caller
+    polls meanwhile, so replays start while run calls are still being sent."""
+    queue = list(claims)
+    lock = threading.Lock()
+    sending = Sending(thread=threading.Thread(), failures=[], finished_at=[])
+
+    def sender(_: int) -> None:
+        client = context.client()
+        while True:
+            with lock:
+                if not queue:
+                    break
+                invocation_id, run_id = queue.pop()
+            try:
+                client.call(
+                    "run",
+                    {"test_id": test_id, "test_invocation_id": invocation_id, "run_id": run_id},
+                )
+            except ApiError as error:
+                with lock:
+                    sending.failures.append(error.status)
+        client.close()
+
+    def send_all() -> None:
+        parallel(context.sizes.next_clients, sender)
+        sending.finished_at.append(time.perf_counter())
+
+    sending.thread = threading.Thread(target=send_all)
+    sending.thread.start()
+    return sending
+
+
 def replay_all(context: Context, *, port: int, entries: int, delay_s: float, label: str) -> Outcome:
     """Replay a fresh test of ``entries`` x 3 turns against the model server on ``port``."""
     turns = context.sizes.replay_turns
@@ -120,38 +164,9 @@ def replay_all(context: Context, *, port: int, entries: int, delay_s: float, lab
         context.note(f"{label}: claimed {len(claims)} of {entries} runs")
     model_server(port, "/stats/reset", "POST")
 
-    queue = list(claims)
-    lock = threading.Lock()
-    run_failures: list[str] = []
     cpu_before = cpu_seconds(context.runtime)
     started = time.perf_counter()
-
-    def sender(_: int) -> None:
-        client = context.client()
-        while True:
-            with lock:
-                if not queue:
-                    break
-                invocation_id, run_id = queue.pop()
-            try:
-                client.call(
-                    "run",
-                    {"test_id": test_id, "test_invocation_id": invocation_id, "run_id": run_id},
-                )
-            except ApiError as error:
-                with lock:
-                    run_failures.append(f"{error.status}")
-        client.close()
-
-    sent_at: list[float] = []
-
-    def send_all() -> None:
-        parallel(context.sizes.next_clients, sender)
-        sent_at.append(time.perf_counter())
-
-    # The senders run beside the poller: replays start while run calls are still being sent.
-    senders = threading.Thread(target=send_all)
-    senders.start()
+    sending = send_runs(context, test_id, claims)
     deadline = started + max(300.0, 60 * entries * turns * delay_s / WORKER_CONCURRENCY)
     done = failed = peak_connections = 0
     # One connection for every poll: a new one costs the server more than the poll itself.
@@ -164,10 +179,11 @@ def replay_all(context: Context, *, port: int, entries: int, delay_s: float, lab
             time.sleep(0.02)
     wall = time.perf_counter() - started
     cpu = spent(cpu_before, cpu_seconds(context.runtime))
-    senders.join()
+    sending.thread.join()
     stats = model_server(port, "/stats")
-    if run_failures:
-        context.note(f"{label}: {len(run_failures)} run calls failed: {sorted(set(run_failures))}")
+    if sending.failures:
+        failures = sorted(set(sending.failures))
+        context.note(f"{label}: {len(sending.failures)} run calls failed: {failures}")
     if done < len(claims):
         context.note(f"{label}: only {done} of {len(claims)} invocations finished in time")
     if failed:
@@ -181,7 +197,7 @@ def replay_all(context: Context, *, port: int, entries: int, delay_s: float, lab
     note = (
         f"{entries}x{turns} turns, {stats['calls']} calls, max {stats['max_in_flight']} in flight,"
         f" at most {peak_connections} PostgreSQL connections; run calls took"
-        f" {sent_at[0] - started:.1f} s"
+        f" {sending.finished_at[0] - started:.1f} s"
     )
     if cpu:
         # Whether the wall time is the model's delay or the cores: CPU seconds by process.
