@@ -132,6 +132,30 @@ class Context:
                     cursor.fetchall()
         return time.perf_counter() - started
 
+    def time_against_floor(
+        self,
+        client: ApiClient,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        samples: int,
+        warm_up: int,
+    ) -> tuple[list[float], list[float], list[str]]:
+        """Milliseconds of ``samples`` calls of ``endpoint`` over HTTP (after ``warm_up``
+        calls); of as many runs of the SQL it sent, captured in-process (its floor); that SQL."""
+        for _ in range(warm_up):
+            client.call(endpoint, body)
+        durations = []
+        for _ in range(samples):
+            response = client.post(f"{API}/test/{endpoint}", body)
+            if response.status != 200:
+                raise RuntimeError(f"{endpoint} answered {response.status}: {response.body}")
+            durations.append(response.seconds * 1000)
+        _, statements = self.capture_sql(endpoint, body, self.world.operator_key)
+        with self.connect() as connection:
+            floors = [self.time_statements(connection, statements) * 1000 for _ in range(samples)]
+        return durations, floors, statements
+
 
 def parallel(workers: int, job: Callable[[int], T]) -> list[T]:
     """Run ``job(worker_index)`` on ``workers`` threads at once and return their results."""

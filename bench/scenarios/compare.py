@@ -76,21 +76,10 @@ def run(context: Context) -> list[Row]:
     delta = answer["deltas"][0]
     if delta["entries_compared"] != entries:
         context.note(f"compare: {delta['entries_compared']} entries compared of {entries}")
-    for _ in range(WARM_UP_REQUESTS):
-        client.call("compare", body)
-    durations = []
-    for _ in range(context.sizes.compare_samples):
-        response = client.post("/api/v5/artifacts/test/compare", body)
-        if response.status != 200:
-            raise RuntimeError(f"compare answered {response.status}: {response.body}")
-        durations.append(response.seconds * 1000)
+    durations, floors, statements = context.time_against_floor(
+        client, "compare", body, samples=context.sizes.compare_samples, warm_up=WARM_UP_REQUESTS
+    )
     client.close()
-
-    _, statements = context.capture_sql("compare", body, context.world.operator_key)
-    floors = []
-    with context.connect() as connection:
-        for _ in range(context.sizes.compare_samples):
-            floors.append(context.time_statements(connection, statements) * 1000)
     p95 = percentile(durations, 0.95)
     floor = percentile(floors, 0.95)
     note = (

@@ -40,21 +40,10 @@ def measure(context: Context, *, label: str, pending: int) -> list[Row]:
             f"get ({label}): status_summary.total_runs is {summary.get('total_runs')}, "
             f"seeded {runs}"
         )
-    for _ in range(3):
-        client.call("get", body)
-    durations = []
-    for _ in range(context.sizes.get_samples):
-        response = client.post("/api/v5/artifacts/test/get", body)
-        if response.status != 200:
-            raise RuntimeError(f"get answered {response.status}: {response.body}")
-        durations.append(response.seconds * 1000)
+    durations, floors, statements = context.time_against_floor(
+        client, "get", body, samples=context.sizes.get_samples, warm_up=3
+    )
     client.close()
-
-    _, statements = context.capture_sql("get", body, context.world.operator_key)
-    floors = []
-    with context.connect() as connection:
-        for _ in range(context.sizes.get_samples):
-            floors.append(context.time_statements(connection, statements) * 1000)
     p50 = percentile(durations, 0.5)
     returned = len(answer.get("runs") or [])
     note = f"{runs} runs, {returned} in the page, {context.sizes.get_samples} requests"
