@@ -35,6 +35,22 @@ def fake_target(fake_model: FakeModel) -> dict[str, Any]:
     }
 
 
+def a_test(
+    research: Any, staff: Any, fake_model: FakeModel, *, name: str, entries: int, turns: int
+) -> Test:
+    """A started test of a new benchmark of Research against the fake model."""
+    benchmark = factories.make_benchmark(
+        department=research, name=name, entries=entries, turns=turns, target=fake_target(fake_model)
+    )
+    return start_test(actor=Actor(user=staff), benchmark_id=benchmark.pk)
+
+
+def open_live(page: Any, browser_server: DaphneServer, test: Test) -> None:
+    """Log in as staff on the test's page and wait until it listens on the websocket."""
+    log_in(page, browser_server, "staff", then=f"/tests/{test.pk}/")
+    page.locator("#live-indicator").wait_for(state="visible")
+
+
 def mark_the_page(page: Any) -> None:
     # Anything set on window survives only if the page is not reloaded.
     page.evaluate("window.stillTheSamePage = true")
@@ -66,16 +82,8 @@ def test_run_all_to_completion_with_live_progress(
     artifacts: Path,
 ) -> None:
     fake_model.delay_s = 0.4  # slow enough to watch the progress move
-    benchmark = factories.make_benchmark(
-        department=research,
-        name="Run all capitals",
-        entries=6,
-        turns=1,
-        target=fake_target(fake_model),
-    )
-    test = start_test(actor=Actor(user=staff), benchmark_id=benchmark.pk)
-    log_in(page, browser_server, "staff", then=f"/tests/{test.pk}/")
-    page.locator("#live-indicator").wait_for(state="visible")
+    test = a_test(research, staff, fake_model, name="Run all capitals", entries=6, turns=1)
+    open_live(page, browser_server, test)
     assert "Run all 6 waiting runs" in page.locator("#control-run-all").inner_text()
 
     start_run_all(page, concurrency=2, grade="ai")
@@ -103,18 +111,10 @@ def test_run_all_to_completion_with_live_progress(
 def test_retry_failed_then_run_all_again(
     page: Any, browser_server: DaphneServer, staff: Any, research: Any, fake_model: FakeModel
 ) -> None:
-    benchmark = factories.make_benchmark(
-        department=research,
-        name="Flaky capitals",
-        entries=3,
-        turns=1,
-        target=fake_target(fake_model),
-    )
-    test = start_test(actor=Actor(user=staff), benchmark_id=benchmark.pk)
+    test = a_test(research, staff, fake_model, name="Flaky capitals", entries=3, turns=1)
     # The model refuses the first two requests: two runs fail, the third completes.
     fake_model.script(Reply(status=400), Reply(status=400))
-    log_in(page, browser_server, "staff", then=f"/tests/{test.pk}/")
-    page.locator("#live-indicator").wait_for(state="visible")
+    open_live(page, browser_server, test)
     start_run_all(page, concurrency=1, grade="none")
     mark_the_page(page)
     # Appears live with the first failed run, and counts the second when it is in.
@@ -146,16 +146,8 @@ def test_stop_asks_for_confirmation_then_stops_the_run_all(
     artifacts: Path,
 ) -> None:
     fake_model.delay_s = 1.0  # each turn takes a second: there is time to stop
-    benchmark = factories.make_benchmark(
-        department=research,
-        name="Slow to stop",
-        entries=4,
-        turns=3,
-        target=fake_target(fake_model),
-    )
-    test = start_test(actor=Actor(user=staff), benchmark_id=benchmark.pk)
-    log_in(page, browser_server, "staff", then=f"/tests/{test.pk}/")
-    page.locator("#live-indicator").wait_for(state="visible")
+    test = a_test(research, staff, fake_model, name="Slow to stop", entries=4, turns=3)
+    open_live(page, browser_server, test)
     start_run_all(page, concurrency=1, grade="none")
     page.locator("#run-all-status").wait_for()
 
