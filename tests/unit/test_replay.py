@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from django.utils import timezone
 from tests import factories
 from tests.fake_model import FakeModel, Messages, Reply
 from tests_app.models import Benchmark, ReplayStep, Test, TestInvocation, TestRun
+from tests_app.services.heartbeats import Heartbeats
 from tests_app.services.replay import plan_turns, replay_invocation
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -522,3 +525,26 @@ def test_loading_the_tasks_loads_the_replay_service_and_its_model_client() -> No
         check=True,
     )
     assert result.stdout.split() == ["False", "True", "True"]
+
+
+def test_a_new_replay_wakes_the_heartbeat_only_when_its_timeout_was_shortened(
+    settings: Any,
+) -> None:
+    # A woken heartbeat refreshes every replay of the process at once: doing that whenever a
+    # replay starts would cost a write per replay and a lease renewal per model call in flight.
+    settings.REPLAY_HEARTBEAT_TIMEOUT = 60
+    beats = Heartbeats()
+
+    def sleeping_for(seconds: float) -> None:
+        deadline = time.monotonic() + 10
+        while beats._sleeping_s != seconds:
+            assert time.monotonic() < deadline, f"the heartbeat sleeps {beats._sleeping_s} s"
+            time.sleep(0.01)
+
+    with beats.beating(uuid.uuid4()):
+        sleeping_for(15)
+        with beats.beating(uuid.uuid4()):
+            assert not beats._wake.is_set()
+        settings.REPLAY_HEARTBEAT_TIMEOUT = 2
+        with beats.beating(uuid.uuid4()):
+            sleeping_for(0.5)

@@ -43,6 +43,9 @@ class Heartbeats:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid = 0
+        # How long the thread sleeps at the moment: a replay wakes it only when the timeout has
+        # been shortened since (a woken thread would refresh every replay of the process at once).
+        self._sleeping_s = 0.0
 
     @contextlib.contextmanager
     def beating(self, invocation_id: uuid.UUID) -> Iterator[Beat]:
@@ -52,7 +55,8 @@ class Heartbeats:
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="heartbeats", daemon=True).start()
             self._beats[invocation_id] = beat
-        self._wake.set()  # the timeout may have changed since the thread went to sleep
+            if _interval() < self._sleeping_s:
+                self._wake.set()
         try:
             yield beat
         finally:
@@ -61,7 +65,9 @@ class Heartbeats:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4))
+            with self._lock:
+                self._sleeping_s = _interval()
+            self._wake.wait(self._sleeping_s)
             self._wake.clear()
             with self._lock:
                 beats = list(self._beats.values())
@@ -79,6 +85,10 @@ class Heartbeats:
                 logger.exception("The heartbeat of %s replays failed", len(beats))
             finally:
                 connection.close()
+
+
+def _interval() -> float:
+    return max(0.2, settings.REPLAY_HEARTBEAT_TIMEOUT / 4)
 
 
 heartbeats = Heartbeats()
