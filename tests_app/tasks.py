@@ -37,10 +37,10 @@ LONG_TASK_OPTIONS: dict[str, Any] = {
 
 @shared_task(name="tests_app.tasks.replay_invocation", **LONG_TASK_OPTIONS)
 def replay_invocation(invocation_id: str) -> None:
-    replay.replay_invocation(invocation_id=invocation_id)
+    replayed = replay.replay_invocation(invocation_id=invocation_id)
     # A run-all's replay moves its run-all on (ends it, claims the next); should this worker die
     # first, the sweep ticks the run-all instead.
-    run_all.tick_after_replay(invocation_id=invocation_id)
+    run_all.tick_after_replay(replayed)
 
 
 @shared_task(name="tests_app.tasks.grade_invocation", **LONG_TASK_OPTIONS)

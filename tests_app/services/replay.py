@@ -156,14 +156,14 @@ def _claim_statement() -> str:
                 updated_at = %(now)s
             FROM seq
             WHERE invocation.id = %(invocation_id)s AND invocation.status = %(created)s
-            RETURNING invocation.run_id, invocation.test_id, seq.event_seq
+            RETURNING invocation.run_id, invocation.test_id, invocation.run_all_id, seq.event_seq
         ), moved AS (
             UPDATE {run_table} AS run SET status = %(running)s, updated_at = %(now)s
             FROM claimed
             WHERE run.id = claimed.run_id AND run.status = %(claimed)s
         )
-        SELECT claimed.test_id, claimed.run_id, entry.messages, entry.turns, test.target_snapshot,
-            benchmark.replay_mode, claimed.event_seq
+        SELECT claimed.test_id, claimed.run_id, claimed.run_all_id, entry.messages, entry.turns,
+            test.target_snapshot, benchmark.replay_mode, claimed.event_seq
         FROM claimed
         JOIN {run_table} AS run ON run.id = claimed.run_id
         JOIN {quote(BenchmarkEntry._meta.db_table)} AS entry ON entry.id = run.entry_id
@@ -197,7 +197,7 @@ def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
             found = cursor.fetchone()
         if found is None:
             return None
-        test_id, run_id, messages, turns, target, replay_mode, seq = found
+        test_id, run_id, run_all_id, messages, turns, target, replay_mode, seq = found
         messages, target = _json(messages), _json(target)
     else:
         with transaction.atomic():
@@ -211,10 +211,11 @@ def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
             )
             if claimed != 1:
                 return None
-            test_id, run_id, messages, turns, target, replay_mode = (
+            test_id, run_id, run_all_id, messages, turns, target, replay_mode = (
                 TestInvocation.objects.values_list(
                     "test_id",
                     "run_id",
+                    "run_all_id",
                     "run__entry__messages",
                     "run__entry__turns",
                     "test__target_snapshot",
@@ -224,7 +225,9 @@ def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
             TestRun.objects.filter(pk=run_id, status=TestRun.Status.CLAIMED).update(
                 status=TestRun.Status.RUNNING, updated_at=now
             )
-    invocation = TestInvocation(id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id)
+    invocation = TestInvocation(
+        id=uuid.UUID(str(invocation_id)), test_id=test_id, run_id=run_id, run_all_id=run_all_id
+    )
     publish_on_commit(
         test_id=test_id,
         event_type="run.started",
@@ -441,8 +444,9 @@ def _call(target: Target, history: list[Message], turn: PlannedTurn, beat: Beat)
             beat.lease = None
 
 
-def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
-    """Replay a ``created`` invocation turn by turn; see the module docstring.
+def replay_invocation(*, invocation_id: uuid.UUID | str) -> TestInvocation | None:
+    """Replay a ``created`` invocation turn by turn; see the module docstring. Returns the
+    invocation it claimed (its ids and run-all), None when there was nothing to claim.
 
     Stops before the next turn once the invocation is no longer running or a stop was requested
     (the stop service already moved the statuses and published the events): each step's
@@ -454,7 +458,7 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
     claimed = until_it_works(lambda: _claim(invocation_id), what="The claim of a replay")
     if claimed is None:
         logger.info("Invocation %s is missing or not created; nothing to replay", invocation_id)
-        return
+        return None
     invocation = claimed.invocation
     turns = plan_turns(claimed.messages)
     try:
@@ -477,7 +481,7 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
                 )
                 if not recorded:
                     logger.info("Invocation %s stopped during turn %s", invocation.pk, turn.turn)
-                    return
+                    return invocation
         if not turns:
             until_it_works(partial(_finish_without_turns, invocation), what="A finish")
     except TargetError as error:
@@ -490,6 +494,7 @@ def replay_invocation(*, invocation_id: uuid.UUID | str) -> None:
     except Exception as error:
         logger.exception("Replay of invocation %s crashed", invocation.pk)
         _fail(invocation.pk, f"The replay failed unexpectedly: {error!r}")
+    return invocation
 
 
 def _fail(invocation_id: uuid.UUID, error: str) -> None:

@@ -284,16 +284,11 @@ def tick_run_all(*, run_all_id: uuid.UUID | str) -> RunAll | None:
     return run_all
 
 
-def tick_after_replay(*, invocation_id: uuid.UUID | str) -> None:
+def tick_after_replay(invocation: TestInvocation | None) -> None:
     """After a replay ended its work (replayed, failed or stopped): tick the run-all that
-    claimed it, if one did."""
-    run_all_id = (
-        TestInvocation.objects.filter(pk=invocation_id, run_all__isnull=False)
-        .values_list("run_all_id", flat=True)
-        .first()
-    )
-    if run_all_id is not None:
-        tick_run_all(run_all_id=run_all_id)
+    claimed it, if one did. ``invocation``: what the replay claimed (None: nothing)."""
+    if invocation is not None and invocation.run_all_id is not None:
+        tick_run_all(run_all_id=invocation.run_all_id)
 
 
 def stop_run_alls_of_test(*, test_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
