@@ -51,6 +51,12 @@ def until_it_works(operation: Callable[[], T], *, what: str) -> T:
     takes a fresh one (a pool discards the broken one). ``operation`` must be safe to run again:
     a conditional update, or a write whose second attempt finds the first one's row.
     """
+    # The first attempt outside stamina: it is nearly always the only one, and a retry
+    # context is built for every turn of every replay.
+    try:
+        return operation()
+    except INFRASTRUCTURE_ERRORS as error:
+        _dropped(what, error)
     for attempt in stamina.retry_context(
         on=INFRASTRUCTURE_ERRORS,
         attempts=None,
@@ -62,11 +68,15 @@ def until_it_works(operation: Callable[[], T], *, what: str) -> T:
             try:
                 return operation()
             except INFRASTRUCTURE_ERRORS as error:
-                logger.warning("%s met %r; trying again", what, error)
-                if not connection.in_atomic_block:
-                    connection.close()
+                _dropped(what, error)
                 raise
     raise AssertionError("unreachable: stamina either returns or raises")
+
+
+def _dropped(what: str, error: Exception) -> None:
+    logger.warning("%s met %r; trying again", what, error)
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def unavailable_response(request: HttpRequest) -> HttpResponse:

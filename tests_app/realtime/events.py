@@ -154,7 +154,8 @@ class _Sender:
             while waiting:
                 message = waiting.popleft()
                 try:
-                    await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_S)
+                    async with asyncio.timeout(SEND_TIMEOUT_S):
+                        await layer.group_send(group, message)
                 except Exception as error:
                     logger.error("Could not send a realtime event to %s: %r", group, error)
         finally:
