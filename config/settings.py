@@ -272,15 +272,13 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = REPLAY_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = REPLAY_TIME_LIMIT
-# A task not acknowledged this long after its delivery is delivered again. A replay or grade
-# still running then is left alone by its claim; stranded work comes back through the sweep
-# (REPLAY_HEARTBEAT_TIMEOUT, REPLAY_START_TIMEOUT) long before this.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+# A message leaves Redis as a worker takes it: the sweep, not a redelivery, gives back what a
+# dead worker held (tests_app.services.sweep), so kombu's emulated acknowledgements (two Redis
+# writes per task, and a redelivery long after the sweep) would buy nothing.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {

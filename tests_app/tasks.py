@@ -1,7 +1,9 @@
 """Celery tasks: thin and idempotent. Each takes ids and calls one service.
 
-The services claim their work with a conditional update, so a task delivered twice (acks_late
-after a worker died) does nothing the second time. Only transient infrastructure errors (the
+The services claim their work with a conditional update, so a task delivered twice (the sweep
+enqueued it again while the first delivery was still coming) does nothing the second time. A
+message leaves Redis as a worker takes it (config/settings.py): what a dead worker held comes back
+through the sweep, never through a redelivery. Only transient infrastructure errors (the
 database or Redis unreachable) are retried automatically; a target or judge error is recorded by
 the service on its row instead. Under the threads pool (what the I/O-bound replays use) Celery
 cannot interrupt a thread, so the target's timeout and the reaper bound a replay instead.
@@ -18,13 +20,9 @@ from tests_app.outages import INFRASTRUCTURE_ERRORS
 from tests_app.services import grading, refresh, replay, run_all, sweep
 
 # Replays and grades: safe to deliver twice (their services claim the work with a conditional
-# update) and retried only when the database or Redis blinked. They are acknowledged as they
-# start, not when they end: work a dead worker took is given back by the sweep
-# (tests_app.services.sweep), and an acknowledgement left waiting while the broker connection
-# drops leaves kombu's Redis consumer unable to resume.
+# update) and retried only when the database or Redis blinked.
 LONG_TASK_OPTIONS: dict[str, Any] = {
     "ignore_result": True,
-    "acks_late": False,
     "soft_time_limit": settings.REPLAY_SOFT_TIME_LIMIT,
     "time_limit": settings.REPLAY_TIME_LIMIT,
     "autoretry_for": INFRASTRUCTURE_ERRORS,
@@ -53,7 +51,6 @@ def grade_invocation(grade_id: str) -> None:
 @shared_task(
     name="tests_app.tasks.tick_run_all",
     ignore_result=True,
-    acks_late=True,
     soft_time_limit=120,
     time_limit=180,
     autoretry_for=INFRASTRUCTURE_ERRORS,
@@ -70,7 +67,6 @@ def tick_run_all(run_all_id: str) -> None:
 @shared_task(
     name="tests_app.tasks.sweep_stranded_work",
     ignore_result=True,
-    acks_late=True,
     soft_time_limit=120,
     time_limit=180,
 )
@@ -81,7 +77,6 @@ def sweep_stranded_work() -> None:
 @shared_task(
     name="tests_app.tasks.refresh_analytics",
     ignore_result=True,
-    acks_late=True,
     soft_time_limit=120,
     time_limit=180,
 )
