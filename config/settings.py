@@ -184,6 +184,7 @@ if DATABASE_URL:
     if _database["ENGINE"] == "django.db.backends.postgresql" and PRODUCTION:
         # The pool checks a connection as it hands it out and replaces a broken one, so the
         # first call after PostgreSQL restarted, or after its connections were terminated, works.
+        # Workers turn this off (config/celery.py): they retry instead.
         _database["CONN_HEALTH_CHECKS"] = True
         _database.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,

@@ -127,6 +127,20 @@ def test_production_pools_connections_and_the_pool_size_is_a_setting() -> None:
     assert result.stdout.strip().splitlines()[-1] == "7"
 
 
+def test_the_webs_pool_checks_its_connections_and_a_workers_does_not() -> None:
+    # A worker retries every database operation on a fresh connection; the web cannot retry a
+    # call, so its pool checks each connection it hands out.
+    script = (
+        "from celery.signals import worker_init; from django.db import connections; "
+        "import config.celery; checks = lambda: connections['default'].settings_dict; "
+        "print(checks()['CONN_HEALTH_CHECKS']); worker_init.send(sender=None); "
+        "print(checks()['CONN_HEALTH_CHECKS'])"
+    )
+    result = run_django(production_env(), "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-2:] == ["True", "False"]
+
+
 def test_the_model_clients_http_log_stays_out_of_the_info_log() -> None:
     # A line per model call would be most of a busy worker's log.
     script = "import logging; print(logging.getLogger('httpx').getEffectiveLevel())"
