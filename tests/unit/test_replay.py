@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,8 +20,10 @@ from django.utils import timezone
 from tests import factories
 from tests.fake_model import FakeModel, Messages, Reply
 from tests_app.models import Benchmark, ReplayStep, Test, TestInvocation, TestRun
+from tests_app.services import replay as replay_service
 from tests_app.services.heartbeats import Heartbeats
 from tests_app.services.replay import plan_turns, replay_invocation
+from tests_app.targets import TargetReply
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 # What the third turn of an auto-regressive replay against the echoing fake sends.
@@ -545,3 +548,47 @@ def test_a_new_replay_wakes_the_heartbeat_only_when_its_timeout_was_shortened(
         settings.REPLAY_HEARTBEAT_TIMEOUT = 2
         with beats.beating(uuid.uuid4()):
             sleeping_for(0.5)
+
+
+def test_a_processs_steps_of_one_test_are_written_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # PostgreSQL orders them on the test's row anyway; waiting in the process holds no pooled
+    # connection. Steps of tests that do not share a lock are written side by side.
+    in_flight: list[uuid.UUID] = []
+    seen_together: list[list[uuid.UUID]] = []
+    guard = threading.Lock()
+
+    def write_step(step: ReplayStep, *, invocation: TestInvocation, finishes: bool) -> None:
+        with guard:
+            in_flight.append(invocation.test_id)
+            seen_together.append(list(in_flight))
+        time.sleep(0.1)  # room for another writer to come in, if nothing holds it back
+        # Returns None, "no longer running": the step publishes nothing.
+        with guard:
+            in_flight.remove(invocation.test_id)
+
+    monkeypatch.setattr(replay_service, "_write_step", write_step)
+    first = uuid.uuid4()
+    other = next(
+        test_id
+        for test_id in iter(uuid.uuid4, None)
+        if replay_service._test_row_lock(test_id) is not replay_service._test_row_lock(first)
+    )
+    [turn] = plan_turns([{"role": "user", "content": "Hi"}])
+    reply = TargetReply(content="Hello", latency_ms=1, prompt_tokens=1, completion_tokens=1)
+
+    def record(test_id: uuid.UUID) -> None:
+        invocation = TestInvocation(id=uuid.uuid4(), test_id=test_id, run_id=uuid.uuid4())
+        assert not replay_service._record_step(
+            invocation=invocation, turn=turn, total_turns=1, reply=reply
+        )
+
+    writers = [threading.Thread(target=record, args=(t,)) for t in (first, first, first, other)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=30)
+    assert len(seen_together) == 4
+    assert max(together.count(first) for together in seen_together) == 1
+    assert max(len(together) for together in seen_together) == 2

@@ -11,12 +11,14 @@ model's own answer stands in for that recorded text in the history of later turn
 
 No transaction is open during a model call, and no database connection is held either: with
 hundreds of replays waiting on a model at once, connections go back to the pool between turns.
+A write that numbers the test's events waits its turn in the process (:func:`_test_row_lock`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from functools import cache, partial
@@ -47,6 +49,20 @@ logger = logging.getLogger(__name__)
 # Text columns stay readable in lists and exports; the model's full answer is rarely longer.
 MAX_STEP_TEXT = 100_000
 MAX_ERROR_TEXT = 4_000
+
+# The claim and each step bump the test's event counter, so PostgreSQL runs a test's writes one
+# at a time on its row whatever we do. Inside a process they queue on a lock instead: a thread
+# waiting there holds neither a pooled connection nor a backend, while one waiting on the row lock
+# holds both, and hundreds of replays of one test would all wait that way. The row lock still
+# orders the writes of different processes.
+_TEST_ROW_LOCKS = tuple(threading.Lock() for _ in range(64))
+# A claim learns its test only as it runs: the claims of a process queue on one lock.
+_CLAIM_LOCK = threading.Lock()
+
+
+def _test_row_lock(test_id: uuid.UUID) -> threading.Lock:
+    """This process's lock for the writes that bump ``test_id``'s row (tests share a few)."""
+    return _TEST_ROW_LOCKS[hash(test_id) % len(_TEST_ROW_LOCKS)]
 
 
 @dataclass(frozen=True)
@@ -183,7 +199,7 @@ def _claim(invocation_id: uuid.UUID | str) -> ClaimedReplay | None:
     now = timezone.now()
     seq: int | None = None
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        with _CLAIM_LOCK, connection.cursor() as cursor:
             cursor.execute(
                 _claim_statement(),
                 {
@@ -308,7 +324,8 @@ def _record_step(
         updated_at=now,
     )
     try:
-        seqs = _write_step(step, invocation=invocation, finishes=finishes)
+        with _test_row_lock(invocation.test_id):
+            seqs = _write_step(step, invocation=invocation, finishes=finishes)
     except IntegrityError:
         # An earlier attempt committed but its answer was lost with the connection: the step
         # is there, and so is the update that came with it.
