@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+
+# scipy is imported in the functions that use it: it is slow to load and holds much memory, and
+# most web processes and every worker never need it.
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
@@ -91,6 +93,8 @@ def mean_score_interval(moments: ScoreMoments) -> list[float] | None:
     # sum over entries of (S - n * mean)^2, expanded into the sums we have.
     squares = moments.sum_s2 - 2 * mean * moments.sum_sn + mean * mean * moments.sum_n2
     variance = max(squares, 0.0) * entries / (entries - 1) / (graded * graded)
+    from scipy import stats
+
     margin = float(stats.t.ppf(0.5 + CONFIDENCE / 2, entries - 1)) * float(np.sqrt(variance))
     return _interval(mean - margin, mean + margin)
 
@@ -99,6 +103,8 @@ def pass_rate_interval(passed: int, graded: int) -> list[float] | None:
     """Wilson's 95% score interval of passed / graded; None before any grade."""
     if graded == 0:
         return None
+    from scipy import stats
+
     interval = stats.binomtest(passed, graded).proportion_ci(
         confidence_level=CONFIDENCE, method="wilson"
     )
@@ -113,6 +119,8 @@ def repetitions(k: int, graded: np.ndarray, passed: np.ndarray) -> dict[str, Any
     if not mask.any():
         return {"k": k, "pass_at_k": None, "pass_hat_k": None}
     n, c = graded[mask].astype(float), passed[mask].astype(float)
+    from scipy import special
+
     total = special.comb(n, k)
     pass_at_k = 1.0 - special.comb(n - c, k) / total
     pass_hat_k = special.comb(c, k) / total
@@ -189,6 +197,8 @@ def wilcoxon_p(differences: np.ndarray) -> float | None:
         return None
     if not np.any(differences != 0):
         return 1.0
+    from scipy import stats
+
     # Not rounded: a p-value of 1e-30 is information.
     return float(stats.wilcoxon(differences, zero_method="wilcox").pvalue)
 
@@ -199,4 +209,6 @@ def mcnemar_exact_p(worse: int, better: int) -> float | None:
     flips = worse + better
     if flips == 0:
         return 1.0
+    from scipy import stats
+
     return float(stats.binomtest(worse, flips, 0.5).pvalue)

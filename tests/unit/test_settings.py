@@ -154,3 +154,15 @@ def test_celery_uses_kombus_own_redis_transport() -> None:
     result = run_django(production_env(), "shell", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "None"
+
+
+def test_scipy_loads_with_the_first_statistic_not_with_the_web() -> None:
+    # Most web processes and every worker never compute a statistic, and scipy is heavy to load.
+    script = (
+        "import sys, config.urls, config.asgi, tests_app.tasks; "
+        "print('scipy' in sys.modules); from tests_app import figures; "
+        "print(figures.pass_rate_interval(3, 4) is not None, 'scipy' in sys.modules)"
+    )
+    result = run_django(production_env(), "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-2:] == ["False", "True True"]
