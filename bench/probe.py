@@ -1,25 +1,27 @@
-"""Run one endpoint in a fresh process and report its time and peak memory (ru_maxrss).
+"""Run one endpoint in a fresh process and report its time and peak memory (VmHWM).
 
 ``python -m bench.probe export <test_id>`` with DATABASE_URL, REDIS_URL, MEDIA_ROOT and
 BENCH_API_KEY in the environment prints one JSON line: seconds, the answer, the resident memory
 before the call and the peak after it. The call goes through the real view and service with the
 in-process test client, so the process measured is the one doing the export, and nothing else
-it did before (serving other scenarios) inflates its peak.
+it did before (serving other scenarios) inflates its peak. The peak is the kernel's high-water mark
+of this process's memory, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over ``exec`` from the
+process that spawned it, so the probe would report the bench harness's size.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
 
-def resident_mb() -> float:
+def resident_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory in MB (``VmHWM``: its peak so far)."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -48,7 +50,7 @@ def main() -> None:
         path, data=json.dumps({"test_id": test_id}), content_type="application/json"
     )
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = resident_mb("VmHWM")
     try:
         answer = response.json()
     except ValueError:

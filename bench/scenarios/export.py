@@ -1,7 +1,7 @@
 """Scenario 5: export of a completed test with 100k runs and 300k steps.
 
 The export runs through the real view and service in a fresh subprocess (:mod:`bench.probe`),
-whose peak resident memory (ru_maxrss) is the memory figure. Rows per second counts the data
+whose peak resident memory (its VmHWM) is the memory figure. Rows per second counts the data
 rows the answer reports (runs.csv + turns.csv). Floors: the same rows streamed out of PostgreSQL
 as CSV with COPY TO STDOUT (a denormalized runs query and the steps), and the probe's resident
 memory just before the call.
