@@ -201,7 +201,7 @@ def replay_all(context: Context, *, port: int, entries: int, delay_s: float, lab
     )
     if cpu:
         # Whether the wall time is the model's delay or the cores: CPU seconds by process.
-        parts = ", ".join(f"{part} {seconds:.1f}" for part, seconds in cpu.items() if seconds)
+        parts = ", ".join(f"{part} {seconds:.2f}" for part, seconds in cpu.items() if seconds)
         note += f"; CPU s {parts} (of {os.cpu_count()} cores x {wall:.1f} s)"
     return Outcome(
         wall=wall,
