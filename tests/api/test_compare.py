@@ -245,6 +245,8 @@ def test_a_foreign_test_of_another_benchmark_is_404_not_400(
         ({"test_ids": ["TEST0", "TEST1"], "page_size": 0}, "page_size"),
         ({"test_ids": ["TEST0", "TEST1"], "page_size": 501}, "page_size"),
         ({"test_ids": ["TEST0", "TEST1"], "page_offset": -1}, "page_offset"),
+        ({"test_ids": ["TEST0", "TEST1"], "page_offset": 10**9 + 1}, "page_offset"),
+        ({"test_ids": ["TEST0", "TEST1"], "page_offset": 2**70}, "page_offset"),
         ({"test_ids": ["TEST0", "TEST1"], "sort": "delta"}, "sort"),
         ({}, "test_ids"),
     ],

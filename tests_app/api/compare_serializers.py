@@ -13,6 +13,7 @@ from tests_app.api.lifecycle_serializers import (
     TokensSerializer,
     interval_field,
 )
+from tests_app.paging import MAX_PAGE_OFFSET
 from tests_app.selectors.compare import (
     MAX_TESTS,
     MIN_TESTS,
@@ -51,7 +52,11 @@ class CompareTestInputSerializer(StrictSerializer):
         help_text=f"Entries per page, 1..{PAGE_SIZE_MAX} (default {PAGE_SIZE_DEFAULT}).",
     )
     page_offset = StrictIntegerField(
-        required=False, default=0, min_value=0, help_text="How many entries to skip (default 0)."
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=MAX_PAGE_OFFSET,
+        help_text="How many entries to skip (default 0).",
     )
 
 
