@@ -31,6 +31,13 @@ def run_django(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+def shell_lines(env: dict[str, str], script: str) -> list[str]:
+    """The lines a ``manage.py shell -c`` script printed, once it ran without error."""
+    result = run_django(env, "shell", "-c", script)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()
+
+
 def production_env(**overrides: str) -> dict[str, str]:
     env = {
         "REPLAYBENCH_MODE": "production",
@@ -100,9 +107,7 @@ def test_embedded_default_needs_no_environment() -> None:
         "print(s.DATABASES['default']['ENGINE'], s.BACKGROUND_BACKEND, "
         "s.CHANNEL_LAYERS['default']['BACKEND'])"
     )
-    result = run_django({}, "shell", "-c", script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].split() == [
+    assert shell_lines({}, script)[-1].split() == [
         "django.db.backends.sqlite3",
         "thread",
         "tests_app.realtime.layers.ThreadSafeInMemoryChannelLayer",
@@ -112,9 +117,7 @@ def test_embedded_default_needs_no_environment() -> None:
 def test_debug_is_off_unless_asked_for() -> None:
     script = "from django.conf import settings as s; print(s.DEBUG)"
     for env, expected in (({}, "False"), ({"DEBUG": "1"}, "True"), ({"DEBUG": "0"}, "False")):
-        result = run_django(env, "shell", "-c", script)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip().splitlines()[-1] == expected, env
+        assert shell_lines(env, script)[-1] == expected, env
 
 
 def test_production_pools_connections_and_the_pool_size_is_a_setting() -> None:
@@ -122,9 +125,7 @@ def test_production_pools_connections_and_the_pool_size_is_a_setting() -> None:
         "from django.conf import settings as s; d = s.DATABASES['default']; "
         "print(d['OPTIONS']['pool']['max_size'])"
     )
-    result = run_django(production_env(DATABASE_POOL_MAX="7"), "shell", "-c", script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "7"
+    assert shell_lines(production_env(DATABASE_POOL_MAX="7"), script)[-1] == "7"
 
 
 def test_the_webs_pool_checks_its_connections_and_a_workers_does_not() -> None:
@@ -136,24 +137,18 @@ def test_the_webs_pool_checks_its_connections_and_a_workers_does_not() -> None:
         "print(checks()['CONN_HEALTH_CHECKS']); worker_init.send(sender=None); "
         "print(checks()['CONN_HEALTH_CHECKS'])"
     )
-    result = run_django(production_env(), "shell", "-c", script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-2:] == ["True", "False"]
+    assert shell_lines(production_env(), script)[-2:] == ["True", "False"]
 
 
 def test_the_model_clients_http_log_stays_out_of_the_info_log() -> None:
     # A line per model call would be most of a busy worker's log.
     script = "import logging; print(logging.getLogger('httpx').getEffectiveLevel())"
-    result = run_django(production_env(LOG_LEVEL="INFO"), "shell", "-c", script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "30"
+    assert shell_lines(production_env(LOG_LEVEL="INFO"), script)[-1] == "30"
 
 
 def test_celery_uses_kombus_own_redis_transport() -> None:
     script = "from config.celery import app; print(app.conf.broker_transport)"
-    result = run_django(production_env(), "shell", "-c", script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "None"
+    assert shell_lines(production_env(), script)[-1] == "None"
 
 
 def test_scipy_loads_with_the_first_statistic_not_with_the_web() -> None:
@@ -163,6 +158,4 @@ def test_scipy_loads_with_the_first_statistic_not_with_the_web() -> None:
         "print('scipy' in sys.modules); from tests_app import figures; "
         "print(figures.pass_rate_interval(3, 4) is not None, 'scipy' in sys.modules)"
     )
-    result = run_django(production_env(), "shell", "-c", script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-2:] == ["False", "True True"]
+    assert shell_lines(production_env(), script)[-2:] == ["False", "True True"]
