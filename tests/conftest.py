@@ -7,12 +7,15 @@ The world: department Research (operator, viewer) and Support (outsider is its o
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.core.cache import cache
+from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
 
 from tests import factories
 from tests.fake_model import FakeModel
@@ -45,6 +48,21 @@ def _isolated_runtime(request: pytest.FixtureRequest, settings: Any) -> None:
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
         # Throttle counters live there: a test must not spend the budget of the next one.
         cache.clear()
+
+
+@pytest.fixture
+def rate_limits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Set throttle rates for the test (``rate_limits(caller="3/min")``). The throttles' clock
+    stands still halfway through a minute meanwhile: budgets are counted in fixed windows, and
+    calls that straddled a minute's turn would start a new one."""
+
+    def set_rates(**rates: str) -> None:
+        merged = {**api_settings.DEFAULT_THROTTLE_RATES, **rates}
+        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", merged)
+        halfway = time.time() // 60 * 60 + 30
+        monkeypatch.setattr(SimpleRateThrottle, "timer", staticmethod(lambda: halfway))
+
+    return set_rates
 
 
 @pytest.fixture

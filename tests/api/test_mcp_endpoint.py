@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import HttpCommunicator
-from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
 
 from config.asgi import application
 from tests import factories
@@ -70,11 +68,8 @@ def test_it_refuses_no_key_and_a_revoked_key_with_the_api_body(operator: Any) ->
         assert response["headers"]["www-authenticate"] == 'Bearer realm="api"'
 
 
-def test_failed_authentications_spend_the_address_budget(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "failed_authentication": "3/min"}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+def test_failed_authentications_spend_the_address_budget(rate_limits: Any) -> None:
+    rate_limits(failed_authentication="3/min")
 
     responses = [post_mcp((b"x-api-key", b"abc.def")) for _ in range(5)]
 
@@ -85,11 +80,8 @@ def test_failed_authentications_spend_the_address_budget(
     assert 0 < int(responses[-1]["headers"]["retry-after"]) <= 61
 
 
-def test_calls_spend_the_callers_rate_budget(
-    monkeypatch: pytest.MonkeyPatch, operator: Any
-) -> None:
-    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "caller": "2/min"}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+def test_calls_spend_the_callers_rate_budget(rate_limits: Any, operator: Any) -> None:
+    rate_limits(caller="2/min")
     _, key = factories.make_api_key(operator)
 
     statuses = [post_mcp((b"x-api-key", key.encode()))["status"] for _ in range(3)]

@@ -6,8 +6,6 @@ import secrets
 from typing import Any
 
 import pytest
-from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
 
 from tests import factories
 
@@ -17,9 +15,8 @@ SEARCH = "/api/v5/artifacts/benchmark/search"
 
 
 @pytest.fixture
-def three_per_minute(monkeypatch: pytest.MonkeyPatch) -> None:
-    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "caller": "3/min"}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+def three_per_minute(rate_limits: Any) -> None:
+    rate_limits(caller="3/min")
 
 
 def test_the_fourth_call_in_a_minute_is_429(
@@ -45,9 +42,8 @@ def test_each_key_has_its_own_budget(
 
 
 @pytest.fixture
-def three_failures_per_minute(monkeypatch: pytest.MonkeyPatch) -> None:
-    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "failed_authentication": "3/min"}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+def three_failures_per_minute(rate_limits: Any) -> None:
+    rate_limits(failed_authentication="3/min")
 
 
 def statuses_and_codes(responses: list[Any]) -> list[tuple[int, str]]:

@@ -13,9 +13,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_redis.cache import RedisCache
-from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
-from rest_framework.throttling import SimpleRateThrottle
 
 from tests import factories
 from tests.integration.conftest import redis_url
@@ -33,9 +31,8 @@ def redis_cache(settings: Any) -> None:
 
 
 @pytest.fixture
-def three_per_minute(monkeypatch: pytest.MonkeyPatch) -> None:
-    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "caller": "3/min"}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+def three_per_minute(rate_limits: Any) -> None:
+    rate_limits(caller="3/min")
 
 
 def caller(key: str) -> APIClient:
